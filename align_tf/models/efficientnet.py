@@ -1,0 +1,193 @@
+"""EfficientNet image tower (Tan & Le, 2019) as ALIGN uses it (paper §4.1).
+
+The tower is EfficientNet *without* the final 1x1 "top" convolution: the last MBConv stage is
+globally average-pooled and its width is the embedding size (640 for B7, 80/160 for tiny sizes).
+
+Layer names follow ``keras.applications.EfficientNet`` (``stem_conv``, ``block1a_dwconv``, ...), so
+ImageNet weights from keras.applications load by name and the public ALIGN checkpoint converts
+one-to-one. One deliberate difference: stride-2 convolutions zero-pad by a fixed ``(k//2 - 1, k//2)``
+(like the PyTorch port of the public ALIGN checkpoint, and like Keras ``correct_pad`` at even sizes),
+so 289 px maps to 144 -> 72 -> 36 -> 18 -> 9 regardless of parity.
+
+Inputs are float pixels in ``[0, 1]``; the tower rescales them to ``[-1, 1]`` (ALIGN's x/127.5 - 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import keras
+
+# Keras-applications base blocks (EfficientNet-B0).
+BASE_BLOCKS = (
+    dict(kernel_size=3, repeats=1, filters_in=32, filters_out=16, expand_ratio=1, strides=1),
+    dict(kernel_size=3, repeats=2, filters_in=16, filters_out=24, expand_ratio=6, strides=2),
+    dict(kernel_size=5, repeats=2, filters_in=24, filters_out=40, expand_ratio=6, strides=2),
+    dict(kernel_size=3, repeats=3, filters_in=40, filters_out=80, expand_ratio=6, strides=2),
+    dict(kernel_size=5, repeats=3, filters_in=80, filters_out=112, expand_ratio=6, strides=1),
+    dict(kernel_size=5, repeats=4, filters_in=112, filters_out=192, expand_ratio=6, strides=2),
+    dict(kernel_size=3, repeats=1, filters_in=192, filters_out=320, expand_ratio=6, strides=1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EfficientNetSize:
+    """Compound-scaling coefficients of one named EfficientNet size."""
+
+    width: float
+    depth: float
+    resolution: int
+    drop_connect_rate: float = 0.2
+
+
+SIZES = {
+    # Tiny CPU sizes (not in the paper): for tests and the embedded default run.
+    "nano": EfficientNetSize(0.25, 0.25, 64, 0.0),
+    "tiny": EfficientNetSize(0.5, 0.34, 96, 0.0),
+    "b0": EfficientNetSize(1.0, 1.0, 224),
+    "b1": EfficientNetSize(1.0, 1.1, 240),
+    "b2": EfficientNetSize(1.1, 1.2, 260),
+    "b3": EfficientNetSize(1.2, 1.4, 300),
+    "b4": EfficientNetSize(1.4, 1.8, 380),
+    "b5": EfficientNetSize(1.6, 2.2, 456),
+    "b6": EfficientNetSize(1.8, 2.6, 528),
+    "b7": EfficientNetSize(2.0, 3.1, 600),
+    # Noisy Student / ALIGN's main image tower.
+    "l2": EfficientNetSize(4.3, 5.3, 800, 0.5),
+}
+
+
+# keras.applications' CONV_KERNEL_INITIALIZER: He-normal on fan-out. Glorot would leave activations
+# so small that BatchNorm's moving variance (initialised to 1) stays far above the batch variance for
+# hundreds of steps, and inference-mode features collapse to a constant.
+def _conv_init():
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Scales a channel count by ``width`` and rounds to a multiple of ``divisor`` (as Keras does)."""
+    filters *= width
+    new_filters = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    if new_filters < 0.9 * filters:  # never round down by more than 10%
+        new_filters += divisor
+    return int(new_filters)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """Scales the number of blocks of a stage by ``depth`` (rounding up)."""
+    return int(math.ceil(depth * repeats))
+
+
+def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
+    half = kernel_size // 2
+    before = half if symmetric else half - 1
+    return ((before, half), (before, half))
+
+
+def _bn(name, synchronized=False):
+    return keras.layers.BatchNormalization(axis=-1, epsilon=1e-3, momentum=0.99,
+                                           synchronized=synchronized, name=name)
+
+
+def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, drop_rate,
+            symmetric_pad, sync_bn, name):
+    """Mobile inverted bottleneck with squeeze-excitation (keras.applications ``block``)."""
+    inputs = x
+    filters = filters_in * expand_ratio
+    if expand_ratio != 1:
+        x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
+                                kernel_initializer=_conv_init(), name=name + "expand_conv")(x)
+        x = _bn(name + "expand_bn", sync_bn)(x)
+        x = keras.layers.Activation("swish", name=name + "expand_activation")(x)
+    if strides == 2:
+        x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
+                                       name=name + "dwconv_pad")(x)
+    x = keras.layers.DepthwiseConv2D(kernel_size, strides=strides,
+                                     padding="valid" if strides == 2 else "same",
+                                     use_bias=False, depthwise_initializer=_conv_init(),
+                                     name=name + "dwconv")(x)
+    x = _bn(name + "bn", sync_bn)(x)
+    x = keras.layers.Activation("swish", name=name + "activation")(x)
+
+    filters_se = max(1, int(filters_in * 0.25))
+    se = keras.layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
+    se = keras.layers.Reshape((1, 1, filters), name=name + "se_reshape")(se)
+    se = keras.layers.Conv2D(filters_se, 1, padding="same", activation="swish",
+                             kernel_initializer=_conv_init(), name=name + "se_reduce")(se)
+    se = keras.layers.Conv2D(filters, 1, padding="same", activation="sigmoid",
+                             kernel_initializer=_conv_init(), name=name + "se_expand")(se)
+    x = keras.layers.multiply([x, se], name=name + "se_excite")
+
+    x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False,
+                            kernel_initializer=_conv_init(), name=name + "project_conv")(x)
+    x = _bn(name + "project_bn", sync_bn)(x)
+    if strides == 1 and filters_in == filters_out:
+        if drop_rate > 0:
+            x = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
+        x = keras.layers.add([x, inputs], name=name + "add")
+    return x
+
+
+def block_specs(size: EfficientNetSize) -> list:
+    """Expands the base stages into one spec per block (names ``block1a``, ``block1b``, ...)."""
+    specs = []
+    for stage, base in enumerate(BASE_BLOCKS):
+        args = copy.deepcopy(base)
+        filters_in = round_filters(args["filters_in"], size.width)
+        filters_out = round_filters(args["filters_out"], size.width)
+        for j in range(round_repeats(args["repeats"], size.depth)):
+            specs.append(dict(
+                name=f"block{stage + 1}{chr(j + 97)}_",
+                filters_in=filters_in if j == 0 else filters_out,
+                filters_out=filters_out,
+                kernel_size=args["kernel_size"],
+                strides=args["strides"] if j == 0 else 1,
+                expand_ratio=args["expand_ratio"],
+            ))
+    return specs
+
+
+def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=(),
+                 sync_batch_norm=False, name=None) -> keras.Model:
+    """Builds the ALIGN image tower.
+
+    Args:
+      size: a key of ``SIZES`` (``nano``, ``tiny``, ``b0``..``b7``, ``l2``) or an
+        ``EfficientNetSize``.
+      image_size: static square input size; ``None`` accepts any height/width.
+      drop_connect_rate: stochastic-depth rate at the last block; defaults to the size's.
+      symmetric_pad_blocks: indices (0-based, over all blocks) of stride-2 blocks whose depthwise
+        conv pads symmetrically (the PyTorch port's ``depthwise_padding``); empty for align-base.
+      sync_batch_norm: batch statistics over the global batch (all replicas) instead of each
+        replica's share; makes multi-replica training match one device exactly, at a cost.
+      name: model name, default ``efficientnet_{size}``.
+
+    Returns:
+      A ``keras.Model`` mapping ``(batch, H, W, 3)`` pixels in ``[0, 1]`` to ``(batch, D)`` pooled
+      features, where ``D`` is the width of the last stage.
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"Unknown EfficientNet size {size!r}; choose from {sorted(SIZES)}.")
+        size_name, size = size, SIZES[size]
+    else:
+        size_name = "custom"
+    if drop_connect_rate is None:
+        drop_connect_rate = size.drop_connect_rate
+
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="rescaling")(inputs)
+    x = keras.layers.ZeroPadding2D(_stride2_pad(3, False), name="stem_conv_pad")(x)
+    x = keras.layers.Conv2D(round_filters(32, size.width), 3, strides=2, padding="valid",
+                            use_bias=False, kernel_initializer=_conv_init(), name="stem_conv")(x)
+    x = _bn("stem_bn", sync_batch_norm)(x)
+    x = keras.layers.Activation("swish", name="stem_activation")(x)
+
+    specs = block_specs(size)
+    for i, spec in enumerate(specs):
+        x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs),
+                    symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm, **spec)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name=name or f"efficientnet_{size_name}")

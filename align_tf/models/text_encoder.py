@@ -1,0 +1,94 @@
+"""BERT text tower (Devlin et al., 2019) as ALIGN uses it (paper §4.1).
+
+The [CLS] output of the last layer goes through one linear layer ("text_projection") to the image
+embedding size. The encoder is keras-hub's ``TransformerEncoder`` stack with keras-hub ``BertBackbone``
+layer names, but with the *exact* GELU of BERT and of the public ALIGN checkpoint (keras-hub's
+``BertBackbone`` hard-codes the tanh approximation, which would break weight parity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import keras_hub
+
+
+@dataclasses.dataclass(frozen=True)
+class BertSize:
+    num_layers: int
+    hidden_dim: int
+    num_heads: int
+
+    @property
+    def intermediate_dim(self) -> int:
+        return 4 * self.hidden_dim
+
+
+# Google's BERT miniatures (Turc et al., 2019) plus base/large.
+SIZES = {
+    "nano": BertSize(1, 64, 2),
+    "tiny": BertSize(2, 128, 2),
+    "mini": BertSize(4, 256, 4),
+    "small": BertSize(4, 512, 8),
+    "medium": BertSize(8, 512, 8),
+    "base": BertSize(12, 768, 12),
+    "large": BertSize(24, 1024, 16),
+}
+
+
+def _init():
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_sequence_length=512,
+                      dropout=0.1, num_segments=2, layer_norm_epsilon=1e-12,
+                      name=None) -> keras.Model:
+    """Builds the ALIGN text tower.
+
+    Args:
+      size: a key of ``SIZES`` (``nano``, ``tiny``, ``mini``, ``small``, ``medium``, ``base``,
+        ``large``) or a ``BertSize``.
+      vocabulary_size: WordPiece vocabulary size.
+      embed_dim: output size of the linear projection of [CLS]; ``None`` returns [CLS] unprojected.
+      max_sequence_length: size of the learned position table (inputs may be shorter).
+      dropout: dropout of embeddings, attention and feed-forward.
+      num_segments: size of the segment (token type) table.
+      layer_norm_epsilon: BERT's 1e-12.
+      name: model name.
+
+    Returns:
+      A ``keras.Model`` taking ``{"token_ids", "padding_mask", "segment_ids"}`` (int32,
+      ``(batch, seq)``) and returning ``(batch, embed_dim)`` text features.
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"Unknown BERT size {size!r}; choose from {sorted(SIZES)}.")
+        size_name, size = size, SIZES[size]
+    else:
+        size_name = "custom"
+
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
+
+    tokens = keras.layers.Embedding(vocabulary_size, size.hidden_dim, embeddings_initializer=_init(),
+                                    name="token_embedding")(token_ids)
+    positions = keras_hub.layers.PositionEmbedding(max_sequence_length, initializer=_init(),
+                                                   name="position_embedding")(tokens)
+    segments = keras.layers.Embedding(num_segments, size.hidden_dim, embeddings_initializer=_init(),
+                                      name="segment_embedding")(segment_ids)
+    x = keras.layers.Add(name="embeddings_add")([tokens, positions, segments])
+    x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
+    x = keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
+    for i in range(size.num_layers):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=size.intermediate_dim, num_heads=size.num_heads, dropout=dropout,
+            activation="gelu",  # exact erf GELU
+            layer_norm_epsilon=layer_norm_epsilon, kernel_initializer=_init(),
+            name=f"transformer_layer_{i}")(x, padding_mask=padding_mask)
+    x = x[:, 0, :]  # [CLS]
+    if embed_dim is not None:
+        x = keras.layers.Dense(embed_dim, kernel_initializer=_init(), name="text_projection")(x)
+    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask,
+                        "segment_ids": segment_ids}, x, name=name or f"bert_{size_name}")

@@ -1,0 +1,53 @@
+"""Every config field, with the embedded tiny CPU default values. Presets start from here."""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.image_size_name = "nano"   # align_tf.models.efficientnet.SIZES
+    c.model.text_size_name = "tiny"    # align_tf.models.text_encoder.SIZES
+    c.model.max_sequence_length = 32   # size of BERT's position table
+    c.model.text_dropout = 0.1
+    c.model.drop_connect_rate = ml_collections.config_dict.placeholder(float)  # None: size's default
+    c.model.sync_batch_norm = False    # BN statistics over the global batch (exact multi-replica)
+    c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
+    c.model.label_smoothing = 0.1      # paper: 0.1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic"          # "synthetic" | "tfrecord"
+    c.data.train_pattern = ""          # TFRecord glob for data.name == "tfrecord"
+    c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
+    c.data.vocab_size = 2000
+    c.data.max_tokens = 16             # paper: 64
+    c.data.image_size = 64             # paper: 289
+    c.data.resize_size = ml_collections.config_dict.placeholder(int)  # paper: 346 (random crop)
+    c.data.num_train_examples = 16384  # synthetic only
+    c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
+    c.data.shuffle_buffer = 16384
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 128           # global batch = negatives per step; paper: 16384
+    c.train.steps = 1200
+    c.train.steps_per_loop = 10        # steps run inside one tf.function call
+    c.train.log_every = 50
+    c.train.checkpoint_every = 500
+    c.train.mixed_precision = False    # bf16 compute, float32 variables/embeddings/loss
+    c.train.jit_compile = False
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "lamb"
+    c.optim.learning_rate = 4e-3       # paper: 1e-3
+    c.optim.warmup_steps = 100         # paper: 10k
+    c.optim.weight_decay = 1e-5        # paper: 1e-5
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.enabled = True
+    c.eval.num_examples_per_class = 40  # synthetic zero-shot eval images per (colour, shape)
+
+    c.export = ml_collections.ConfigDict()
+    c.export.enabled = True
+    return c

@@ -1,0 +1,120 @@
+"""Image tower, text tower and dual encoder."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from align_tf.configs import base
+from align_tf.models import efficientnet as eff
+from align_tf.models import text_encoder as bert
+from align_tf.models.dual_encoder import build_dual_encoder
+from model_test_case import ModelTestCase
+
+
+def _tokens(batch, seq, vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, seq + 1, batch)
+    mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int32)
+    return {"token_ids": tf.constant(rng.integers(5, vocab, (batch, seq)) * mask, tf.int32),
+            "padding_mask": tf.constant(mask), "segment_ids": tf.zeros((batch, seq), tf.int32)}
+
+
+class TestEfficientNet(ModelTestCase):
+    def test_shared_checks(self):
+        x = tf.random.uniform((2, 40, 40, 3), seed=1)
+        self.run_model_checks(lambda: eff.efficientnet("nano"), x, (2, 80),
+                              other_batch_inputs=tf.random.uniform((3, 57, 33, 3)))
+
+    def test_matches_keras_applications_b0(self):
+        """Same graph as keras.applications.EfficientNetB0 minus the top conv: copy its weights by
+        layer name and compare the last block's output."""
+        ref = keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(64, 64, 3))
+        ours = eff.efficientnet("b0", image_size=64)
+        ref_layers = {layer.name: layer for layer in ref.layers}
+        copied = 0
+        for layer in ours.layers:
+            if layer.weights:
+                layer.set_weights(ref_layers[layer.name].get_weights())
+                copied += 1
+        assert copied == sum(1 for layer in ref.layers if layer.weights) - 3  # top_conv/bn, normalization
+        x = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+        name = "block7a_project_bn"
+        # keras.applications without ImageNet weights feeds x/255 to the stem; ours feeds 2x-1.
+        expected = keras.Model(ref.input, ref.get_layer(name).output)(x * 255.0)
+        got = keras.Model(ours.input, ours.get_layer(name).output)((x + 1.0) / 2.0)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+        assert ours.output_shape == (None, 320)
+        assert "top_conv" not in {layer.name for layer in ours.layers}
+
+    @pytest.mark.parametrize("size,width,blocks", [("b0", 320, 16), ("b7", 640, 55), ("l2", 1376, 94)])
+    def test_named_sizes(self, size, width, blocks):
+        specs = eff.block_specs(eff.SIZES[size])
+        assert len(specs) == blocks
+        assert specs[-1]["filters_out"] == width
+
+    def test_stride2_padding_is_fixed_asymmetric(self):
+        """289 → 144 → 72 → 36 → 18 → 9 like the public ALIGN checkpoint (TF SAME would give 145)."""
+        model = eff.efficientnet("nano", image_size=289)
+        sizes = [model.get_layer(n).output.shape[1] for n in
+                 ("stem_conv", "block2a_dwconv", "block3a_dwconv", "block4a_dwconv", "block6a_dwconv")]
+        assert sizes == [144, 72, 36, 18, 9]
+        assert model.get_layer("block2a_dwconv_pad").padding == ((0, 1), (0, 1))
+        assert model.get_layer("block3a_dwconv_pad").padding == ((1, 2), (1, 2))
+
+    def test_unknown_size_is_a_clear_error(self):
+        with pytest.raises(ValueError, match="Unknown EfficientNet size 'b9'"):
+            eff.efficientnet("b9")
+
+
+class TestBert(ModelTestCase):
+    def test_shared_checks(self):
+        self.run_model_checks(lambda: bert.bert_text_encoder("nano", 100, embed_dim=24),
+                              _tokens(3, 7, 100), (3, 24), other_batch_inputs=_tokens(5, 11, 100))
+
+    def test_uses_exact_gelu(self):
+        model = bert.bert_text_encoder("nano", 100)
+        layer = model.get_layer("transformer_layer_0")
+        x = tf.constant([[-1.5, 0.3, 2.0]])
+        np.testing.assert_allclose(layer.activation(x).numpy(),
+                                   tf.nn.gelu(x, approximate=False).numpy(), atol=1e-7)
+
+    def test_padding_does_not_change_cls(self):
+        model = bert.bert_text_encoder("nano", 100, embed_dim=8, dropout=0.0)
+        short = _tokens(2, 5, 100, seed=3)
+        padded = {k: tf.pad(v, [[0, 0], [0, 4]]) for k, v in short.items()}
+        np.testing.assert_allclose(model(short).numpy(), model(padded).numpy(), atol=1e-5)
+
+    @pytest.mark.parametrize("size,params", [("base", 109_482_240), ("large", 335_141_888)])
+    def test_bert_parameter_counts(self, size, params):
+        """BERT-base/large without the pooler have the published parameter counts."""
+        model = bert.bert_text_encoder(size, 30522)
+        pooler = bert.SIZES[size].hidden_dim * (bert.SIZES[size].hidden_dim + 1)
+        assert model.count_params() == params - pooler
+
+
+class TestDualEncoder:
+    def test_embeddings_unit_norm_and_logits_are_cosine_over_temperature(self):
+        config = base.get_config().model
+        config.text_size_name = "nano"
+        model = build_dual_encoder(config, 100)
+        assert float(model.temperature.numpy()) == 1.0
+        model.temperature.assign(0.25)
+        out = model({"image": tf.random.uniform((3, 32, 32, 3)), "text": _tokens(3, 6, 100)})
+        np.testing.assert_allclose(np.linalg.norm(out["image_embeddings"], axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(out["text_embeddings"], axis=1), 1.0, atol=1e-5)
+        cos = out["image_embeddings"].numpy() @ out["text_embeddings"].numpy().T
+        np.testing.assert_allclose(out["logits_per_image"].numpy(), cos / 0.25, atol=1e-4)
+        assert model.text_encoder.output_shape[-1] == model.image_encoder.output_shape[-1] == 80
+
+    def test_bfloat16_keeps_embeddings_and_temperature_float32(self):
+        config = base.get_config().model
+        config.text_size_name = "nano"
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model = build_dual_encoder(config, 100)
+            image = model.embed_image(tf.random.uniform((2, 32, 32, 3)))
+            assert model.image_encoder.layers[-1].compute_dtype == "bfloat16"
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        assert image.dtype == tf.float32 and model.temperature.dtype == "float32"
