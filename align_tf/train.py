@@ -63,6 +63,8 @@ def main(argv):
         result = trainer.train(config, _MODEL_DIR.value, strategy)
     except (trainer.ConfigError, FileNotFoundError) as e:
         sys.exit(f"align_tf.train: error: {e}")
+    except trainer.Preempted as e:
+        sys.exit(f"align_tf.train: preempted: {e}. Rerun the same command to resume.")
     if not distribute.is_chief(strategy):
         return
     if config.eval.enabled:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from align_tf import distribute, optim
@@ -21,7 +22,8 @@ from align_tf.data import pipeline, synthetic, tfrecord
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
 from align_tf.tokenizer import TextPreprocessor, build_vocabulary, save_vocabulary
 
-SCALARS = ("loss", "loss_i2t", "loss_t2i", "temperature", "grad_norm", "i2t_accuracy")
+SCALARS = ("loss", "loss_i2t", "loss_t2i", "temperature", "grad_norm", "i2t_accuracy",
+           "skipped_steps", "consecutive_skips")
 
 
 class ConfigError(ValueError):
@@ -79,10 +81,16 @@ def make_preprocessor(config, model_dir: str, synthetic_captions=None) -> TextPr
     return TextPreprocessor(path, sequence_length=config.data.max_tokens)
 
 
-def _train_dataset_fn(config, preprocessor, pairs):
-    """A ``distribute_datasets_from_function`` callable yielding per-replica batches."""
+def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0):
+    """A ``distribute_datasets_from_function`` callable yielding per-replica batches.
+
+    ``batches_done`` batches per replica are skipped: the seeded shuffle makes the stream
+    reproducible, so a resumed run neither repeats nor misses a pair.
+    """
     def dataset_fn(input_context: tf.distribute.InputContext):
         batch = input_context.get_per_replica_batch_size(config.train.batch_size)
+        # Each input pipeline feeds replicas_per_pipeline replicas one batch per step.
+        per_pipeline = batch * input_context.num_replicas_in_sync // input_context.num_input_pipelines
         if pairs is not None:
             ds = tf.data.Dataset.from_tensor_slices({"image": pairs["image"],
                                                      "caption": pairs["caption"]})
@@ -92,7 +100,8 @@ def _train_dataset_fn(config, preprocessor, pairs):
                                      input_context=input_context)
         return pipeline.batch_pairs(ds, preprocessor, batch, config.data.image_size,
                                     config.data.resize_size, training=True,
-                                    shuffle_buffer=config.data.shuffle_buffer, seed=config.seed)
+                                    shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
+                                    skip_examples=batches_done * per_pipeline)
     return dataset_fn
 
 
@@ -127,17 +136,19 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
     with strategy.scope():
         model = build_model(config, preprocessor.vocabulary_size)
     optimizer = model.optimizer
-    dataset = strategy.distribute_datasets_from_function(
-        _train_dataset_fn(config, preprocessor, pairs))
-    iterator = iter(dataset)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=3,
+        checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
         step_counter=optimizer.iterations, checkpoint_interval=config.train.checkpoint_every)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         if verbose:
             print(f"Resumed from {manager.latest_checkpoint}")
+    # Every train step (applied or skipped as non-finite) consumed one batch per replica.
+    batches_done = int(optimizer.iterations.numpy()) + int(model.skipped_steps.numpy())
+    dataset = strategy.distribute_datasets_from_function(
+        _train_dataset_fn(config, preprocessor, pairs, batches_done))
+    iterator = iter(dataset)
 
     replica_step = model.train_step
     if config.train.jit_compile:
@@ -158,7 +169,8 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
                                   verbose=verbose, unit_name="step")
     metrics = {}
     last_log_step, last_log_time = step, time.time()
-    while step < total:
+    preempted = _PreemptionFlag()
+    while step < total and not preempted:
         n = min(config.train.steps_per_loop, total - step,
                 config.train.log_every - step % config.train.log_every)
         metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
@@ -172,12 +184,42 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
                 for k, v in metrics.items():
                     tf.summary.scalar(k.replace("pairs/s", "pairs_per_sec"), v)
             last_log_step, last_log_time = step, now
-        if not np.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"non-finite loss at step {step}")
+        if metrics["consecutive_skips"] >= config.train.max_consecutive_skips:
+            # Not saving here keeps the last good checkpoint as the newest one.
+            raise FloatingPointError(
+                f"{int(metrics['consecutive_skips'])} consecutive steps had non-finite loss or "
+                f"gradients (step {step}); stopping. Last good checkpoint: {manager.latest_checkpoint}")
         manager.save(checkpoint_number=step, check_interval=True)
     manager.save(checkpoint_number=step, check_interval=False)
     writer.flush()
+    preempted.restore()
+    if preempted:
+        raise Preempted(f"SIGTERM at step {step}; saved {manager.latest_checkpoint}")
     return TrainResult(model, preprocessor, metrics)
+
+
+class Preempted(RuntimeError):
+    """Raised after the checkpoint that a SIGTERM (TPU/VM preemption) triggered has been written."""
+
+
+class _PreemptionFlag:
+    """Truthy once SIGTERM arrived; the loop then saves a checkpoint and stops cleanly."""
+
+    def __init__(self):
+        self._set = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self._set = True
+
+    def __bool__(self):
+        return self._set
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def evaluate(result: TrainResult, config, model_dir: str) -> dict:

@@ -11,9 +11,10 @@ def get_config():
     c.model.image_size_name = "nano"   # align_tf.models.efficientnet.SIZES
     c.model.text_size_name = "tiny"    # align_tf.models.text_encoder.SIZES
     c.model.max_sequence_length = 32   # size of BERT's position table
-    c.model.text_dropout = 0.1
+    c.model.text_dropout = 0.0        # BERT: 0.1; the tiny synthetic run learns faster without
     c.model.drop_connect_rate = ml_collections.config_dict.placeholder(float)  # None: size's default
     c.model.sync_batch_norm = False    # BN statistics over the global batch (exact multi-replica)
+    c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
     c.model.label_smoothing = 0.1      # paper: 0.1
 
@@ -27,20 +28,22 @@ def get_config():
     c.data.resize_size = ml_collections.config_dict.placeholder(int)  # paper: 346 (random crop)
     c.data.num_train_examples = 16384  # synthetic only
     c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
-    c.data.shuffle_buffer = 16384
+    c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
 
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 128           # global batch = negatives per step; paper: 16384
-    c.train.steps = 1200
+    c.train.batch_size = 64            # global batch = negatives per step; paper: 16384
+    c.train.steps = 2000
     c.train.steps_per_loop = 10        # steps run inside one tf.function call
     c.train.log_every = 50
     c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 3
     c.train.mixed_precision = False    # bf16 compute, float32 variables/embeddings/loss
     c.train.jit_compile = False
+    c.train.max_consecutive_skips = 10  # non-finite steps are skipped; this many in a row stop the run
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "lamb"
-    c.optim.learning_rate = 4e-3       # paper: 1e-3
+    c.optim.learning_rate = 5e-3       # paper: 1e-3
     c.optim.warmup_steps = 100         # paper: 10k
     c.optim.weight_decay = 1e-5        # paper: 1e-5
 

@@ -9,6 +9,8 @@ def get_config():
     c.model.image_size_name = "l2"
     c.model.text_size_name = "large"
     c.model.max_sequence_length = 512
+    c.model.text_dropout = 0.1
+    c.model.bn_momentum = 0.99
     c.data.name = "tfrecord"
     c.data.train_pattern = "gs://YOUR_BUCKET/align/train-*.tfrecord"
     c.data.vocab_path = "gs://YOUR_BUCKET/align/vocab.txt"  # 100k WordPiece from the corpus

@@ -99,3 +99,34 @@ def test_train_step_compiles_with_xla():
     before = model.temperature.numpy()
     step(batch)
     assert model.temperature.numpy() != before
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_non_finite_step_is_skipped_and_counted(replicas):
+    """A NaN batch leaves every weight and optimizer slot untouched and is counted."""
+    config = _config()
+    keras.utils.set_random_seed(0)
+    devices = [f"/cpu:{i}" for i in range(replicas)]
+    strategy = tf.distribute.MirroredStrategy(devices, tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        model = build_dual_encoder(config.model, VOCAB)
+        model.compile(optimizer=optim.build_optimizer(config.optim, total_steps=10))
+        model.optimizer.build(model.trainable_variables)
+    batch = _batch()
+    batch["image"][1, 3, 3, 0] = np.nan
+    per_replica = GLOBAL_BATCH // replicas
+    data = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda x: x[ctx.replica_id_in_sync_group * per_replica:][:per_replica], batch))
+    before = [v.numpy().copy() for v in model.trainable_variables + model.optimizer.variables]
+
+    @tf.function
+    def step(data):
+        out = strategy.run(model.train_step, args=(data,))
+        return strategy.reduce("MEAN", out["skipped_steps"], axis=None)
+
+    assert float(step(data)) == 1.0 and float(step(data)) == 2.0
+    after = [v.numpy() for v in model.trainable_variables + model.optimizer.variables]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.consecutive_skips.numpy()) == 2

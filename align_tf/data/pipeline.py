@@ -28,13 +28,18 @@ def preprocess_image(image, image_size: int, resize_size: int | None = None, tra
 
 def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_size: int,
                 resize_size: int | None = None, training: bool = True, shuffle_buffer: int = 10_000,
-                seed: int | None = None, flip: bool = True) -> tf.data.Dataset:
+                seed: int | None = None, flip: bool = True,
+                skip_examples: int = 0) -> tf.data.Dataset:
     """Turns a dataset of ``{"image", "caption"}`` into batches of ``{"image", "text"}``.
 
-    Training batches are shuffled, repeated and ``drop_remainder`` (static shapes for XLA/TPU).
+    Training batches are shuffled (seeded, so the order is reproducible), repeated and
+    ``drop_remainder`` (static shapes for XLA/TPU). ``skip_examples`` drops that many examples of
+    the shuffled stream before any decoding work: a resumed run passes the number already trained on.
     """
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
+        if skip_examples:
+            dataset = dataset.skip(skip_examples)
 
     def prepare(example):
         image = preprocess_image(example["image"], image_size, resize_size, training, seed)

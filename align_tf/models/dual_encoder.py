@@ -39,6 +39,13 @@ class DualEncoder(keras.Model):
         self.temperature = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(temperature_init), dtype="float32",
             autocast=False, name="temperature")
+        # Steps whose loss or gradients were not finite: skipped (weights untouched), counted.
+        self.skipped_steps = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                             trainable=False, aggregation="only_first_replica",
+                                             name="skipped_steps")
+        self.consecutive_skips = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                                 trainable=False, aggregation="only_first_replica",
+                                                 name="consecutive_skips")
 
     def compile(self, optimizer="adam", **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
@@ -90,13 +97,44 @@ class DualEncoder(keras.Model):
         if ctx is not None and num_replicas > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         grad_norm = tf.linalg.global_norm(grads)
-        self.optimizer.apply(grads, variables)
+        # Gradients are all-reduced, so every replica takes the same branch.
+        finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(out["loss"])
+        self._apply_if_finite(finite, grads, variables)
         accuracy = tf.reduce_mean(tf.cast(
             tf.equal(tf.argmax(out["logits_i2t"], axis=-1, output_type=tf.int32), out["labels"]),
             tf.float32))
         return {"loss": out["loss"], "loss_i2t": out["loss_i2t"], "loss_t2i": out["loss_t2i"],
                 "temperature": tf.identity(self.temperature), "grad_norm": grad_norm,
-                "i2t_accuracy": accuracy}
+                "i2t_accuracy": accuracy, "skipped_steps": tf.cast(self.skipped_steps, tf.float32),
+                "consecutive_skips": tf.cast(self.consecutive_skips, tf.float32)}
+
+    def _apply_if_finite(self, finite, grads, variables):
+        """Applies the update only when ``finite``; otherwise counts a skipped step."""
+        def apply():
+            self.optimizer.apply(grads, variables)
+            self.consecutive_skips.assign(0)
+
+        def skip():
+            self.skipped_steps.assign_add(1)
+            self.consecutive_skips.assign_add(1)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, skip)
+            return
+
+        # MirroredStrategy's optimizer update calls merge_call, which cannot sit inside a cond in
+        # replica context: take the branch in cross-replica context (as Keras' LossScaleOptimizer).
+        def cross_replica(strategy, finite, grads):
+            finite = strategy.experimental_local_results(finite)[0]
+
+            def apply_all():
+                strategy.extended.call_for_each_replica(
+                    lambda g: self.optimizer.apply(g, variables), args=(grads,))
+                self.consecutive_skips.assign(0)
+
+            tf.cond(finite, apply_all, skip)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
 
 def skip_optimizer_all_reduce(optimizer):
@@ -115,7 +153,8 @@ def build_dual_encoder(model_config, vocabulary_size: int) -> DualEncoder:
     """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/``)."""
     image_encoder = efficientnet(model_config.image_size_name, image_size=None,
                                  drop_connect_rate=model_config.get("drop_connect_rate"),
-                                 sync_batch_norm=model_config.get("sync_batch_norm", False))
+                                 sync_batch_norm=model_config.get("sync_batch_norm", False),
+                                 bn_momentum=model_config.get("bn_momentum", 0.99))
     embed_dim = image_encoder.output_shape[-1]
     text_encoder = bert_text_encoder(model_config.text_size_name, vocabulary_size=vocabulary_size,
                                      embed_dim=embed_dim,

@@ -86,20 +86,20 @@ def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
     return ((before, half), (before, half))
 
 
-def _bn(name, synchronized=False):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=1e-3, momentum=0.99,
+def _bn(name, synchronized=False, momentum=0.99):
+    return keras.layers.BatchNormalization(axis=-1, epsilon=1e-3, momentum=momentum,
                                            synchronized=synchronized, name=name)
 
 
 def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, drop_rate,
-            symmetric_pad, sync_bn, name):
+            symmetric_pad, sync_bn, bn_momentum, name):
     """Mobile inverted bottleneck with squeeze-excitation (keras.applications ``block``)."""
     inputs = x
     filters = filters_in * expand_ratio
     if expand_ratio != 1:
         x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
                                 kernel_initializer=_conv_init(), name=name + "expand_conv")(x)
-        x = _bn(name + "expand_bn", sync_bn)(x)
+        x = _bn(name + "expand_bn", sync_bn, bn_momentum)(x)
         x = keras.layers.Activation("swish", name=name + "expand_activation")(x)
     if strides == 2:
         x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
@@ -108,7 +108,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, d
                                      padding="valid" if strides == 2 else "same",
                                      use_bias=False, depthwise_initializer=_conv_init(),
                                      name=name + "dwconv")(x)
-    x = _bn(name + "bn", sync_bn)(x)
+    x = _bn(name + "bn", sync_bn, bn_momentum)(x)
     x = keras.layers.Activation("swish", name=name + "activation")(x)
 
     filters_se = max(1, int(filters_in * 0.25))
@@ -122,7 +122,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, d
 
     x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False,
                             kernel_initializer=_conv_init(), name=name + "project_conv")(x)
-    x = _bn(name + "project_bn", sync_bn)(x)
+    x = _bn(name + "project_bn", sync_bn, bn_momentum)(x)
     if strides == 1 and filters_in == filters_out:
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
@@ -150,7 +150,7 @@ def block_specs(size: EfficientNetSize) -> list:
 
 
 def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=(),
-                 sync_batch_norm=False, name=None) -> keras.Model:
+                 sync_batch_norm=False, bn_momentum=0.99, name=None) -> keras.Model:
     """Builds the ALIGN image tower.
 
     Args:
@@ -162,6 +162,8 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
         conv pads symmetrically (the PyTorch port's ``depthwise_padding``); empty for align-base.
       sync_batch_norm: batch statistics over the global batch (all replicas) instead of each
         replica's share; makes multi-replica training match one device exactly, at a cost.
+      bn_momentum: BatchNorm moving-average momentum. 0.99 (Keras/ALIGN) needs ~1k steps before the
+        inference-mode statistics are usable; short runs want a smaller value.
       name: model name, default ``efficientnet_{size}``.
 
     Returns:
@@ -182,12 +184,13 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
     x = keras.layers.ZeroPadding2D(_stride2_pad(3, False), name="stem_conv_pad")(x)
     x = keras.layers.Conv2D(round_filters(32, size.width), 3, strides=2, padding="valid",
                             use_bias=False, kernel_initializer=_conv_init(), name="stem_conv")(x)
-    x = _bn("stem_bn", sync_batch_norm)(x)
+    x = _bn("stem_bn", sync_batch_norm, bn_momentum)(x)
     x = keras.layers.Activation("swish", name="stem_activation")(x)
 
     specs = block_specs(size)
     for i, spec in enumerate(specs):
         x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs),
-                    symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm, **spec)
+                    symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm,
+                    bn_momentum=bn_momentum, **spec)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, x, name=name or f"efficientnet_{size_name}")
