@@ -127,7 +127,8 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
     pairs = None
     if config.data.name == "synthetic":
         pairs = synthetic.make_pairs(config.data.num_train_examples, config.data.image_size,
-                                     noise=config.data.caption_noise, seed=config.seed)
+                                     noise=config.data.caption_noise,
+                                     partial=config.data.caption_partial, seed=config.seed)
     preprocessor = make_preprocessor(config, model_dir, pairs["caption"] if pairs else None)
     if chief:
         with tf.io.gfile.GFile(os.path.join(model_dir, "config.json"), "w") as f:

@@ -76,7 +76,7 @@ def render(pair, size: int, rng: np.random.Generator):
     bg = np.full((size, size, 3), base, np.int16) + rng.integers(-12, 13, (size, size, 3))
     image = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    frac = rng.uniform(0.18, 0.36)
+    frac = rng.uniform(0.22, 0.40)
     r = frac * size
     cx, cy = rng.uniform(r, size - r, 2)
     jitter = rng.integers(-20, 21, 3)
@@ -84,8 +84,12 @@ def render(pair, size: int, rng: np.random.Generator):
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
-        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.35, 0.35)), fill=fill)
+        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill)
     return np.asarray(image), frac, "dark" if dark else "light"
+
+
+def _size_word(frac) -> str:
+    return "big" if frac > 0.31 else "small"
 
 
 def caption(pair, frac, bg, rng: np.random.Generator, noise: float, partial: float = 0.1) -> str:
@@ -100,13 +104,13 @@ def caption(pair, frac, bg, rng: np.random.Generator, noise: float, partial: flo
         if kind == 1:  # caption of some other image
             c, s = CLASSES[rng.integers(len(CLASSES))]
         text = TEMPLATES[rng.integers(len(TEMPLATES))]
-        text = text.format(c=c, s=s, bg=bg, size="big" if frac > 0.27 else "small")
+        text = text.format(c=c, s=s, bg=bg, size=_size_word(frac))
         return text + " | " + JUNK[rng.integers(len(JUNK))].format(n=rng.integers(10000)) \
             if kind == 2 else text
     if u < noise + partial:
         return PARTIAL_TEMPLATES[rng.integers(len(PARTIAL_TEMPLATES))].format(c=c, s=s)
     return TEMPLATES[rng.integers(len(TEMPLATES))].format(
-        c=c, s=s, bg=bg, size="big" if frac > 0.27 else "small")
+        c=c, s=s, bg=bg, size=_size_word(frac))
 
 
 def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial: float = 0.1,
