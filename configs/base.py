@@ -17,6 +17,12 @@ def get_config():
     c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
     c.model.label_smoothing = 0.1      # paper: 0.1
+    # ALBEF's momentum distillation (ITC-MoD): soft targets from EMA towers, optional feature queue.
+    c.model.momentum_distillation = False
+    c.model.distillation_momentum = 0.995      # EMA momentum m (ALBEF: 0.995)
+    c.model.distillation_alpha = 0.4           # weight α of the momentum soft targets (ALBEF: 0.4)
+    c.model.distillation_alpha_ramp_steps = 256  # α ramps 0 → α linearly; ALBEF: the first epoch
+    c.model.distillation_queue_size = 0        # queued momentum negatives; 0: none (ALBEF: 65536)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"          # "synthetic" | "tfrecord"
@@ -28,6 +34,7 @@ def get_config():
     c.data.resize_size = ml_collections.config_dict.placeholder(int)  # paper: 346 (random crop)
     c.data.num_train_examples = 16384  # synthetic only
     c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
+    c.data.caption_partial = 0.1       # synthetic only: share naming only the colour or the shape
     c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
 
     c.train = ml_collections.ConfigDict()
