@@ -36,6 +36,7 @@ def get_config():
     c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
     c.data.caption_partial = 0.1       # synthetic only: share naming only the colour or the shape
     c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
+    c.data.random_flip = True          # paper: random horizontal flip; off for bit-comparable runs
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64            # global batch = negatives per step; paper: 16384
@@ -49,7 +50,7 @@ def get_config():
     c.train.max_consecutive_skips = 10  # non-finite steps are skipped; this many in a row stop the run
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "lamb"
+    c.optim.name = "lamb"             # "lamb" | "adamw" | "sgd"
     c.optim.learning_rate = 5e-3       # paper: 1e-3
     c.optim.warmup_steps = 100         # paper: 10k
     c.optim.weight_decay = 1e-5        # paper: 1e-5
