@@ -30,17 +30,17 @@ def get_config():
     c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
     c.data.vocab_size = 2000
     c.data.max_tokens = 16             # paper: 64
-    c.data.image_size = 64             # paper: 289
+    c.data.image_size = 48             # paper: 289
     c.data.resize_size = ml_collections.config_dict.placeholder(int)  # paper: 346 (random crop)
     c.data.num_train_examples = 16384  # synthetic only
     c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
-    c.data.caption_partial = 0.1       # synthetic only: share naming only the colour or the shape
+    c.data.caption_partial = 0.3       # synthetic only: share naming only the colour or the shape
     c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
     c.data.random_flip = True          # paper: random horizontal flip; off for bit-comparable runs
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64            # global batch = negatives per step; paper: 16384
-    c.train.steps = 2000
+    c.train.steps = 3000
     c.train.steps_per_loop = 10        # steps run inside one tf.function call
     c.train.log_every = 50
     c.train.checkpoint_every = 500

@@ -19,10 +19,11 @@ def _cli(*args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_short_default_run_learns_zero_shot_and_exports(tmp_path):
-    """A shortened embedded default: trains, writes eval.json, exports; held-out (colour, shape)
-    pairs are classified well above chance although never seen together in training."""
-    proc = _cli(f"--model_dir={tmp_path}", "--train_steps=SHORT_STEPS")
+def test_default_run_learns_zero_shot_and_exports(tmp_path):
+    """The embedded default (a few minutes): trains, writes eval.json, exports; held-out
+    (colour, shape) pairs are classified above 5x chance although never seen together in training.
+    (Shorter runs learn colour and shape for seen pairs but do not yet compose unseen ones.)"""
+    proc = _cli(f"--model_dir={tmp_path}", "--config.export.enabled=True")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["zero_shot_heldout_top1"] >= 5 * metrics["chance"], metrics

@@ -81,10 +81,14 @@ def render(pair, size: int, rng: np.random.Generator):
     cx, cy = rng.uniform(r, size - r, 2)
     jitter = rng.integers(-20, 21, 3)
     fill = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + jitter, 0, 255))
+    # A luminance outline (light on dark, dark on light) gives every colour the same shape edges,
+    # so shape features need not be relearned per colour: this is what lets unseen pairs compose.
+    outline = (235, 235, 235) if dark else (20, 20, 20)
     if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=2)
     else:
-        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill)
+        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill,
+                     outline=outline, width=2)
     return np.asarray(image), frac, "dark" if dark else "light"
 
 
@@ -92,9 +96,12 @@ def _size_word(frac) -> str:
     return "big" if frac > 0.31 else "small"
 
 
-def caption(pair, frac, bg, rng: np.random.Generator, noise: float, partial: float = 0.1) -> str:
+def caption(pair, frac, bg, rng: np.random.Generator, noise: float, partial: float = 0.1,
+            pool=SEEN) -> str:
     """A caption for an image of ``pair``: junk with probability ``noise``, colour-only or
-    shape-only with probability ``partial``, otherwise a full description."""
+    shape-only with probability ``partial``, otherwise a full description. Mismatched junk
+    captions describe a pair from ``pool`` (never a held-out pair: those must not occur in training
+    text at all, or the text tower learns them as junk)."""
     c, s = pair
     u = rng.random()
     if u < noise:
@@ -102,7 +109,7 @@ def caption(pair, frac, bg, rng: np.random.Generator, noise: float, partial: flo
         if kind == 0:  # boilerplate / file names
             return JUNK[rng.integers(len(JUNK))].format(n=rng.integers(10000))
         if kind == 1:  # caption of some other image
-            c, s = CLASSES[rng.integers(len(CLASSES))]
+            c, s = pool[rng.integers(len(pool))]
         text = TEMPLATES[rng.integers(len(TEMPLATES))]
         text = text.format(c=c, s=s, bg=bg, size=_size_word(frac))
         return text + " | " + JUNK[rng.integers(len(JUNK))].format(n=rng.integers(10000)) \
@@ -127,6 +134,6 @@ def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial
     for i in range(num):
         pair = pairs[rng.integers(len(pairs))]
         images[i], frac, bg = render(pair, size, rng)
-        captions.append(caption(pair, frac, bg, rng, noise, partial))
+        captions.append(caption(pair, frac, bg, rng, noise, partial, pool=pairs))
         labels.append(CLASSES.index(pair))
     return {"image": images, "caption": captions, "label": np.asarray(labels, np.int32)}
