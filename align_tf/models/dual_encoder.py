@@ -46,6 +46,7 @@ class DualEncoder(keras.Model):
         self.consecutive_skips = self.add_weight(shape=(), initializer="zeros", dtype="int64",
                                                  trainable=False, aggregation="only_first_replica",
                                                  name="consecutive_skips")
+        self.built = True  # both towers are built functional models; nothing is created lazily
 
     def compile(self, optimizer="adam", **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
