@@ -10,6 +10,10 @@ def get_config():
     c.model = ml_collections.ConfigDict()
     c.model.image_size_name = "nano"   # align_tf.models.efficientnet.SIZES
     c.model.text_size_name = "tiny"    # align_tf.models.text_encoder.SIZES
+    # Towers spelled out field by field (EfficientNetSize / BertSize as dicts); when set they win
+    # over the size names. Written by align_tf.convert.hf_align for converted checkpoints.
+    c.model.image_architecture = None
+    c.model.text_architecture = None
     c.model.max_sequence_length = 32   # size of BERT's position table
     c.model.text_dropout = 0.0        # BERT: 0.1; the tiny synthetic run learns faster without
     c.model.drop_connect_rate = ml_collections.config_dict.placeholder(float)  # None: size's default

@@ -151,13 +151,19 @@ def skip_optimizer_all_reduce(optimizer):
 
 
 def build_dual_encoder(model_config, vocabulary_size: int) -> DualEncoder:
-    """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/``)."""
-    image_encoder = efficientnet(model_config.image_size_name, image_size=None,
+    """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/``).
+
+    ``model.image_architecture`` / ``model.text_architecture``, when set (converted checkpoints, see
+    ``align_tf.convert.hf_align``), spell out the towers field by field and win over the size names.
+    """
+    image_arch = model_config.get("image_architecture") or model_config.image_size_name
+    text_arch = model_config.get("text_architecture") or model_config.text_size_name
+    image_encoder = efficientnet(image_arch, image_size=None,
                                  drop_connect_rate=model_config.get("drop_connect_rate"),
                                  sync_batch_norm=model_config.get("sync_batch_norm", False),
                                  bn_momentum=model_config.get("bn_momentum", 0.99))
     embed_dim = image_encoder.output_shape[-1]
-    text_encoder = bert_text_encoder(model_config.text_size_name, vocabulary_size=vocabulary_size,
+    text_encoder = bert_text_encoder(text_arch, vocabulary_size=vocabulary_size,
                                      embed_dim=embed_dim,
                                      max_sequence_length=model_config.max_sequence_length,
                                      dropout=model_config.text_dropout)

@@ -10,13 +10,18 @@ one-to-one. One deliberate difference: stride-2 convolutions zero-pad by a fixed
 so 289 px maps to 144 -> 72 -> 36 -> 18 -> 9 regardless of parity.
 
 Inputs are float pixels in ``[0, 1]``; the tower rescales them to ``[-1, 1]`` (ALIGN's x/127.5 - 1).
+
+Besides the named sizes, an ``EfficientNetSize`` (or a mapping of its fields, as stored in a config's
+``model.image_architecture``) may spell out any base network the way HuggingFace's
+``AlignVisionConfig`` does (per-stage channels, kernels, strides, repeats, expansion, SE ratio,
+rounding divisor); ``align_tf.convert.hf_align`` uses that to rebuild arbitrary checkpoints.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import keras
 
@@ -34,12 +39,69 @@ BASE_BLOCKS = (
 
 @dataclasses.dataclass(frozen=True)
 class EfficientNetSize:
-    """Compound-scaling coefficients of one named EfficientNet size."""
+    """Compound-scaling coefficients of an EfficientNet, and its base network.
+
+    The first four fields are what named sizes differ in. The rest default to keras.applications'
+    B0 base network (``BASE_BLOCKS``) and exist to mirror HuggingFace ``AlignVisionConfig``.
+
+    Attributes:
+      width: channel multiplier.
+      depth: block-repeat multiplier.
+      resolution: the size's nominal input resolution (informational).
+      drop_connect_rate: stochastic-depth rate at the last block.
+      depth_divisor: channel counts are rounded to multiples of this.
+      se_ratio: squeeze-excitation width as a fraction of the block's *input* channels.
+      kernel_sizes, in_channels, out_channels, strides, repeats, expand_ratios: one entry per stage
+        of the base network, before width/depth scaling.
+      residual_on_stage_entry: whether a stage's first block adds its input when shapes allow
+        (stride 1, equal channels). keras.applications and the original TF EfficientNet do; the
+        HuggingFace port never does. Only tiny widths (e.g. 0.25, where 32 and 16 channels both
+        round to 8) ever have such a block.
+      symmetric_pad_blocks: indices (0-based, over all blocks) of stride-2 blocks whose depthwise
+        conv pads symmetrically (HF ``depthwise_padding``); empty for align-base.
+    """
 
     width: float
     depth: float
-    resolution: int
+    resolution: int = 224
     drop_connect_rate: float = 0.2
+    depth_divisor: int = 8
+    se_ratio: float = 0.25
+    kernel_sizes: tuple = tuple(b["kernel_size"] for b in BASE_BLOCKS)
+    in_channels: tuple = tuple(b["filters_in"] for b in BASE_BLOCKS)
+    out_channels: tuple = tuple(b["filters_out"] for b in BASE_BLOCKS)
+    strides: tuple = tuple(b["strides"] for b in BASE_BLOCKS)
+    repeats: tuple = tuple(b["repeats"] for b in BASE_BLOCKS)
+    expand_ratios: tuple = tuple(b["expand_ratio"] for b in BASE_BLOCKS)
+    residual_on_stage_entry: bool = True
+    symmetric_pad_blocks: tuple = ()
+
+    def __post_init__(self):
+        # Lists (from JSON configs) become tuples so sizes stay hashable and comparable.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):
+                object.__setattr__(self, field.name, tuple(value))
+        stages = {len(getattr(self, f)) for f in ("kernel_sizes", "in_channels", "out_channels",
+                                                   "strides", "repeats", "expand_ratios")}
+        if len(stages) != 1:
+            raise ValueError(f"EfficientNet stage lists differ in length: {self}")
+        if not set(self.strides) <= {1, 2}:
+            raise ValueError(f"EfficientNet strides must be 1 or 2, got {self.strides}")
+
+    @classmethod
+    def from_dict(cls, fields) -> "EfficientNetSize":
+        """From a mapping (dict or ``ConfigDict``) of field values; unknown keys are an error."""
+        fields = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown EfficientNet architecture fields {sorted(unknown)}")
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly field values (lists for tuples); ``from_dict`` inverts it."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
 
 
 SIZES = {
@@ -91,8 +153,8 @@ def _bn(name, synchronized=False, momentum=0.99):
                                            synchronized=synchronized, name=name)
 
 
-def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, drop_rate,
-            symmetric_pad, sync_bn, bn_momentum, name):
+def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, residual, drop_rate,
+            se_ratio, symmetric_pad, sync_bn, bn_momentum, name):
     """Mobile inverted bottleneck with squeeze-excitation (keras.applications ``block``)."""
     inputs = x
     filters = filters_in * expand_ratio
@@ -111,7 +173,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, d
     x = _bn(name + "bn", sync_bn, bn_momentum)(x)
     x = keras.layers.Activation("swish", name=name + "activation")(x)
 
-    filters_se = max(1, int(filters_in * 0.25))
+    filters_se = max(1, int(filters_in * se_ratio))
     se = keras.layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
     se = keras.layers.Reshape((1, 1, filters), name=name + "se_reshape")(se)
     se = keras.layers.Conv2D(filters_se, 1, padding="same", activation="swish",
@@ -123,7 +185,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, d
     x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False,
                             kernel_initializer=_conv_init(), name=name + "project_conv")(x)
     x = _bn(name + "project_bn", sync_bn, bn_momentum)(x)
-    if strides == 1 and filters_in == filters_out:
+    if residual:
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
         x = keras.layers.add([x, inputs], name=name + "add")
@@ -133,33 +195,50 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, d
 def block_specs(size: EfficientNetSize) -> list:
     """Expands the base stages into one spec per block (names ``block1a``, ``block1b``, ...)."""
     specs = []
-    for stage, base in enumerate(BASE_BLOCKS):
-        args = copy.deepcopy(base)
-        filters_in = round_filters(args["filters_in"], size.width)
-        filters_out = round_filters(args["filters_out"], size.width)
-        for j in range(round_repeats(args["repeats"], size.depth)):
-            specs.append(dict(
+    for stage in range(len(size.in_channels)):
+        filters_in = round_filters(size.in_channels[stage], size.width, size.depth_divisor)
+        filters_out = round_filters(size.out_channels[stage], size.width, size.depth_divisor)
+        for j in range(round_repeats(size.repeats[stage], size.depth)):
+            spec = dict(
                 name=f"block{stage + 1}{chr(j + 97)}_",
                 filters_in=filters_in if j == 0 else filters_out,
                 filters_out=filters_out,
-                kernel_size=args["kernel_size"],
-                strides=args["strides"] if j == 0 else 1,
-                expand_ratio=args["expand_ratio"],
-            ))
+                kernel_size=size.kernel_sizes[stage],
+                strides=size.strides[stage] if j == 0 else 1,
+                expand_ratio=size.expand_ratios[stage],
+            )
+            spec["residual"] = (spec["strides"] == 1 and spec["filters_in"] == filters_out
+                                and (j > 0 or size.residual_on_stage_entry))
+            specs.append(spec)
     return specs
 
 
-def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=(),
+def get_size(size) -> tuple:
+    """``(name, EfficientNetSize)`` for a ``SIZES`` key, an ``EfficientNetSize`` or a mapping of
+    its fields (name ``"custom"`` for the latter two)."""
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"Unknown EfficientNet size {size!r}; choose from {sorted(SIZES)}.")
+        return size, SIZES[size]
+    if isinstance(size, EfficientNetSize):
+        return "custom", size
+    if isinstance(size, Mapping) or hasattr(size, "to_dict"):
+        return "custom", EfficientNetSize.from_dict(size)
+    raise TypeError(f"Not an EfficientNet size: {size!r}")
+
+
+def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=None,
                  sync_batch_norm=False, bn_momentum=0.99, name=None) -> keras.Model:
     """Builds the ALIGN image tower.
 
     Args:
-      size: a key of ``SIZES`` (``nano``, ``tiny``, ``b0``..``b7``, ``l2``) or an
-        ``EfficientNetSize``.
+      size: a key of ``SIZES`` (``nano``, ``tiny``, ``b0``..``b7``, ``l2``), an
+        ``EfficientNetSize`` or a mapping of its fields.
       image_size: static square input size; ``None`` accepts any height/width.
       drop_connect_rate: stochastic-depth rate at the last block; defaults to the size's.
       symmetric_pad_blocks: indices (0-based, over all blocks) of stride-2 blocks whose depthwise
         conv pads symmetrically (the PyTorch port's ``depthwise_padding``); empty for align-base.
+        ``None``: the size's ``symmetric_pad_blocks``.
       sync_batch_norm: batch statistics over the global batch (all replicas) instead of each
         replica's share; makes multi-replica training match one device exactly, at a cost.
       bn_momentum: BatchNorm moving-average momentum. 0.99 (Keras/ALIGN) needs ~1k steps before the
@@ -170,26 +249,24 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
       A ``keras.Model`` mapping ``(batch, H, W, 3)`` pixels in ``[0, 1]`` to ``(batch, D)`` pooled
       features, where ``D`` is the width of the last stage.
     """
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"Unknown EfficientNet size {size!r}; choose from {sorted(SIZES)}.")
-        size_name, size = size, SIZES[size]
-    else:
-        size_name = "custom"
+    size_name, size = get_size(size)
     if drop_connect_rate is None:
         drop_connect_rate = size.drop_connect_rate
+    if symmetric_pad_blocks is None:
+        symmetric_pad_blocks = size.symmetric_pad_blocks
 
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="rescaling")(inputs)
     x = keras.layers.ZeroPadding2D(_stride2_pad(3, False), name="stem_conv_pad")(x)
-    x = keras.layers.Conv2D(round_filters(32, size.width), 3, strides=2, padding="valid",
-                            use_bias=False, kernel_initializer=_conv_init(), name="stem_conv")(x)
+    x = keras.layers.Conv2D(round_filters(32, size.width, size.depth_divisor), 3, strides=2,
+                            padding="valid", use_bias=False, kernel_initializer=_conv_init(),
+                            name="stem_conv")(x)
     x = _bn("stem_bn", sync_batch_norm, bn_momentum)(x)
     x = keras.layers.Activation("swish", name="stem_activation")(x)
 
     specs = block_specs(size)
     for i, spec in enumerate(specs):
-        x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs),
+        x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs), se_ratio=size.se_ratio,
                     symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm,
                     bn_momentum=bn_momentum, **spec)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)

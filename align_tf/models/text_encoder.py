@@ -9,6 +9,7 @@ layer names, but with the *exact* GELU of BERT and of the public ALIGN checkpoin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import keras
 import keras_hub
@@ -16,13 +17,37 @@ import keras_hub
 
 @dataclasses.dataclass(frozen=True)
 class BertSize:
+    """BERT dimensions. Named sizes set the first three; HF configs may set the rest.
+
+    Attributes:
+      num_layers, hidden_dim, num_heads: encoder depth, width and attention heads.
+      intermediate_size: feed-forward width; ``None``: BERT's ``4 * hidden_dim``.
+      num_segments: rows of the segment (token type) table.
+      layer_norm_epsilon: BERT's 1e-12.
+    """
+
     num_layers: int
     hidden_dim: int
     num_heads: int
+    intermediate_size: int | None = None
+    num_segments: int = 2
+    layer_norm_epsilon: float = 1e-12
 
     @property
     def intermediate_dim(self) -> int:
-        return 4 * self.hidden_dim
+        return self.intermediate_size or 4 * self.hidden_dim
+
+    @classmethod
+    def from_dict(cls, fields) -> "BertSize":
+        """From a mapping (dict or ``ConfigDict``) of field values; unknown keys are an error."""
+        fields = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown BERT architecture fields {sorted(unknown)}")
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 # Google's BERT miniatures (Turc et al., 2019) plus base/large.
@@ -42,19 +67,19 @@ def _init():
 
 
 def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_sequence_length=512,
-                      dropout=0.1, num_segments=2, layer_norm_epsilon=1e-12,
+                      dropout=0.1, num_segments=None, layer_norm_epsilon=None,
                       name=None) -> keras.Model:
     """Builds the ALIGN text tower.
 
     Args:
       size: a key of ``SIZES`` (``nano``, ``tiny``, ``mini``, ``small``, ``medium``, ``base``,
-        ``large``) or a ``BertSize``.
+        ``large``), a ``BertSize`` or a mapping of its fields.
       vocabulary_size: WordPiece vocabulary size.
       embed_dim: output size of the linear projection of [CLS]; ``None`` returns [CLS] unprojected.
       max_sequence_length: size of the learned position table (inputs may be shorter).
       dropout: dropout of embeddings, attention and feed-forward.
-      num_segments: size of the segment (token type) table.
-      layer_norm_epsilon: BERT's 1e-12.
+      num_segments: size of the segment (token type) table; ``None``: the size's (2).
+      layer_norm_epsilon: ``None``: the size's (BERT's 1e-12).
       name: model name.
 
     Returns:
@@ -65,8 +90,16 @@ def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_se
         if size not in SIZES:
             raise ValueError(f"Unknown BERT size {size!r}; choose from {sorted(SIZES)}.")
         size_name, size = size, SIZES[size]
-    else:
+    elif isinstance(size, BertSize):
         size_name = "custom"
+    elif isinstance(size, Mapping) or hasattr(size, "to_dict"):
+        size_name, size = "custom", BertSize.from_dict(size)
+    else:
+        raise TypeError(f"Not a BERT size: {size!r}")
+    if num_segments is None:
+        num_segments = size.num_segments
+    if layer_norm_epsilon is None:
+        layer_norm_epsilon = size.layer_norm_epsilon
 
     token_ids = keras.Input((None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")

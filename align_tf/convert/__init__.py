@@ -1,0 +1,1 @@
+"""Converters from other ALIGN implementations' checkpoints to align_tf model directories."""
