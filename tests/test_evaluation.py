@@ -1,6 +1,28 @@
-"""Tests of align_tf.evaluation: prompts, retrieval, zero-shot, kNN, linear probe and the CLI."""
+"""Tests of align_tf.evaluation: prompts, retrieval, zero-shot, kNN, linear probe and the CLI.
 
-from align_tf.evaluation import prompts
+Metric tests use hand-built embeddings whose answers are worked out in the comments. Data-source
+tests use data made here (``tfds.testing.mock_data`` with our own examples, TFRecords written to
+``tmp_path``) and a ``FakeEncoder`` whose embeddings encode what the images and texts show, so a
+wrong label order, a dropped caption or a mis-grouped image changes the numbers. The end-to-end
+test trains nothing: it saves a randomly initialised nano model as a checkpoint and a SavedModel and
+runs the CLI on both.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from align_tf.evaluation import datasets, knn, linear_probe, prompts, retrieval, runner, zero_shot
+from align_tf.evaluation.embed import Encoder
+
+
+# ----------------------------------------------------------------------------------- prompts
 
 
 def test_clip_templates_are_80_distinct_with_one_slot():
@@ -12,6 +34,10 @@ def test_clip_templates_are_80_distinct_with_one_slot():
     assert prompts.get_templates("clip80") == templates
     assert prompts.get_templates("none") == ("{}",)
     assert prompts.get_templates("simple") == ("a photo of a {}.",)
+    assert prompts.get_templates("auto", "cifar10") == templates
+    assert prompts.get_templates("auto", "synthetic")[0].count("{}") == 1
+    with pytest.raises(ValueError, match="unknown prompt template set"):
+        prompts.get_templates("clip81")
 
 
 def test_class_name_lists():
@@ -23,3 +49,400 @@ def test_class_name_lists():
     assert (names[0], names[1], names[207], names[281], names[948], names[999]) == (
         "tench", "goldfish", "Golden Retriever", "tabby cat", "Granny Smith apple", "toilet paper")
     assert prompts.get_classnames("cifar10:3.0.2") == prompts.CIFAR10_CLASSNAMES
+
+
+# ----------------------------------------------------------------------------------- retrieval
+
+
+def _reference_ranks(sim, own_mask):
+    """Unblocked reference: position of the first own candidate in a stable descending sort."""
+    order = np.argsort(-sim, axis=1, kind="stable")
+    return np.array([np.flatnonzero(own_mask[i][order[i]])[0] for i in range(len(sim))])
+
+
+def test_identity_gives_perfect_recall():
+    emb = tf.math.l2_normalize(tf.random.stateless_normal((50, 16), seed=(1, 2)), -1).numpy()
+    out = retrieval.recall_at_k(emb, emb, block_size=7)
+    assert out["i2t_R@1"] == out["t2i_R@1"] == 1.0
+    assert out["i2t_mean_rank"] == out["t2i_mean_rank"] == 1.0
+
+
+def test_permutation_gives_known_recall():
+    # One-hot embeddings; captions 0 and 1 swapped (text j shows image perm[j]).
+    perm = [1, 0, 2, 3]
+    images, texts = np.eye(4), np.eye(4)[perm]
+    out = retrieval.recall_at_k(images, texts, ks=(1, 2))
+    # Image 0: text 1 scores 1, its own text 0 scores 0 and is the first of the zeros → rank 1.
+    # Image 1: text 0 scores 1; own text 1 next → rank 1. Images 2, 3: rank 0. Same for t2i.
+    assert out == {"i2t_R@1": 0.5, "i2t_R@2": 1.0, "i2t_mean_rank": 1.5, "i2t_median_rank": 1.5,
+                   "t2i_R@1": 0.5, "t2i_R@2": 1.0, "t2i_mean_rank": 1.5, "t2i_median_rank": 1.5}
+
+
+def test_ties_are_broken_by_index():
+    # All embeddings equal: every score ties, so caption t's image ranks t-th (t lower indices).
+    emb = np.ones((10, 4)) / 2
+    out = retrieval.recall_at_k(emb, emb, ks=(1, 5, 10), block_size=3)
+    assert out["t2i_R@1"] == 0.1 and out["t2i_R@5"] == 0.5 and out["t2i_R@10"] == 1.0
+    assert out["i2t_R@1"] == 0.1 and out["i2t_mean_rank"] == 5.5
+    np.testing.assert_array_equal(retrieval.text_to_image_ranks(emb, emb, np.arange(10)),
+                                  np.arange(10))
+
+
+def test_multi_caption_protocol_by_hand():
+    e0, e1, e2 = np.eye(3)
+    images = np.stack([e0, e1, e2])
+    texts = np.stack([0.6 * e0 + 0.8 * e1, e0,      # image 0: a poor caption, then a perfect one
+                      e2, 0.8 * e1 + 0.6 * e2,      # image 1: a wrong caption, then a fair one
+                      e1, 0.6 * e2 + 0.8 * e0])     # image 2: a wrong caption, then a poor one
+    text_to_image = [0, 0, 1, 1, 2, 2]
+    # i2t: image 0 row [.6, 1, 0, 0, 0, .8] → its text 1 first: rank 0 (one good caption suffices).
+    #      image 1 row [.8, 0, 0, .8, 1, 0] → text 3 behind text 4 and the tied, lower text 0: 2.
+    #      image 2 row [0, 0, 1, .6, 0, .6] → text 5 behind text 2 and the tied text 3: 2.
+    np.testing.assert_array_equal(
+        retrieval.image_to_text_ranks(images, texts, text_to_image, block_size=2), [0, 2, 2])
+    # t2i: text 0 [.6,.8,0]→1; 1→0; text 2 [0,0,1]: image 1 ties image 0 at 0, behind both → 2;
+    #      3→0; text 4 [0,1,0]: image 2 behind image 1 and tied image 0 → 2; text 5 [.8,0,.6]→1.
+    np.testing.assert_array_equal(
+        retrieval.text_to_image_ranks(images, texts, text_to_image, block_size=4), [1, 0, 2, 0, 2, 1])
+    out = retrieval.recall_at_k(images, texts, text_to_image, ks=(1, 2, 3))
+    assert out["i2t_R@1"] == pytest.approx(1 / 3) and out["i2t_R@3"] == 1.0
+    assert out["i2t_mean_rank"] == pytest.approx(7 / 3)
+    assert out["t2i_R@1"] == pytest.approx(2 / 6) and out["t2i_R@2"] == pytest.approx(4 / 6)
+    assert out["t2i_mean_rank"] == pytest.approx(2.0) and out["t2i_median_rank"] == 2.0
+    with pytest.raises(ValueError, match="at least one caption"):
+        retrieval.recall_at_k(images, texts[:2], [0, 0])
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 64, 10_000])
+def test_blocked_equals_unblocked_reference(block_size):
+    rng = np.random.default_rng(0)
+    # Coarse values make many exact ties, so the tie rule is exercised as well.
+    images = rng.integers(-2, 3, (40, 6)).astype(np.float32)
+    text_to_image = np.repeat(np.arange(40), 5)  # the 5-captions protocol
+    texts = (images[text_to_image] + rng.integers(-2, 3, (200, 6))).astype(np.float32)
+    sim = images @ texts.T
+    i2t = _reference_ranks(sim, text_to_image[None, :] == np.arange(40)[:, None])
+    t2i = _reference_ranks(sim.T, np.arange(40)[None, :] == text_to_image[:, None])
+    np.testing.assert_array_equal(
+        retrieval.image_to_text_ranks(images, texts, text_to_image, block_size), i2t)
+    np.testing.assert_array_equal(
+        retrieval.text_to_image_ranks(images, texts, text_to_image, block_size), t2i)
+    assert 0 < np.mean(i2t == 0) < 1 and 0 < np.mean(t2i == 0) < 1  # a non-trivial case
+
+
+def test_faiss_matches_exact_recall():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(60, 8)).astype(np.float32)
+    text_to_image = np.repeat(np.arange(60), 5)
+    texts = images[text_to_image] + 1.5 * rng.normal(size=(300, 8)).astype(np.float32)
+    exact = retrieval.recall_at_k(images, texts, text_to_image)
+    fast = retrieval.recall_at_k_faiss(images, texts, text_to_image)
+    assert fast == {k: v for k, v in exact.items() if "@" in k}
+    assert 0 < exact["i2t_R@1"] < 1
+
+
+# ----------------------------------------------------------------------------------- zero-shot
+
+
+def test_prompt_ensemble_matches_numpy():
+    rng = np.random.default_rng(2)
+    table = {}
+
+    def embed_text(texts):  # a fixed random, unnormalised vector per string
+        return np.stack([table.setdefault(t, rng.normal(size=5) * rng.uniform(0.5, 3)) for t in texts])
+
+    names, templates = ["cat", "dog", "red star"], ("a {}.", "a photo of a {}.", "{} art")
+    got = zero_shot.class_embeddings(embed_text, names, templates)
+    for c, name in enumerate(names):
+        vecs = np.stack([table[t.format(name)] for t in templates])
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        mean = vecs.mean(0)
+        np.testing.assert_allclose(got[c], mean / np.linalg.norm(mean), rtol=1e-5)
+    # Chunked embedding (one class per call) gives the same thing.
+    np.testing.assert_allclose(
+        zero_shot.class_embeddings(embed_text, names, templates, max_texts_per_call=2), got)
+
+
+def test_zero_shot_topk_by_hand():
+    class_emb = np.eye(4)
+    images = np.array([[1, 0.5, 0, 0],    # label 0: top-1 hit
+                       [0.9, 0, 0.5, 0],  # label 2: second → top-2 hit only
+                       [0, 0, 0, 1],      # label 3: hit
+                       [0, 0, 0, 0]])     # label 1: all tied, lower classes first → rank 1
+    out = zero_shot.topk_accuracy(images, class_emb, [0, 2, 3, 1], topk=(1, 2, 5), block_size=3)
+    assert out == {"top1": 0.5, "top2": 1.0}  # top5 > 4 classes is not reported
+
+
+# ----------------------------------------------------------------------------------- kNN / probe
+
+
+def test_knn_weighting_by_hand():
+    # Query e0; neighbours: two of class 0 at cosine 0.5, one of class 1 at cosine 0.99.
+    train = np.array([[0.5, np.sqrt(0.75), 0], [0.5, -np.sqrt(0.75), 0],
+                      [0.99, 0, np.sqrt(1 - 0.99 ** 2)], [-1, 0, 0]])
+    labels = [0, 0, 1, 2]
+    query = np.array([[1.0, 0, 0]])
+    majority = knn.knn_scores(train, labels, query, k=3, temperature=None)
+    np.testing.assert_array_equal(majority, [[2, 1, 0]])  # the far class-2 point is not a neighbour
+    # exp(0.99/0.07) > 2 exp(0.5/0.07): the single close neighbour outvotes the two far ones.
+    weighted = knn.knn_scores(train, labels, query, k=3, temperature=0.07)
+    np.testing.assert_allclose(weighted[0, :2] / weighted[0, 1],
+                               [2 * np.exp((0.5 - 0.99) / 0.07), 1], rtol=1e-4)
+    assert knn.knn_accuracy(train, labels, query, [0], k=3, temperature=None)["top1"] == 1.0
+    assert knn.knn_accuracy(train, labels, query, [0], k=3, temperature=0.07)["top1"] == 0.0
+
+
+def _clusters(n_per_class, num_classes=4, dim=8, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:num_classes] * 3
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    return centres[labels] + spread * rng.normal(size=(len(labels), dim)), labels
+
+
+def test_knn_on_separable_features():
+    x, y = _clusters(30, num_classes=6)
+    tx, ty = _clusters(10, num_classes=6, seed=1)
+    assert knn.knn_accuracy(x, y, tx, ty, k=5, block_size=7) == {"top1": 1.0, "top5": 1.0}
+    # Labels unrelated to the features: near chance (1/6), far from perfect.
+    shuffled = np.random.default_rng(5).permutation(y)
+    assert knn.knn_accuracy(x, shuffled, tx, ty, k=5)["top1"] < 0.5
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "keras"])
+def test_linear_probe_on_separable_features(backend):
+    if backend == "sklearn":
+        pytest.importorskip("sklearn")
+    # Linearly separable but not by nearest centroid alone: class = sign of feature 0 − feature 1.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6))
+    y = (x[:, 0] - x[:, 1] > 0).astype(int)
+    x[:, 0] += np.where(y == 1, 0.5, -0.5)  # a margin
+    out = linear_probe.linear_probe(x[:300], y[:300], x[300:], y[300:], backend=backend,
+                                    epochs=20, learning_rate=0.1, topk=(1,))
+    assert out["top1"] >= 0.97, out
+    # Shuffled labels carry no signal: the probe must not "learn" them.
+    shuffled = rng.permutation(y)
+    out = linear_probe.linear_probe(x[:300], shuffled[:300], x[300:], shuffled[300:],
+                                    backend=backend, epochs=20, learning_rate=0.1, topk=(1,))
+    assert out["top1"] < 0.7, out
+
+
+# ----------------------------------------------------------------------------------- data sources
+
+
+class FakeEncoder(Encoder):
+    """Embeddings that encode what the data shows.
+
+    An image whose pixels all equal ``10 + 20 * i`` embeds as ``e_i``; a text embeds as ``e_i``
+    if it contains the word ``item{i}`` or the class name ``classnames[i]`` (plus a
+    text-dependent offset on the last axis, so prompt ensembling has something to average).
+    """
+
+    image_size, resize_size, batch_size, dim = 8, None, 4, 12
+
+    def __init__(self, classnames=()):
+        self.classnames = list(classnames)
+
+    def embed_image_batch(self, pixels):
+        ids = np.rint((np.asarray(pixels).mean(axis=(1, 2, 3)) * 255 - 10) / 20).astype(int)
+        return np.eye(self.dim)[ids]
+
+    def embed_text_batch(self, texts):
+        out = []
+        for text in (t.decode() for t in texts.numpy()):
+            match = re.search(r"item(\d+)", text)
+            if match:
+                i = int(match.group(1))
+            else:  # longest class name contained (so "cat" is not found in "caterpillar")
+                i = max((n for n in self.classnames if n in text), key=len)
+                i = self.classnames.index(i)
+            vec = np.eye(self.dim)[i]
+            vec[-1] = 0.1 * (len(text) % 5)
+            out.append(vec / np.linalg.norm(vec))
+        return np.stack(out)
+
+
+def _image(i, size=16):
+    return np.full((size, size, 3), 10 + 20 * i, np.uint8)
+
+
+def _mock_tfds(make_examples):
+    import tensorflow_datasets as tfds
+
+    def as_dataset(self, split, *args, **kwargs):
+        examples = make_examples(self.name, str(split))
+        return tf.data.Dataset.from_generator(
+            lambda: iter(examples),
+            output_signature=tf.nest.map_structure(
+                lambda v: tf.TensorSpec(np.shape(v), tf.as_dtype(np.asarray(v).dtype)
+                                        if not isinstance(v, (str, bytes)) and
+                                        np.asarray(v).dtype != object else tf.string),
+                examples[0]))
+
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def test_tfds_classification_zeroshot_knn_linear():
+    pytest.importorskip("sklearn")
+
+    def examples(name, split):
+        # Labels 0..9 (train: 3 each; test: labels 9..0, once), images encode their label.
+        labels = list(range(10)) * 3 if "train" in split else list(range(9, -1, -1))
+        return [{"image": _image(i), "label": np.int64(i)} for i in labels]
+
+    encoder = FakeEncoder(prompts.CIFAR10_CLASSNAMES)
+    with _mock_tfds(examples):
+        opts = runner.EvalOptions(templates="clip7", knn_k=3, linear_c=1.0, cache=True)
+        evaluators = runner.build_evaluators("cifar10", ["zeroshot", "knn", "linear"], opts)
+        results = runner.run_evaluators(encoder, evaluators)
+    assert results["zeroshot"]["top1"] == 1.0 and results["zeroshot"]["num_examples"] == 10
+    assert results["zeroshot"]["num_templates"] == 7 and results["zeroshot"]["num_classes"] == 10
+    assert results["knn"]["top1"] == 1.0 and results["knn"]["num_train"] == 30
+    assert results["linear"]["top1"] == 1.0
+    # With class names in the wrong order, zero-shot must fail: labels and names are paired.
+    shifted = FakeEncoder(prompts.CIFAR10_CLASSNAMES[1:] + prompts.CIFAR10_CLASSNAMES[:1])
+    with _mock_tfds(examples):
+        evaluators = runner.build_evaluators("cifar10", ["zeroshot"], runner.EvalOptions())
+        assert runner.run_evaluators(shifted, evaluators)["zeroshot"]["top1"] == 0.0
+
+
+def test_tfds_captions_retrieval_keeps_five_captions():
+    def examples(name, split):
+        # 6 captions per image; the 6th names another image and must be dropped (5-caption rule).
+        return [{"image": _image(i), "captions": {"text": np.array(
+            [f"item{i} version {v}" for v in range(5)] + [f"item{(i + 1) % 4}"], object)}}
+            for i in range(4)]
+
+    with _mock_tfds(examples):
+        evaluators = runner.build_evaluators("coco_captions", ["auto"], runner.EvalOptions())
+        assert [t for t, _ in evaluators] == ["retrieval"]
+        out = runner.run_evaluators(FakeEncoder(), evaluators)["retrieval"]
+    assert out["num_images"] == 4 and out["num_captions"] == 20
+    assert out["i2t_R@1"] == 1.0 and out["t2i_R@1"] == 1.0
+
+
+def _png(array):
+    return tf.io.encode_png(array).numpy()
+
+
+def test_tfrecord_retrieval_groups_identical_images(tmp_path):
+    # One caption per record; image 1's captions are not consecutive; one record holds two.
+    records = [(0, ["item0 a"]), (1, ["item1 a"]), (0, ["item0 b"]), (2, ["item2 a", "item2 b"]),
+               (1, ["item1 b"]), (1, ["item1 c"])]
+    with tf.io.TFRecordWriter(str(tmp_path / "eval-00000.tfrecord")) as writer:
+        for i, captions in records:
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[_png(_image(i))])),
+                "caption": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[c.encode() for c in captions])),
+            })).SerializeToString())
+    name = f"tfrecord:{tmp_path}/eval-*.tfrecord"
+    out = runner.run_evaluators(FakeEncoder(), runner.build_evaluators(name, ["retrieval"]))
+    assert out["retrieval"]["num_images"] == 3 and out["retrieval"]["num_captions"] == 7
+    assert out["retrieval"]["i2t_R@1"] == 1.0 and out["retrieval"]["t2i_R@1"] == 1.0
+
+
+def test_unknown_dataset_and_wrong_task_are_clear_errors():
+    with pytest.raises(datasets.UnknownDatasetError, match="unknown dataset 'no_such_set'"):
+        runner.build_evaluators("no_such_set", ["auto"])
+    with pytest.raises(ValueError, match="needs a retrieval dataset"):
+        runner.build_evaluators("cifar10", ["retrieval"])
+    with pytest.raises(ValueError, match="unknown task"):
+        runner.build_evaluators("synthetic", ["zero_shot"])
+
+
+# ----------------------------------------------------------------------------------- model + CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A randomly initialised nano model saved as a training model_dir and as a SavedModel."""
+    from align_tf import trainer
+    from align_tf.configs import base
+    from align_tf.data import synthetic
+    from align_tf.export import export_saved_model
+    from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor, save_vocabulary
+
+    model_dir = str(tmp_path_factory.mktemp("tiny_run"))
+    config = base.get_config()
+    config.model.text_size_name = "nano"
+    config.data.image_size = 32
+    words = {w for pair in synthetic.CLASSES for w in pair} | {
+        w for t in synthetic.TEMPLATES + synthetic.PROMPTS for w in re.findall(r"[a-z]+", t)}
+    vocab = RESERVED_TOKENS + sorted(words) + ["dark", "light", "big", "small"]
+    save_vocabulary(vocab, os.path.join(model_dir, "vocab.txt"))
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    model = trainer.build_model(config, len(vocab))
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
+        os.path.join(model_dir, "checkpoints", "ckpt"))
+    preprocessor = TextPreprocessor(os.path.join(model_dir, "vocab.txt"),
+                                    sequence_length=config.data.max_tokens)
+    export_saved_model(model, preprocessor, os.path.join(model_dir, "savedmodel"))
+    return model_dir, config, model, preprocessor
+
+
+def _cli(*args):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1")
+    return subprocess.run([sys.executable, "-m", "align_tf.evaluate", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_cli_checkpoint_and_savedmodel_give_the_same_numbers(tiny_run, tmp_path):
+    model_dir = tiny_run[0]
+    common = ["--dataset=synthetic", "--tasks=retrieval,zeroshot,knn,linear",
+              "--synthetic_examples_per_class=3", "--linear_c=1.0"]
+    reports = {}
+    for kind, arg in (("ckpt", f"--model_dir={model_dir}"),
+                      ("saved", f"--savedmodel={model_dir}/savedmodel")):
+        out = tmp_path / f"{kind}.json"
+        proc = _cli(arg, *common, f"--output={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "synthetic retrieval: i2t_R@1=" in proc.stdout
+        reports[kind] = json.loads(out.read_text())
+    ckpt, saved = reports["ckpt"]["results"]["synthetic"], reports["saved"]["results"]["synthetic"]
+    assert set(ckpt) == {"retrieval", "zeroshot", "knn", "linear"}
+    assert ckpt["retrieval"]["num_images"] == 60 and ckpt["retrieval"]["num_captions"] == 300
+    assert ckpt["zeroshot"]["num_examples"] == 90 and ckpt["knn"]["num_train"] == 90
+    assert reports["ckpt"]["model"]["checkpoint"].endswith("ckpt-1")
+    assert reports["saved"]["model"]["image_size"] == 32  # read from the model_dir's config.json
+    for task in ckpt:
+        assert saved[task] == pytest.approx(ckpt[task], abs=1e-6), task
+
+
+def test_cli_errors_are_one_line(tiny_run):
+    proc = _cli(f"--model_dir={tiny_run[0]}", "--dataset=no_such_set")
+    assert proc.returncode != 0
+    assert "align_tf.evaluate: error: unknown dataset 'no_such_set'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_periodic_evaluator_tracks_the_weights(tiny_run):
+    from align_tf.evaluation.periodic import make_periodic_evaluator
+    from align_tf.evaluation.embed import KerasEncoder, load_encoder
+    model_dir, config, model, preprocessor = tiny_run
+    with config.unlocked():
+        config.eval.periodic_examples_per_class = 2
+    evaluate = make_periodic_evaluator(config, preprocessor)
+    first = evaluate(model)
+    assert {"synthetic/zeroshot/top1", "synthetic/zeroshot/heldout_top1",
+            "synthetic/retrieval/i2t_R@10", "synthetic/retrieval/t2i_mean_rank"} <= set(first)
+    assert all(isinstance(v, float) for v in first.values())
+    assert not any("num_" in k for k in first)
+    # Same numbers as the checkpoint on disk (same weights), through the model_dir loader.
+    loaded = load_encoder(model_dir=model_dir)
+    assert isinstance(loaded, KerasEncoder)
+    again = make_periodic_evaluator(config, preprocessor)(loaded.model)
+    assert again == pytest.approx(first, abs=1e-6)
+    # New weights → new numbers: nothing is cached across calls.
+    old = [v.numpy() for v in model.image_encoder.weights]
+    try:
+        for v in model.image_encoder.trainable_weights:
+            v.assign(tf.random.stateless_normal(v.shape, seed=(7, 7), dtype=v.dtype) * 0.2)
+        changed = evaluate(model)
+        assert changed["synthetic/retrieval/i2t_mean_rank"] != first["synthetic/retrieval/i2t_mean_rank"]
+    finally:
+        for v, value in zip(model.image_encoder.weights, old):
+            v.assign(value)

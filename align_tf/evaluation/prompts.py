@@ -116,16 +116,23 @@ TEMPLATE_SETS = {
 }
 
 
-def get_templates(name: str) -> tuple:
-    """Prompt templates by name: ``"clip80"`` (CLIP's 80), ``"clip7"``, ``"simple"`` or ``"none"``.
+def get_templates(name: str, dataset: str | None = None) -> tuple:
+    """Prompt templates by name: ``"clip80"`` (CLIP's 80), ``"clip7"``, ``"simple"``, ``"none"``,
+    ``"synthetic"`` (the built-in corpus' prompts) or ``"auto"``.
 
-    ``"none"`` is ``("{}",)``: the bare class name. Raises ``ValueError`` for other names.
+    ``"none"`` is ``("{}",)``: the bare class name. ``"auto"`` is ``"synthetic"`` for the
+    ``dataset`` "synthetic" and ``"clip80"`` otherwise. Raises ``ValueError`` for other names.
     """
+    if name == "auto":
+        name = "synthetic" if dataset == "synthetic" else "clip80"
+    if name == "synthetic":
+        from align_tf.data.synthetic import PROMPTS  # the captions' own wording
+        return tuple(PROMPTS)
     try:
         return TEMPLATE_SETS[name]
     except KeyError:
         raise ValueError(f"unknown prompt template set {name!r}; choose from "
-                         f"{sorted(TEMPLATE_SETS)}") from None
+                         f"{sorted(TEMPLATE_SETS) + ['auto', 'synthetic']}") from None
 
 
 CIFAR10_CLASSNAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",

@@ -1,7 +1,15 @@
-"""Zero-shot image↔text retrieval Recall@K (paper §5.1 protocol).
+"""Zero-shot image↔text retrieval: Recall@K and ranks (the MSCOCO 5K / Flickr30K 1K protocol).
 
-Image→text counts a hit if *any* caption of the image is in the top K; text→image counts a hit if
-the caption's image is in the top K.
+Each image has several captions (5 in MSCOCO/Flickr30K). Image→text counts a hit at K if *any* of
+the image's captions is among the K texts most similar to it; text→image counts a hit if the
+caption's own image is among the K most similar images (ALIGN §5.1, following Karpathy & Fei-Fei).
+
+Similarities are computed one block of queries at a time, so the 5k × 25k matrix of MSCOCO (or a
+larger one) never exists at once: memory is ``block_size × num_candidates`` floats.
+
+Ties are broken deterministically by index: among candidates with equal similarity the one with the
+lower index ranks first (what a stable sort of the scores, descending, gives). A rank is therefore
+``#{candidates scoring higher} + #{lower-indexed candidates scoring the same}``, 0-based.
 """
 
 from __future__ import annotations
@@ -9,31 +17,146 @@ from __future__ import annotations
 import numpy as np
 
 
-def recall_at_k(image_embeddings, text_embeddings, text_to_image=None, ks=(1, 5, 10)) -> dict:
-    """Recall@K both ways.
+def _as_f32(x) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x, np.float32))
+
+
+def image_to_text_ranks(image_embeddings, text_embeddings, text_to_image,
+                        block_size: int = 512) -> np.ndarray:
+    """0-based rank of each image's best-ranked caption among all texts.
+
+    Args:
+      image_embeddings: ``(N_img, D)``.
+      text_embeddings: ``(N_txt, D)``.
+      text_to_image: ``(N_txt,)`` index of each caption's image.
+      block_size: image queries scored at once (memory ``block_size × N_txt`` floats).
+
+    Returns:
+      ``(N_img,)`` int64 ranks; rank < K means a hit at Recall@K.
+    """
+    images, texts = _as_f32(image_embeddings), _as_f32(text_embeddings)
+    text_to_image = np.asarray(text_to_image, np.int64)
+    counts = np.bincount(text_to_image, minlength=len(images))
+    if len(counts) > len(images) or np.any(counts == 0):
+        raise ValueError("every image needs at least one caption and every caption a valid image "
+                         f"index (captions per image: min {counts.min()}, images {len(images)})")
+    text_index = np.arange(len(texts))
+    ranks = np.empty(len(images), np.int64)
+    for start in range(0, len(images), block_size):
+        stop = min(start + block_size, len(images))
+        scores = images[start:stop] @ texts.T  # (B, N_txt)
+        own = text_to_image[None, :] == np.arange(start, stop)[:, None]
+        best = np.where(own, scores, -np.inf).max(axis=1, keepdims=True)
+        # The image's caption that a stable descending sort would put first: highest score, then
+        # lowest index (argmax returns the first True).
+        first = np.argmax(own & (scores == best), axis=1)[:, None]
+        ranks[start:stop] = ((scores > best).sum(axis=1)
+                             + ((scores == best) & (text_index[None, :] < first)).sum(axis=1))
+    return ranks
+
+
+def text_to_image_ranks(image_embeddings, text_embeddings, text_to_image,
+                        block_size: int = 512) -> np.ndarray:
+    """0-based rank of each caption's own image among all images (``(N_txt,)`` int64)."""
+    images, texts = _as_f32(image_embeddings), _as_f32(text_embeddings)
+    text_to_image = np.asarray(text_to_image, np.int64)
+    image_index = np.arange(len(images))
+    ranks = np.empty(len(texts), np.int64)
+    for start in range(0, len(texts), block_size):
+        stop = min(start + block_size, len(texts))
+        scores = texts[start:stop] @ images.T  # (B, N_img)
+        target = text_to_image[start:stop]
+        true = scores[np.arange(stop - start), target][:, None]
+        ranks[start:stop] = ((scores > true).sum(axis=1)
+                             + ((scores == true) & (image_index[None, :] < target[:, None])).sum(axis=1))
+    return ranks
+
+
+def metrics_from_ranks(i2t_ranks, t2i_ranks, ks=(1, 5, 10)) -> dict:
+    """``i2t_R@K``/``t2i_R@K`` in [0, 1], 1-based ``*_mean_rank`` and ``*_median_rank``."""
+    out = {}
+    for name, ranks in (("i2t", np.asarray(i2t_ranks)), ("t2i", np.asarray(t2i_ranks))):
+        for k in ks:
+            out[f"{name}_R@{k}"] = float(np.mean(ranks < k))
+        out[f"{name}_mean_rank"] = float(np.mean(ranks) + 1)
+        out[f"{name}_median_rank"] = float(np.median(ranks) + 1)
+    return out
+
+
+def recall_at_k(image_embeddings, text_embeddings, text_to_image=None, ks=(1, 5, 10),
+                block_size: int = 512) -> dict:
+    """Recall@K both ways, plus mean and median rank (exact, blocked, ties broken by index).
 
     Args:
       image_embeddings: ``(N_img, D)`` unit-norm.
       text_embeddings: ``(N_txt, D)`` unit-norm.
-      text_to_image: ``(N_txt,)`` index of each caption's image; default ``arange`` (one caption each).
+      text_to_image: ``(N_txt,)`` index of each caption's image; default ``arange`` (one caption
+        per image).
       ks: the K values.
+      block_size: queries scored at once.
+
+    Returns:
+      ``{"i2t_R@1": ..., "t2i_R@1": ..., "i2t_mean_rank": ..., ...}``; recalls in [0, 1].
     """
-    image_embeddings = np.asarray(image_embeddings, np.float32)
-    text_embeddings = np.asarray(text_embeddings, np.float32)
     if text_to_image is None:
         text_to_image = np.arange(len(text_embeddings))
-    text_to_image = np.asarray(text_to_image)
-    sim = image_embeddings @ text_embeddings.T  # (N_img, N_txt)
+    return metrics_from_ranks(
+        image_to_text_ranks(image_embeddings, text_embeddings, text_to_image, block_size),
+        text_to_image_ranks(image_embeddings, text_embeddings, text_to_image, block_size), ks)
+
+
+def recall_at_k_faiss(image_embeddings, text_embeddings, text_to_image=None,
+                      ks=(1, 5, 10)) -> dict:
+    """Recall@K both ways with exact faiss inner-product search (``faiss-cpu`` or ``faiss-gpu``).
+
+    Only the top ``max(ks)`` neighbours are searched, so no ranks are reported; faiss orders
+    exactly tied scores in its own way, so with ties this may differ from ``recall_at_k``.
+    """
+    import faiss  # optional dependency
+
+    images, texts = _as_f32(image_embeddings), _as_f32(text_embeddings)
+    if text_to_image is None:
+        text_to_image = np.arange(len(texts))
+    text_to_image = np.asarray(text_to_image, np.int64)
+    kmax = max(ks)
+    text_index = faiss.IndexFlatIP(texts.shape[1])
+    text_index.add(texts)
+    _, nearest_texts = text_index.search(images, min(kmax, len(texts)))
+    image_index = faiss.IndexFlatIP(images.shape[1])
+    image_index.add(images)
+    _, nearest_images = image_index.search(texts, min(kmax, len(images)))
+    i2t_hit = text_to_image[nearest_texts] == np.arange(len(images))[:, None]  # (N_img, kmax)
+    t2i_hit = nearest_images == text_to_image[:, None]  # (N_txt, kmax)
     out = {}
-    # text→image: rank of the true image among all images for each caption.
-    true_t2i = sim[text_to_image, np.arange(len(text_to_image))]
-    rank_t2i = (sim > true_t2i[None, :]).sum(axis=0)
-    # image→text: best rank over the image's captions.
-    rank_i2t = np.full(len(image_embeddings), np.inf)
-    for t, i in enumerate(text_to_image):
-        rank = (sim[i] > sim[i, t]).sum()
-        rank_i2t[i] = min(rank_i2t[i], rank)
     for k in ks:
-        out[f"i2t_R@{k}"] = float(np.mean(rank_i2t < k))
-        out[f"t2i_R@{k}"] = float(np.mean(rank_t2i < k))
+        out[f"i2t_R@{k}"] = float(np.mean(i2t_hit[:, :k].any(axis=1)))
+        out[f"t2i_R@{k}"] = float(np.mean(t2i_hit[:, :k].any(axis=1)))
     return out
+
+
+class RetrievalEvaluator:
+    """Named evaluator: embeds a captioned image set and reports Recall@K both ways.
+
+    Args:
+      data: a ``datasets.RetrievalData`` (images with several captions each).
+      ks: the K values.
+      block_size: queries scored at once.
+      use_faiss: search with faiss (R@K only) instead of the exact blocked ranks.
+    """
+
+    name = "retrieval"
+
+    def __init__(self, data, ks=(1, 5, 10), block_size: int = 512, use_faiss: bool = False):
+        self.data, self.ks, self.block_size, self.use_faiss = data, tuple(ks), block_size, use_faiss
+
+    def run(self, encoder) -> dict:
+        """``encoder``: an ``align_tf.evaluation.embed.Encoder``. Returns a flat dict of floats."""
+        image_emb, captions, text_to_image = self.data.embed_images(encoder)
+        text_emb = encoder.embed_texts(captions)
+        if self.use_faiss:
+            out = recall_at_k_faiss(image_emb, text_emb, text_to_image, self.ks)
+        else:
+            out = recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size)
+        out["num_images"] = float(len(image_emb))
+        out["num_captions"] = float(len(text_emb))
+        return out

@@ -1,7 +1,8 @@
 """Zero-shot classification with prompt ensembles (CLIP/ALIGN protocol).
 
-Each class embedding is the mean of the L2-normalised embeddings of the class name in every
-template, re-normalised (ALIGN §5.2 follows CLIP's ensembling).
+Each class embedding is the mean of the L2-normalised text embeddings of the class name in every
+template, re-normalised (ALIGN §5.2 uses CLIP's 80 ImageNet templates; ensembling added ~2.9 points
+over a single prompt). An image is classified by cosine similarity to the class embeddings.
 """
 
 from __future__ import annotations
@@ -9,18 +10,94 @@ from __future__ import annotations
 import numpy as np
 
 
-def class_embeddings(embed_text, classnames, templates) -> np.ndarray:
-    """``embed_text(list[str]) -> (N, D)``; returns ``(num_classes, D)`` unit-norm class embeddings."""
-    texts = [t.format(name) for name in classnames for t in templates]
-    emb = np.asarray(embed_text(texts)).reshape(len(classnames), len(templates), -1)
-    emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
-    mean = emb.mean(axis=1)
-    return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
+def _normalize(x, axis=-1):
+    return x / np.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def class_embeddings(embed_text, classnames, templates, max_texts_per_call: int = 8192) -> np.ndarray:
+    """Prompt-ensembled class embeddings.
+
+    Args:
+      embed_text: ``embed_text(list[str]) -> (N, D)`` text embeddings (need not be normalised).
+      classnames: class names in label order.
+      templates: prompt templates, each with one ``"{}"`` for the class name.
+      max_texts_per_call: classes are embedded in chunks of about this many prompts, so 1000
+        classes × 80 templates never sit in memory as one array.
+
+    Returns:
+      ``(num_classes, D)`` float32 unit-norm embeddings.
+    """
+    templates = tuple(templates)
+    if not templates or not all(t.count("{}") == 1 for t in templates):
+        raise ValueError("templates must be a non-empty list of strings with one '{}' each")
+    per_call = max(1, max_texts_per_call // len(templates))
+    out = []
+    for start in range(0, len(classnames), per_call):
+        names = classnames[start:start + per_call]
+        texts = [t.format(name) for name in names for t in templates]
+        emb = np.asarray(embed_text(texts), np.float32).reshape(len(names), len(templates), -1)
+        out.append(_normalize(_normalize(emb).mean(axis=1)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def label_ranks(scores, labels) -> np.ndarray:
+    """0-based rank of each row's true label among the columns of ``scores``.
+
+    Ties are broken by index (the lower class index ranks first), as a stable descending sort.
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels, np.int64)
+    true = scores[np.arange(len(scores)), labels][:, None]
+    lower = np.arange(scores.shape[1])[None, :] < labels[:, None]
+    return (scores > true).sum(axis=1) + ((scores == true) & lower).sum(axis=1)
+
+
+def topk_accuracy(image_embeddings, class_emb, labels, topk=(1, 5), block_size: int = 4096) -> dict:
+    """Top-k accuracy (in [0, 1]) of nearest class embeddings by cosine similarity.
+
+    Scored ``block_size`` images at a time; ties broken by lower class index.
+    """
+    image_embeddings = np.asarray(image_embeddings, np.float32)
+    class_emb = np.asarray(class_emb, np.float32)
+    labels = np.asarray(labels, np.int64)
+    ranks = np.concatenate([
+        label_ranks(image_embeddings[s:s + block_size] @ class_emb.T, labels[s:s + block_size])
+        for s in range(0, len(labels), block_size)]) if len(labels) else np.zeros(0, np.int64)
+    return {f"top{k}": float(np.mean(ranks < k)) for k in topk if k <= class_emb.shape[0]}
 
 
 def accuracy(image_embeddings, class_emb, labels, topk=(1,)) -> dict:
-    """Top-k accuracy of nearest class embeddings by cosine similarity."""
-    scores = np.asarray(image_embeddings) @ np.asarray(class_emb).T
-    ranked = np.argsort(-scores, axis=1)
-    labels = np.asarray(labels)[:, None]
-    return {f"top{k}": float(np.mean(np.any(ranked[:, :k] == labels, axis=1))) for k in topk}
+    """Alias of ``topk_accuracy`` (``{"top1": ...}``) kept for existing callers."""
+    return topk_accuracy(image_embeddings, class_emb, labels, topk)
+
+
+class ZeroShotEvaluator:
+    """Named evaluator: zero-shot top-k accuracy on a labelled image set with prompt ensembling.
+
+    Args:
+      data: a ``datasets.ClassificationData`` (images, labels and class names).
+      templates: prompt templates (see ``prompts.get_templates``).
+      topk: the k values.
+      groups: optional ``{name: label ids}``; adds ``{name}_top{k}`` over the images whose label
+        is in the group (e.g. the synthetic set's held-out colour/shape pairs).
+    """
+
+    name = "zeroshot"
+
+    def __init__(self, data, templates, topk=(1, 5), groups=None):
+        self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
+        self.groups = dict(groups or {})
+
+    def run(self, encoder) -> dict:
+        """``encoder``: an ``align_tf.evaluation.embed.Encoder``. Returns a flat dict of floats."""
+        class_emb = class_embeddings(encoder.embed_texts, list(self.data.classnames), self.templates)
+        image_emb, labels = self.data.embed_images(encoder)
+        out = topk_accuracy(image_emb, class_emb, labels, self.topk)
+        for group, ids in self.groups.items():
+            mask = np.isin(labels, np.asarray(list(ids)))
+            for key, value in topk_accuracy(image_emb[mask], class_emb, labels[mask], self.topk).items():
+                out[f"{group}_{key}"] = value
+        out["num_examples"] = float(len(labels))
+        out["num_classes"] = float(len(self.data.classnames))
+        out["num_templates"] = float(len(self.templates))
+        return out

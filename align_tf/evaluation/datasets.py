@@ -1,0 +1,298 @@
+"""Evaluation data: labelled image sets (zero-shot, kNN, linear probe) and captioned image sets
+(retrieval), from the built-in synthetic corpus, our TFRecord shards, or TFDS.
+
+Dataset names:
+  * ``synthetic``: the built-in coloured-shapes corpus (``align_tf.data.synthetic``), rendered
+    fresh with seeds the training set never uses; classes are all (colour, shape) pairs.
+  * ``tfrecord:GLOB``: our ``tf.train.Example`` shards (``image/encoded`` + ``caption``), for
+    retrieval. Records with byte-identical images are one image with several captions, so a
+    caption set written one pair per record (MSCOCO's 5 per image) keeps the 5-caption protocol;
+    a record may also hold several ``caption`` values.
+  * any TFDS name, optionally with config/version (``cifar10``, ``cifar100``, ``imagenet2012``,
+    ``coco_captions``, ``oxford_iiit_pet:3.*.*``): a ``label`` ClassLabel feature makes it a
+    classification set, a ``captions/text`` (or ``caption``) feature a retrieval set.
+    ``imagenet2012`` needs its archives placed in TFDS's manual directory first (TFDS docs).
+
+Data objects embed lazily with an ``Encoder`` (images preprocessed at the encoder's size), so one
+object serves a checkpoint, a SavedModel, or a model during training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from align_tf.data import synthetic
+from align_tf.evaluation import prompts
+
+SYNTHETIC = "synthetic"
+TFRECORD_PREFIX = "tfrecord:"
+CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
+# Seeds far from training's (config.seed, usually small) so evaluation images are fresh draws.
+SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, SYNTHETIC_RETRIEVAL_SEED = 20_000, 30_000, 40_000
+
+
+class UnknownDatasetError(ValueError):
+    """The dataset name is neither built in, a TFRecord glob, nor a TFDS dataset."""
+
+
+class ClassificationData:
+    """Labelled images, embedded on demand.
+
+    Args:
+      name: for reports.
+      make_dataset: ``f(encoder) -> tf.data.Dataset`` of unbatched ``{"image", "label"}``.
+      classnames: names in label order (used for prompts; their count is the label space).
+      cache: keep the embeddings of the first encoder passed (the CLI runs kNN and linear probe on
+        one model); never set it for an encoder whose weights change (periodic evaluation).
+    """
+
+    def __init__(self, name: str, make_dataset: Callable, classnames, cache: bool = False):
+        self.name, self.make_dataset, self.classnames = name, make_dataset, tuple(classnames)
+        self.cache = cache
+        self._cached = None
+
+    def embed_images(self, encoder) -> tuple:
+        """``(embeddings (N, D), labels (N,) int64)``."""
+        if self.cache and self._cached is not None and self._cached[0] is encoder:
+            return self._cached[1]
+        emb, extras = encoder.embed_image_dataset(self.make_dataset(encoder), keys=("label",))
+        result = (emb, extras["label"].astype(np.int64))
+        if self.cache:
+            self._cached = (encoder, result)
+        return result
+
+
+class RetrievalData:
+    """Images with one or more captions each, embedded on demand.
+
+    Args:
+      name: for reports.
+      make_dataset: ``f(encoder) -> tf.data.Dataset`` of unbatched ``{"image", "captions"}``
+        (``captions``: a string vector, non-empty).
+      captions_per_image: keep at most this many captions per image (the MSCOCO/Flickr30K
+        protocol uses 5; some MSCOCO images have 6 or 7); None keeps all.
+    """
+
+    def __init__(self, name: str, make_dataset: Callable, captions_per_image: int | None = 5):
+        self.name, self.make_dataset, self.captions_per_image = name, make_dataset, captions_per_image
+
+    def embed_images(self, encoder) -> tuple:
+        """``(image embeddings (N, D), captions list[str], text_to_image (N_txt,))``."""
+        limit = self.captions_per_image
+
+        def count(ex):
+            captions = ex["captions"] if limit is None else ex["captions"][:limit]
+            return dict(ex, captions=captions, num_captions=tf.size(captions))
+
+        emb, extras = encoder.embed_image_dataset(self.make_dataset(encoder).map(count),
+                                                  keys=("captions", "num_captions"))
+        captions, text_to_image = [], []
+        for i, (row, n) in enumerate(zip(extras["captions"], extras["num_captions"])):
+            if n == 0:
+                raise ValueError(f"{self.name}: image {i} has no caption")
+            captions.extend(c.decode("utf-8") for c in row[:n])
+            text_to_image.extend([i] * int(n))
+        return emb, captions, np.asarray(text_to_image, np.int64)
+
+
+# ------------------------------------------------------------------------------------ synthetic
+
+
+def _synthetic_arrays(seed: int, num_per_class: int, size: int) -> dict:
+    """``num_per_class`` images of every class, in class order, rendered at ``size``."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, pair in enumerate(synthetic.CLASSES):
+        for _ in range(num_per_class):
+            images.append(synthetic.render(pair, size, rng)[0])
+            labels.append(label)
+    return {"image": np.stack(images), "label": np.asarray(labels, np.int64)}
+
+
+def synthetic_classification(split: str = "test", num_per_class: int = 20,
+                             cache: bool = False) -> ClassificationData:
+    """All (colour, shape) classes of the synthetic corpus; ``split`` "train" or "test" differ
+    only in their seed (both unseen in training)."""
+    seed = SYNTHETIC_TRAIN_SEED if split == "train" else SYNTHETIC_TEST_SEED
+    rendered = {}  # image size → arrays: rendered once, re-embedded every call
+
+    def make(encoder):
+        if encoder.image_size not in rendered:
+            rendered[encoder.image_size] = _synthetic_arrays(seed, num_per_class, encoder.image_size)
+        return tf.data.Dataset.from_tensor_slices(rendered[encoder.image_size])
+
+    return ClassificationData(f"{SYNTHETIC}/{split}", make,
+                              [synthetic.class_name(p) for p in synthetic.CLASSES], cache)
+
+
+def synthetic_retrieval(rounds: int = 2, captions_per_image: int = 5) -> RetrievalData:
+    """``rounds`` images of every class, each with ``captions_per_image`` clean captions in
+    varied wording (the multi-caption protocol on the built-in corpus)."""
+    rendered = {}
+
+    def make(encoder):
+        size = encoder.image_size
+        if size not in rendered:
+            rng = np.random.default_rng(SYNTHETIC_RETRIEVAL_SEED)
+            images, captions = [], []
+            for _ in range(rounds):
+                for pair in synthetic.CLASSES:
+                    image, frac, bg = synthetic.render(pair, size, rng)
+                    images.append(image)
+                    captions.append([synthetic.caption(pair, frac, bg, rng, noise=0.0, partial=0.0)
+                                     for _ in range(captions_per_image)])
+            rendered[size] = {"image": np.stack(images), "captions": np.asarray(captions, object)}
+        return tf.data.Dataset.from_tensor_slices(rendered[size])
+
+    return RetrievalData(f"{SYNTHETIC}/retrieval", make, captions_per_image)
+
+
+def synthetic_groups() -> dict:
+    """Label groups of the synthetic classes: pairs held out of training and pairs seen."""
+    return {"heldout": [synthetic.CLASSES.index(p) for p in synthetic.HELD_OUT],
+            "seen": [synthetic.CLASSES.index(p) for p in synthetic.SEEN]}
+
+
+# ------------------------------------------------------------------------------------ TFRecord
+
+
+def tfrecord_retrieval(pattern: str, max_images: int | None = None,
+                       captions_per_image: int | None = 5) -> RetrievalData:
+    """Captioned images from our TFRecord shards, grouped by identical image bytes (see module)."""
+    def make(encoder):
+        files = sorted(tf.io.gfile.glob(pattern))
+        if not files:
+            raise FileNotFoundError(f"No TFRecord files match {pattern!r}.")
+        features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                    "caption": tf.io.VarLenFeature(tf.string)}
+        order, groups = [], {}
+        # Grouping needs every record's image hash, so records are read once in Python; only one
+        # copy of each distinct image's bytes is kept (evaluation sets are thousands of images).
+        for record in tf.data.TFRecordDataset(files):
+            ex = tf.io.parse_single_example(record, features)
+            encoded = ex["image/encoded"].numpy()
+            key = hashlib.sha1(encoded).digest()
+            if key not in groups:
+                if max_images is not None and len(order) >= max_images:
+                    continue
+                groups[key] = (encoded, [])
+                order.append(key)
+            groups[key][1].extend(c.decode("utf-8") for c in
+                                  tf.sparse.to_dense(ex["caption"]).numpy())
+        encoded = [groups[k][0] for k in order]
+        captions = tf.ragged.constant([groups[k][1] for k in order], dtype=tf.string)
+
+        def decode(image_bytes, caps):
+            image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+            return {"image": image, "captions": caps}
+
+        return tf.data.Dataset.from_tensor_slices((encoded, captions)).map(decode)
+
+    return RetrievalData(f"tfrecord:{pattern}", make, captions_per_image)
+
+
+# ------------------------------------------------------------------------------------ TFDS
+
+
+def _tfds_kind(info, label_key: str) -> str:
+    features = info.features
+    keys = set(features.keys())
+    if "captions" in keys or "caption" in keys:
+        return RETRIEVAL
+    if label_key in keys and hasattr(features[label_key], "names"):
+        return CLASSIFICATION
+    raise UnknownDatasetError(f"TFDS dataset {info.name!r} has neither a {label_key!r} class "
+                              f"label nor captions (features: {sorted(keys)})")
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}: use 'synthetic', 'tfrecord:GLOB' or a TFDS name such as "
+            f"cifar10, cifar100, imagenet2012, coco_captions ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]})") from None
+
+
+def default_split(info, train: bool = False) -> str:
+    """``train`` for fitting (kNN, linear probe); for testing the first of test/validation/val."""
+    splits = set(info.splits.keys()) if info.splits else set()
+    if train:
+        return "train"
+    for split in ("test", "validation", "val"):
+        if split in splits:
+            return split
+    return "test"
+
+
+def tfds_classification(name: str, split: str | None = None, train: bool = False,
+                        data_dir: str | None = None, download: bool = True,
+                        max_examples: int | None = None, image_key: str = "image",
+                        label_key: str = "label", cache: bool = False) -> ClassificationData:
+    """A TFDS classification split; class names from ``prompts`` (CIFAR, ImageNet) or TFDS."""
+    import tensorflow_datasets as tfds
+    builder = _tfds_builder(name, data_dir)
+    info = builder.info
+    if _tfds_kind(info, label_key) != CLASSIFICATION:
+        raise ValueError(f"{name} is a captioned dataset, not a classification one")
+    split = split or default_split(info, train)
+    classnames = prompts.get_classnames(name, info, label_key)
+
+    def make(encoder):
+        ds = tfds.load(name, split=split, data_dir=data_dir, download=download,
+                       shuffle_files=False)
+        ds = ds.take(max_examples) if max_examples else ds
+        return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+
+    return ClassificationData(f"{name}/{split}", make, classnames, cache)
+
+
+def tfds_retrieval(name: str, split: str | None = None, data_dir: str | None = None,
+                   download: bool = True, max_images: int | None = None,
+                   captions_per_image: int | None = 5, image_key: str = "image") -> RetrievalData:
+    """A TFDS captioned split (``captions/text`` as in ``coco_captions``, or ``caption``).
+
+    ``coco_captions``' ``test`` split is Karpathy's 5k test images (the ALIGN/CLIP MSCOCO 5K set).
+    """
+    import tensorflow_datasets as tfds
+    builder = _tfds_builder(name, data_dir)
+    info = builder.info
+    if _tfds_kind(info, "label") != RETRIEVAL:
+        raise ValueError(f"{name} has no captions; retrieval needs a captioned dataset")
+    split = split or default_split(info)
+
+    def captions_of(ex):
+        if "captions" in ex:
+            caps = ex["captions"]
+            return caps["text"] if isinstance(caps, dict) else caps
+        return tf.reshape(ex["caption"], [-1])
+
+    def make(encoder):
+        ds = tfds.load(name, split=split, data_dir=data_dir, download=download,
+                       shuffle_files=False)
+        ds = ds.take(max_images) if max_images else ds
+        return ds.map(lambda ex: {"image": ex[image_key], "captions": captions_of(ex)})
+
+    return RetrievalData(f"{name}/{split}", make, captions_per_image)
+
+
+# ------------------------------------------------------------------------------------ dispatch
+
+
+def dataset_kinds(name: str, data_dir: str | None = None) -> set:
+    """Which evaluations ``name`` supports: a subset of {CLASSIFICATION, RETRIEVAL}.
+
+    Raises:
+      UnknownDatasetError: ``name`` is not synthetic, a TFRecord glob, or a TFDS dataset.
+    """
+    if name == SYNTHETIC:
+        return {CLASSIFICATION, RETRIEVAL}
+    if name.startswith(TFRECORD_PREFIX):
+        return {RETRIEVAL}
+    return {_tfds_kind(_tfds_builder(name, data_dir).info, "label")}
