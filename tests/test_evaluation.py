@@ -446,3 +446,20 @@ def test_periodic_evaluator_tracks_the_weights(tiny_run):
     finally:
         for v, value in zip(model.image_encoder.weights, old):
             v.assign(value)
+
+
+def test_savedmodel_elsewhere_needs_image_size_and_embeds_like_the_checkpoint(tiny_run, tmp_path):
+    import shutil
+    from align_tf.evaluation.embed import load_encoder
+    model_dir = tiny_run[0]
+    copy = str(tmp_path / "sm")
+    shutil.copytree(os.path.join(model_dir, "savedmodel"), copy)  # no config.json beside it
+    with pytest.raises(ValueError, match="--image_size"):
+        load_encoder(savedmodel=copy)
+    saved = load_encoder(savedmodel=copy, image_size=32)
+    ckpt = load_encoder(model_dir=model_dir)
+    images = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    texts = ["a red star", "a photo of a blue circle.", "zzz unknown words"]
+    np.testing.assert_allclose(saved.embed_images(images), ckpt.embed_images(images), atol=1e-5)
+    np.testing.assert_allclose(saved.embed_texts(texts), ckpt.embed_texts(texts), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(saved.embed_texts(texts), axis=1), 1.0, atol=1e-5)

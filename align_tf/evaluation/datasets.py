@@ -231,26 +231,36 @@ def default_split(info, train: bool = False) -> str:
     return "test"
 
 
+def _tfds_split(name: str, split: str | None, train: bool, data_dir: str | None, download: bool,
+                max_examples: int | None) -> tf.data.Dataset:
+    """Loads a TFDS split (preparing it first if ``download``); ``split=None`` picks the default
+    only now, because a dataset's split names are known once it is prepared (ImageNet: no test)."""
+    builder = _tfds_builder(name, data_dir)
+    if download:
+        builder.download_and_prepare()
+    ds = builder.as_dataset(split=split or default_split(builder.info, train), shuffle_files=False)
+    return ds.take(max_examples) if max_examples else ds
+
+
 def tfds_classification(name: str, split: str | None = None, train: bool = False,
                         data_dir: str | None = None, download: bool = True,
                         max_examples: int | None = None, image_key: str = "image",
                         label_key: str = "label", cache: bool = False) -> ClassificationData:
-    """A TFDS classification split; class names from ``prompts`` (CIFAR, ImageNet) or TFDS."""
-    import tensorflow_datasets as tfds
-    builder = _tfds_builder(name, data_dir)
-    info = builder.info
+    """A TFDS classification split; class names from ``prompts`` (CIFAR, ImageNet) or TFDS.
+
+    ``split`` None: ``train`` if ``train`` else test, validation or val (the first that exists).
+    """
+    info = _tfds_builder(name, data_dir).info
     if _tfds_kind(info, label_key) != CLASSIFICATION:
         raise ValueError(f"{name} is a captioned dataset, not a classification one")
-    split = split or default_split(info, train)
     classnames = prompts.get_classnames(name, info, label_key)
 
     def make(encoder):
-        ds = tfds.load(name, split=split, data_dir=data_dir, download=download,
-                       shuffle_files=False)
-        ds = ds.take(max_examples) if max_examples else ds
+        ds = _tfds_split(name, split, train, data_dir, download, max_examples)
         return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
 
-    return ClassificationData(f"{name}/{split}", make, classnames, cache)
+    return ClassificationData(f"{name}/{split or ('train' if train else 'test')}", make,
+                              classnames, cache)
 
 
 def tfds_retrieval(name: str, split: str | None = None, data_dir: str | None = None,
@@ -260,12 +270,9 @@ def tfds_retrieval(name: str, split: str | None = None, data_dir: str | None = N
 
     ``coco_captions``' ``test`` split is Karpathy's 5k test images (the ALIGN/CLIP MSCOCO 5K set).
     """
-    import tensorflow_datasets as tfds
-    builder = _tfds_builder(name, data_dir)
-    info = builder.info
+    info = _tfds_builder(name, data_dir).info
     if _tfds_kind(info, "label") != RETRIEVAL:
         raise ValueError(f"{name} has no captions; retrieval needs a captioned dataset")
-    split = split or default_split(info)
 
     def captions_of(ex):
         if "captions" in ex:
@@ -274,12 +281,10 @@ def tfds_retrieval(name: str, split: str | None = None, data_dir: str | None = N
         return tf.reshape(ex["caption"], [-1])
 
     def make(encoder):
-        ds = tfds.load(name, split=split, data_dir=data_dir, download=download,
-                       shuffle_files=False)
-        ds = ds.take(max_images) if max_images else ds
+        ds = _tfds_split(name, split, False, data_dir, download, max_images)
         return ds.map(lambda ex: {"image": ex[image_key], "captions": captions_of(ex)})
 
-    return RetrievalData(f"{name}/{split}", make, captions_per_image)
+    return RetrievalData(f"{name}/{split or 'test'}", make, captions_per_image)
 
 
 # ------------------------------------------------------------------------------------ dispatch

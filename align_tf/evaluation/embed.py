@@ -204,8 +204,9 @@ def load_encoder(model_dir: str | None = None, savedmodel: str | None = None,
       checkpoint: a checkpoint path (prefix) to restore instead of the newest in
         ``model_dir/checkpoints``.
       image_size, resize_size: evaluation image preprocessing; default: the config's
-        ``data.image_size``/``data.resize_size`` (for a SavedModel, a ``config.json`` in its
-        directory or the parent's, else ``image_size`` must be given).
+        ``data.image_size``/``data.resize_size`` (for a SavedModel: its ``image_size`` /
+        ``resize_size`` attributes if it has them, else a ``config.json`` in its directory or
+        the parent's, else ``image_size`` must be given).
       batch_size: embedding batch size.
     """
     if (model_dir is None) == (savedmodel is None):
@@ -214,13 +215,22 @@ def load_encoder(model_dir: str | None = None, savedmodel: str | None = None,
         if not tf.io.gfile.exists(os.path.join(savedmodel, "saved_model.pb")):
             raise FileNotFoundError(f"no saved_model.pb in {savedmodel}")
         config = _saved_model_config(savedmodel)
+        encoder = SavedModelEncoder(savedmodel, image_size or 0, resize_size, batch_size)
         if image_size is None:
-            if config is None:
+            # A SavedModel may record its input size itself; else the training config beside it.
+            stored = {k: getattr(encoder.loaded, k, None) for k in ("image_size", "resize_size")}
+            if stored["image_size"] is not None:
+                encoder.image_size = int(np.asarray(stored["image_size"]))
+                if resize_size is None and stored["resize_size"] is not None:
+                    encoder.resize_size = int(np.asarray(stored["resize_size"])) or None
+            elif config is not None:
+                encoder.image_size = config.data.image_size
+                if resize_size is None:
+                    encoder.resize_size = config.data.get("resize_size")
+            else:
                 raise ValueError(f"no config.json found with {savedmodel}; pass the image size "
                                  "the model expects (--image_size)")
-            image_size = config.data.image_size
-            resize_size = resize_size if resize_size is not None else config.data.get("resize_size")
-        return SavedModelEncoder(savedmodel, image_size, resize_size, batch_size)
+        return encoder
 
     from align_tf.models.dual_encoder import build_dual_encoder
     from align_tf.tokenizer import TextPreprocessor
