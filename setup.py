@@ -21,6 +21,8 @@ EXTRAS = {
     # PyTorch reference implementations for parity checks and peer benchmarks.
     "torch": ["torch==2.13.0", "transformers>=4.45", "safetensors>=0.4"],
     "notebooks": ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6", "matplotlib>=3.8"],
+    # Linear probe (scikit-learn) and the optional FAISS retrieval path.
+    "eval": ["scikit-learn>=1.3", "faiss-cpu>=1.8"],
 }
 EXTRAS["test"] = sorted(
     set(
@@ -28,6 +30,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["beam"]
         + EXTRAS["torch"]
         + EXTRAS["notebooks"]
+        + EXTRAS["eval"]
     )
 )
 
