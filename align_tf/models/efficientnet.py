@@ -25,6 +25,8 @@ from collections.abc import Mapping
 
 import keras
 
+from align_tf.models.fields import dataclass_from_mapping
+
 # Keras-applications base blocks (EfficientNet-B0).
 BASE_BLOCKS = (
     dict(kernel_size=3, repeats=1, filters_in=32, filters_out=16, expand_ratio=1, strides=1),
@@ -92,11 +94,7 @@ class EfficientNetSize:
     @classmethod
     def from_dict(cls, fields) -> "EfficientNetSize":
         """From a mapping (dict or ``ConfigDict``) of field values; unknown keys are an error."""
-        fields = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields)
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown EfficientNet architecture fields {sorted(unknown)}")
-        return cls(**fields)
+        return dataclass_from_mapping(cls, fields, "EfficientNet")
 
     def to_dict(self) -> dict:
         """JSON-friendly field values (lists for tuples); ``from_dict`` inverts it."""

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import keras
 import keras_hub
 
+from align_tf.models.fields import dataclass_from_mapping
+
 
 @dataclasses.dataclass(frozen=True)
 class BertSize:
@@ -40,11 +42,7 @@ class BertSize:
     @classmethod
     def from_dict(cls, fields) -> "BertSize":
         """From a mapping (dict or ``ConfigDict``) of field values; unknown keys are an error."""
-        fields = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields)
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown BERT architecture fields {sorted(unknown)}")
-        return cls(**fields)
+        return dataclass_from_mapping(cls, fields, "BERT")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
