@@ -3,11 +3,18 @@
 Training images follow the paper (§5): resize to ``resize_size`` then random-crop ``image_size`` and
 random horizontal flip; evaluation resizes and centre-crops. Text is tokenized inside the pipeline by
 the model's own ``TextPreprocessor`` so training and export share one tokenizer.
+
+``batch_pairs`` takes decoded pairs (``{"image", "caption"}``) or encoded ones
+(``{"image/encoded", "caption"}``, from ``tfrecord.read_pairs(..., decode=False)``); encoded
+images are decoded after the shuffle, so the shuffle buffer holds compact JPEG bytes, and corrupt
+ones are skipped and counted in ``tfrecord.STATS`` (see ``align_tf.data.tfrecord``).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from align_tf.data import tfrecord
 
 
 def preprocess_image(image, image_size: int, resize_size: int | None = None, training: bool = False,
@@ -29,17 +36,34 @@ def preprocess_image(image, image_size: int, resize_size: int | None = None, tra
 def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_size: int,
                 resize_size: int | None = None, training: bool = True, shuffle_buffer: int = 10_000,
                 seed: int | None = None, flip: bool = True,
-                skip_examples: int = 0) -> tf.data.Dataset:
-    """Turns a dataset of ``{"image", "caption"}`` into batches of ``{"image", "text"}``.
+                skip_examples: int = 0, stats: tfrecord.ReadStats | None = None,
+                count_skipped: bool = True) -> tf.data.Dataset:
+    """Turns a dataset of pairs into batches of ``{"image", "text"}``.
 
-    Training batches are shuffled (seeded, so the order is reproducible), repeated and
-    ``drop_remainder`` (static shapes for XLA/TPU). ``skip_examples`` drops that many examples of
-    the shuffled stream before any decoding work: a resumed run passes the number already trained on.
+    Args:
+      dataset: unbatched ``{"image": uint8/float (H, W, 3), "caption"}`` or
+        ``{"image/encoded": string, "caption"}`` (decoded here, after shuffling).
+      preprocessor: ``TextPreprocessor`` (strings → fixed-length ``token_ids``/``padding_mask``/
+        ``segment_ids``), applied per batch.
+      batch_size: examples per batch (per replica when called from a distributed dataset_fn).
+      image_size, resize_size: ``preprocess_image``'s; the paper: 289 and 346.
+      training: shuffle (seeded, so the order is reproducible), repeat, random crop/flip, and
+        ``drop_remainder`` (static shapes for XLA/TPU); otherwise one pass, centre crops.
+      shuffle_buffer, seed: the example shuffle.
+      flip: random horizontal flip when training.
+      skip_examples: drops that many examples of the shuffled stream before any decoding work: a
+        resumed run passes the number already trained on.
+      stats, count_skipped: where corrupt encoded images are counted (``tfrecord.STATS``).
+
+    Returns:
+      Batches of ``{"image": float32 (B, S, S, 3) in [0, 1], "text": {name: int32 (B, L)}}``.
     """
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
         if skip_examples:
             dataset = dataset.skip(skip_examples)
+    if "image" not in dataset.element_spec:
+        dataset = tfrecord.decode_images(dataset, stats, count_skipped)
 
     def prepare(example):
         image = preprocess_image(example["image"], image_size, resize_size, training, seed)
@@ -49,6 +73,13 @@ def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_s
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(lambda b: {"image": b["image"], "text": preprocessor(b["caption"])},
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def tokenize(batch):
+        text = preprocessor(batch["caption"])
+        if training:  # drop_remainder: give the tokens the same static batch size as the images
+            text = tf.nest.map_structure(
+                lambda t: tf.ensure_shape(t, [batch_size] + t.shape.as_list()[1:]), text)
+        return {"image": batch["image"], "text": text}
+
+    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

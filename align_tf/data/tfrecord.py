@@ -1,36 +1,283 @@
-"""TFRecord shards of (image, alt-text) pairs: the on-disk corpus format.
+"""TFRecord shards of (image, alt-text) pairs: the on-disk corpus format, and reading it robustly.
 
 Each record is a ``tf.train.Example`` with ``image/encoded`` (JPEG/PNG bytes) and ``caption``
-(UTF-8 alt-text).
+(UTF-8 alt-text). Shards written by ``align_tf.data.build`` also carry ``id`` (string),
+``image/width`` and ``image/height`` (int64); readers only need the first two.
+
+Corrupt data never stops training. Two kinds exist and are handled differently:
+
+* A record whose bytes are intact but whose content is bad (not an ``Example``, no image, image
+  bytes that do not decode — e.g. a truncated upload that slipped past the builder) is skipped
+  and **counted** exactly in a ``ReadStats`` (``tfrecord.STATS`` unless you pass your own).
+* A shard whose *framing* is damaged (CRC mismatch, file cut short) makes ``TFRecordDataset``
+  raise ``DataLossError``; that file's remaining records are skipped with a logged warning
+  (``ignore_errors`` on that file only). TFRecord framing cannot be resynchronised, and tf.data
+  gives no hook to count what ``ignore_errors`` dropped, so these are logged, not counted.
+
+How the count is exact without giving up parallel decoding: each record is decoded inside its own
+one-element dataset, ``from_tensors(record).map(decode).ignore_errors()``, concatenated with a
+placeholder marked invalid and cut to one element. A parallel, deterministic ``interleave`` over
+those yields *every* record, decoded or flagged invalid, so a failure becomes data instead of an
+exception; invalid elements are then counted and filtered out. (A plain ``map(...).ignore_errors()``
+drops failures silently: the number of drops is unknowable without per-element state.) The
+counter is a Python object bumped through ``tf.numpy_function`` only on the invalid path, so the
+hot path stays pure graph; pass ``count_skipped=False`` where a Python callback cannot run (a
+dataset serialised to tf.data service or a remote TPU host): records are still skipped.
 """
 
 from __future__ import annotations
 
+import logging
+import posixpath
+import threading
+from typing import Iterable
+
+import numpy as np
 import tensorflow as tf
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "caption": tf.io.FixedLenFeature([], tf.string),
 }
+# Read-ahead per shard: large sequential reads matter on GCS/remote file systems.
+READ_BUFFER_BYTES = 8 << 20
+_LOG_FIRST = 10  # corrupt records logged individually; later ones are only counted
+
+log = logging.getLogger(__name__)
+
+
+class ReadStats:
+    """Thread-safe counts of records skipped by the readers, by reason.
+
+    Reasons: ``"corrupt_record"`` (not a parseable ``Example`` with the expected features) and
+    ``"corrupt_image"`` (image bytes that do not decode). Read ``as_dict()`` or ``skipped`` at any
+    time, e.g. to log as a training metric; ``reset()`` between experiments.
+    """
+
+    REASONS = ("corrupt_record", "corrupt_image")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.REASONS, 0)
+
+    def record(self, reason, source) -> np.int64:
+        """Counts one skipped record (called from the tf.data graph via ``tf.numpy_function``)."""
+        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+        source = source.decode(errors="replace") if isinstance(source, bytes) else str(source)
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+            n = sum(self._counts.values())
+        if n <= _LOG_FIRST:
+            log.warning("skipped a %s from %s (%d skipped so far)", reason, source or "?", n)
+        elif n == _LOG_FIRST + 1:
+            log.warning("more corrupt records are being skipped; only counting from now on")
+        return np.int64(n)
+
+    @property
+    def skipped(self) -> int:
+        """All records skipped so far."""
+        with self._lock:
+            return sum(self._counts.values())
+
+    def as_dict(self) -> dict:
+        """``{reason: count}`` for every reason (zeros included)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts = dict.fromkeys(self.REASONS, 0)
+
+
+STATS = ReadStats()  # the default counter for every reader in this process
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def _bytes_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _int_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def make_example(image_bytes: bytes, caption: str | bytes, id: str | None = None,
+                 width: int | None = None, height: int | None = None) -> bytes:
+    """A serialised ``tf.train.Example`` in the shard format (``id``/size optional)."""
+    caption = caption.encode("utf-8") if isinstance(caption, str) else caption
+    feature = {"image/encoded": _bytes_feature([image_bytes]), "caption": _bytes_feature([caption])}
+    if id is not None:
+        feature["id"] = _bytes_feature([id.encode("utf-8")])
+    if width is not None and height is not None:
+        feature["image/width"] = _int_feature([width])
+        feature["image/height"] = _int_feature([height])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def shard_name(output_prefix: str, index: int, num_shards: int) -> str:
+    """``PREFIX-00003-of-00016.tfrecord``: the naming of every shard writer here."""
+    return f"{output_prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def write_pairs(pairs: Iterable, output_prefix: str, num_shards: int = 1) -> list:
+    """Writes ``(image_bytes, caption)`` pairs (or serialised Examples) round-robin into shards.
+
+    A small single-process writer for tests, benchmarks and converted TFDS sets; corpora go
+    through the Beam builder (``align_tf.data.build``). Returns the shard paths.
+    """
+    tf.io.gfile.makedirs(posixpath.dirname(output_prefix) or ".")
+    paths = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    try:
+        for i, pair in enumerate(pairs):
+            record = pair if isinstance(pair, bytes) else make_example(*pair)
+            writers[i % num_shards].write(record)
+    finally:
+        for w in writers:
+            w.close()
+    return paths
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def _placeholder(spec):
+    """A zero-size value matching ``spec`` (unknown dimensions become 0)."""
+    shape = [0 if d is None else d for d in spec.shape.as_list()]
+    return tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+
+
+def map_skipping_errors(dataset: tf.data.Dataset, fn, reason: str,
+                        stats: ReadStats | None = None, count_skipped: bool = True,
+                        source_of=None) -> tf.data.Dataset:
+    """``dataset.map(fn)`` in parallel and in order, dropping elements where ``fn`` fails.
+
+    Each drop is counted under ``reason`` in ``stats`` (default ``STATS``); ``source_of(element)``
+    (e.g. the shard path) is logged with the first few. See the module docstring for why this is
+    built from one-element datasets rather than ``ignore_errors``.
+    """
+    stats = stats or STATS
+    def traced(*e):  # tuple elements reach fn as one tuple
+        return fn(e[0] if len(e) == 1 else e)
+
+    out_spec = dataset.map(traced).element_spec  # traces fn once, to shape the placeholder
+    invalid = tf.nest.map_structure(_placeholder, out_spec)
+
+    def one(*element):
+        element = element[0] if len(element) == 1 else element
+        source = source_of(element) if source_of else tf.constant("")
+
+        def apply(*e):
+            return fn(e[0] if len(e) == 1 else e), True, source
+
+        good = tf.data.Dataset.from_tensors(element).map(apply).ignore_errors()
+        return good.concatenate(tf.data.Dataset.from_tensors((invalid, False, source))).take(1)
+
+    def count(value, ok, source):
+        if count_skipped:
+            tf.cond(ok, lambda: tf.constant(0, tf.int64),
+                    lambda: tf.numpy_function(stats.record, [reason, source], tf.int64,
+                                              stateful=True))
+        return value, ok
+
+    def is_valid(value, ok):
+        return ok
+
+    def strip_flag(value, ok):
+        return value
+
+    ds = dataset.interleave(one, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(count)  # sequential and cheap: the callback only runs for invalid elements
+    return ds.filter(is_valid).map(strip_flag)
+
+
+def parse_record(source, record):
+    """A serialised Example → ``{"image/encoded", "caption", "source"}`` (fails if malformed)."""
+    ex = tf.io.parse_single_example(record, FEATURES)
+    return {"image/encoded": ex["image/encoded"], "caption": ex["caption"], "source": source}
+
+
+def decode_image(encoded):
+    """JPEG/PNG/GIF/BMP bytes → uint8 ``(H, W, 3)``; fails on undecodable or empty images."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    tf.debugging.assert_positive(tf.reduce_prod(tf.shape(image)[:2]), "empty image")
+    return image
+
+
+def decode_images(dataset: tf.data.Dataset, stats: ReadStats | None = None,
+                  count_skipped: bool = True) -> tf.data.Dataset:
+    """``{"image/encoded", "caption", ...}`` → ``{"image", "caption"}``; corrupt images skipped.
+
+    Skipped images are counted as ``"corrupt_image"`` in ``stats`` (default ``STATS``).
+    """
+    def decode(ex):
+        return {"image": decode_image(ex["image/encoded"]), "caption": ex["caption"]}
+
+    def source_of(ex):
+        return ex["source"] if "source" in ex else tf.constant("")
+
+    return map_skipping_errors(dataset, decode, "corrupt_image", stats, count_skipped, source_of)
 
 
 def read_pairs(pattern: str, shuffle_files: bool = True, seed: int | None = None,
-               input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Decoded ``{"image": uint8 (H, W, 3), "caption": string}`` from shards matching ``pattern``."""
-    files = tf.io.gfile.glob(pattern)
+               input_context: tf.distribute.InputContext | None = None, decode: bool = True,
+               stats: ReadStats | None = None, count_skipped: bool = True) -> tf.data.Dataset:
+    """Pairs from the shards matching ``pattern`` (a glob, local or any ``tf.io.gfile`` URI).
+
+    Args:
+      pattern: shard glob, e.g. ``gs://bucket/corpus/pairs-*.tfrecord``; several globs may be
+        joined with commas.
+      shuffle_files: visit shards in a seeded random order, reshuffled every epoch.
+      seed: shuffle seed (the order is reproducible for a fixed seed).
+      input_context: from ``distribute_datasets_from_function``: each input pipeline reads a
+        disjoint set of shards. With fewer shards than pipelines, every pipeline reads all shards
+        and keeps every ``num_input_pipelines``-th record instead (correct, but each reads all).
+      decode: ``True`` yields ``{"image": uint8 (H, W, 3), "caption": string}``. ``False`` yields
+        ``{"image/encoded", "caption", "source"}`` (``source``: the shard path, for log lines) so
+        ``pipeline.batch_pairs`` shuffles compact encoded bytes and decodes after shuffling (a
+        shuffle buffer of decoded images can need GBs).
+      stats, count_skipped: where skipped corrupt records are counted (module docstring).
+
+    Returns:
+      An unbatched ``tf.data.Dataset``; records are interleaved from several shards in parallel,
+      deterministically.
+    """
+    files = sorted({f for p in pattern.split(",") if p for f in tf.io.gfile.glob(p.strip())})
     if not files:
         raise FileNotFoundError(f"No TFRecord files match {pattern!r}.")
-    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
-    if input_context is not None:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    shard_records = None
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) >= n:
+            ds = ds.shard(n, i)
+        else:
+            log.warning("%d shards for %d input pipelines: each pipeline reads every shard and "
+                        "keeps 1 record in %d; write at least as many shards as hosts", len(files), n, n)
+            shard_records = (n, i)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=tf.data.AUTOTUNE,
+
+    def records(path):
+        def with_path(record):
+            return path, record
+
+        # ignore_errors per file: a DataLossError (bad CRC, truncated shard) ends that file only.
+        return tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).map(
+            with_path).ignore_errors(log_warning=True)
+
+    def parse(path_and_record):
+        return parse_record(*path_and_record)
+
+    def path_of(path_and_record):
+        return path_and_record[0]
+
+    ds = ds.interleave(records, cycle_length=tf.data.AUTOTUNE, block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    def parse(record):
-        ex = tf.io.parse_single_example(record, FEATURES)
-        image = tf.io.decode_image(ex["image/encoded"], channels=3, expand_animations=False)
-        return {"image": image, "caption": ex["caption"]}
-
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shard_records is not None:
+        ds = ds.shard(*shard_records)
+    ds = map_skipping_errors(ds, parse, "corrupt_record", stats, count_skipped, path_of)
+    return decode_images(ds, stats, count_skipped) if decode else ds

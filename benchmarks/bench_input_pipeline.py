@@ -1,0 +1,131 @@
+"""Input pipeline throughput: training pipeline images/s next to raw ``tf.io.decode_jpeg`` images/s.
+
+    python benchmarks/bench_input_pipeline.py                      # paper sizes: 346 → 289, 64 tokens
+    python benchmarks/bench_input_pipeline.py --threads=1,4 --seconds=20 --output=bench.json
+
+Generates web-like JPEGs (smooth content plus noise, 300–640 px sides, quality 90) into TFRecord
+shards, then measures, for each thread count (tf.data's private thread pool size):
+
+* ``decode``: ``tf.io.decode_jpeg`` of the same encoded images in a parallel map — the ceiling;
+  decoding dominates the pipeline's work.
+* ``pipeline``: ``tfrecord.read_pairs(decode=False)`` → ``pipeline.batch_pairs(training=True)``:
+  shard interleave, parse, shuffle, corrupt-safe decode, resize + random crop + flip, WordPiece
+  tokenization, batching — what training consumes.
+* ``pipeline_decode_first``: the same with ``read_pairs(decode=True)`` (decode before shuffle).
+
+Per-core figures divide by the thread count. The figures depend on image sizes and the CPU;
+run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+from align_tf.data import pipeline, tfrecord  # noqa: E402
+from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor  # noqa: E402
+
+WORDS = ("a photo of the red blue green car dog cat street park beach sunset house tree "
+         "mountain river city night people man woman child old new small large").split()
+
+
+def make_images(n: int, seed: int = 0) -> list:
+    """``n`` JPEG byte strings of web-photo-like sizes and content."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w, h = int(rng.integers(300, 641)), int(rng.integers(300, 481))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([128 + 100 * np.sin(xx / rng.uniform(20, 80) + c) *
+                         np.cos(yy / rng.uniform(20, 80)) for c in range(3)], -1)
+        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def options(threads: int) -> tf.data.Options:
+    opts = tf.data.Options()
+    opts.threading.private_threadpool_size = threads
+    return opts
+
+
+def measure(ds: tf.data.Dataset, images_per_element: int, seconds: float, warmup: int) -> float:
+    """Images/s over ``seconds`` after ``warmup`` elements."""
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        next(it)
+        n += images_per_element
+    return n / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_images", type=int, default=256)
+    parser.add_argument("--num_shards", type=int, default=8)
+    parser.add_argument("--image_size", type=int, default=289)
+    parser.add_argument("--resize_size", type=int, default=346)
+    parser.add_argument("--max_tokens", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
+                        help="comma-separated tf.data thread pool sizes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")
+    parser.add_argument("--output", default="", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    t0 = time.time()
+    encoded = make_images(args.num_images)
+    rng = np.random.default_rng(1)
+    captions = [" ".join(rng.choice(WORDS, int(rng.integers(3, 21)))) for _ in encoded]
+    tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
+    tfrecord.write_pairs(zip(encoded, captions), os.path.join(tmp, "pairs"), args.num_shards)
+    pattern = os.path.join(tmp, "pairs-*.tfrecord")
+    preprocessor = TextPreprocessor(RESERVED_TOKENS + sorted(set(WORDS)), args.max_tokens)
+    mean_kb = np.mean([len(e) for e in encoded]) / 1024
+    print(f"{args.num_images} JPEGs (mean {mean_kb:.0f} KB, 300–640 × 300–480 px) in "
+          f"{args.num_shards} shards, generated in {time.time() - t0:.1f}s; "
+          f"{os.cpu_count()} CPUs visible, affinity {len(os.sched_getaffinity(0))}", flush=True)
+
+    results = {"config": vars(args), "mean_jpeg_kb": round(float(mean_kb), 1), "figures": []}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        raw = (tf.data.Dataset.from_tensor_slices(encoded).repeat()
+               .map(lambda b: tf.io.decode_jpeg(b, channels=3),
+                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+               .with_options(options(threads)))
+        figures = {"decode": measure(raw, 1, args.seconds, 32)}
+        for name, decode in (("pipeline", False), ("pipeline_decode_first", True)):
+            ds = pipeline.batch_pairs(
+                tfrecord.read_pairs(pattern, seed=0, decode=decode), preprocessor,
+                args.batch_size, args.image_size, args.resize_size, training=True,
+                shuffle_buffer=256, seed=0).with_options(options(threads))
+            figures[name] = measure(ds, args.batch_size, args.seconds, 2)
+        for name, ips in figures.items():
+            row = {"threads": threads, "what": name, "images_per_s": round(ips, 1),
+                   "images_per_s_per_core": round(ips / threads, 1)}
+            results["figures"].append(row)
+            print(f"threads={threads:<3d} {name:<22s} {ips:8.1f} images/s  "
+                  f"{ips / threads:8.1f} per core  ({ips / figures['decode']:.0%} of decode)",
+                  flush=True)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,500 @@
+"""Corpus builder (Beam, ALIGN filters), vocabulary CLI, tf.data pipeline and TFDS captions.
+
+Every image is generated here with PIL — JPEG/PNG/GIF, RGB/grayscale/RGBA/palette/CMYK, sizes on
+both sides of each threshold, and broken files — and every count below is derived by hand from
+the corpus definition in ``corpus``.
+"""
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from align_tf import tokenizer
+from align_tf.data import build, filters, pipeline, tfds_captions, tfrecord, vocab
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def image_bytes(width, height, mode="RGB", fmt="JPEG", seed=0):
+    """An image with some structure (so JPEGs are not trivially small)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (max(height // 8, 1), max(width // 8, 1), 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).resize((width, height), Image.BILINEAR)
+    if mode == "P":
+        image = image.quantize(16)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory):
+    """A local HTTP server (the builder's URL path; no network)."""
+    root = tmp_path_factory.mktemp("http")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+# Expected outcome of every corpus row, by construction.
+EXPECTED_DROPPED = {
+    "bad_row": 4, "too_few_words": 2, "too_many_words": 1, "shared_text": 12, "rare_token": 2,
+    "missing_image": 2, "undecodable_image": 4, "too_small": 3, "aspect_ratio": 2,
+}
+EXPECTED_KEPT = 18
+SHARED_OK_TEXT = "the red car in the park"   # exactly 10 distinct images: kept (limit is > 10)
+SHARED_TEXT = "a photo of the car"           # 11 distinct images in 12 rows: dropped
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, http_root):
+    """A JSONL table of 50 rows plus images; returns paths and the expected kept pairs.
+
+    Words other than "zyzzyva"/"quokka" occur in at least two rows, so with
+    ``min_ngram_count=2`` only those two texts are rare.
+    """
+    root = tmp_path_factory.mktemp("corpus")
+    images = root / "images"
+    images.mkdir()
+    web_root, base_url = http_root
+    rows, kept = [], {}  # kept: caption -> [(id or None, width, height, how stored, file)]
+
+    def add(name, data, text, keep=None, row_id=None, size=None, where=images):
+        (where / name).write_bytes(data)
+        ref = f"images/{name}" if where == images else f"{base_url}/{name}"
+        row = {"image": ref, "text": text}
+        if row_id:
+            row["id"] = row_id
+        rows.append(row)
+        if keep:
+            kept.setdefault(" ".join(text.split()), []).append(
+                (row_id, *size, keep, where / name))
+
+    same = "same"  # stored bytes equal the source file
+    # 8 distinct kept pairs: every mode/format the pipeline must handle, and the size boundary.
+    add("rgb.jpg", image_bytes(320, 240, seed=1), "the red car on the street", same, "rgb",
+        (320, 240))
+    add("gray.jpg", image_bytes(300, 210, "L", seed=2), "a small dog on the street", same, "gray",
+        (300, 210))
+    add("rgba.png", image_bytes(256, 256, "RGBA", "PNG", 3), "a big blue car in the park", same,
+        "rgba", (256, 256))
+    add("pal.png", image_bytes(300, 300, "P", "PNG", 4), "a photo of a small car", same, "pal",
+        (300, 300))
+    add("cmyk.jpg", image_bytes(250, 250, "CMYK", seed=5), "the big dog in the park",
+        "reencoded", "cmyk", (250, 250))
+    add("anim.gif", image_bytes(260, 220, "P", "GIF", 6), "a blue dog in the  street",
+        "reencoded", None, (260, 220))
+    add("edge.jpg", image_bytes(201, 602, seed=7), "a photo of the small red dog", same, "edge",
+        (201, 602))
+    add("web.jpg", image_bytes(240, 240, seed=8), "a red dog in the park", same, "web",
+        (240, 240), where=web_root)
+    for i in range(10):
+        add(f"ok{i}.jpg", image_bytes(210, 210, seed=100 + i), SHARED_OK_TEXT, same, f"ok{i}",
+            (210, 210))
+    # bad_row: 4
+    rows += ["not json", [1, 2], {"image": "images/rgb.jpg"}, {"image": " ", "text": "red car a"}]
+    # too_few_words: 2; too_many_words: 1 (21 words)
+    add("few1.jpg", image_bytes(240, 240), "red car")
+    add("few2.jpg", image_bytes(240, 240), "car!!")
+    add("many.jpg", image_bytes(240, 240), " ".join(["the red car"] * 7))
+    # shared_text: 11 distinct images (case/space variants of one text), 12 rows
+    for i in range(11):
+        add(f"sh{i}.jpg", image_bytes(240, 240, seed=200 + i),
+            SHARED_TEXT if i % 2 else "A photo  of the Car")
+    rows.append({"image": "images/sh0.jpg", "text": SHARED_TEXT})
+    # rare_token: 2
+    add("rare1.jpg", image_bytes(240, 240), "a zyzzyva on the street")
+    add("rare2.jpg", image_bytes(240, 240), "the quokka in the park")
+    # missing_image: 2 (a local file and an HTTP 404)
+    rows.append({"image": "images/missing.jpg", "text": "a blue car on the street"})
+    rows.append({"image": f"{base_url}/missing.jpg", "text": "a small blue car on the street"})
+    # undecodable_image: 4
+    add("junk.jpg", b"this is not an image", "a big red car on the street")
+    add("empty.jpg", b"", "a big red dog on the street")
+    add("trunc.jpg", image_bytes(320, 240)[:600], "a small red car in the park")
+    add("trunc.png", image_bytes(320, 240, fmt="PNG")[:300], "a small red dog in the park")
+    # too_small: 3 (shorter side exactly 200; 150; truncated but its header says 100 px)
+    add("small200.jpg", image_bytes(200, 300), "a big blue dog on the street")
+    add("small150.png", image_bytes(150, 150, fmt="PNG"), "the small blue dog in the park")
+    add("small_trunc.jpg", image_bytes(100, 100)[:1200], "the big blue car on the street")
+    # aspect_ratio: 2 (exactly 3; 4)
+    add("wide.jpg", image_bytes(900, 300), "a photo of the big blue car")
+    add("tall.jpg", image_bytes(250, 1000), "a photo of the big red car")
+
+    table = root / "pairs.jsonl"
+    with open(table, "w") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return {"root": root, "table": table, "rows": rows, "kept": kept, "base_url": base_url}
+
+
+CONFIG = dict(num_shards=3, min_ngram_count=2)
+
+
+@pytest.fixture(scope="module")
+def built(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built")
+    stats = build.build(str(corpus["table"]), str(out), build.BuildConfig(**CONFIG))
+    return out, stats
+
+
+def read_shard(path):
+    out = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        ex = tf.train.Example.FromString(record.numpy()).features.feature
+        out.append({"id": ex["id"].bytes_list.value[0].decode(),
+                    "caption": ex["caption"].bytes_list.value[0].decode(),
+                    "image": ex["image/encoded"].bytes_list.value[0],
+                    "width": ex["image/width"].int64_list.value[0],
+                    "height": ex["image/height"].int64_list.value[0]})
+    return out
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def test_filter_definitions():
+    assert filters.words("A photo: don't  1920x1080, img_01.JPG!") == \
+        ["a", "photo", "don't", "1920x1080", "img_01", "jpg"]
+    assert filters.text_key("  A photo\tof  the Car ") == "a photo of the car"
+    c = filters.FilterConfig()
+    assert filters.image_reason(201, 602, c) is None                 # 2.995 < 3, 201 > 200
+    assert filters.image_reason(200, 300, c) == "too_small"          # shorter side must be > 200
+    assert filters.image_reason(900, 300, c) == "aspect_ratio"       # ratio must be < 3
+    assert filters.image_reason(150, 1000, c) == "too_small"         # first reason wins
+    assert filters.image_reason(10, 100, filters.FilterConfig(0, 0)) is None  # both disabled
+    assert filters.word_count_reason("a b", c) == "too_few_words"
+    assert filters.word_count_reason(" ".join("w" * 21), c) == "too_many_words"
+    assert filters.word_count_reason(" ".join("w" * 20), c) is None
+    assert filters.checked_ngrams("red car red", filters.FilterConfig(check_bigrams=True)) == \
+        {"red", "car", "red car", "car red"}
+
+
+def test_count_threshold_keeps_top_n_with_ties():
+    histogram = [(10, 1), (5, 3), (2, 4), (1, 100)]  # (count, number of n-grams with it)
+    assert filters.count_threshold(histogram, 1) == 10
+    assert filters.count_threshold(histogram, 2) == 5   # ties at the boundary are all kept
+    assert filters.count_threshold(histogram, 4) == 5
+    assert filters.count_threshold(histogram, 5) == 2
+    assert filters.count_threshold(histogram, 10**8) == 1  # fewer n-grams than the limit
+    assert filters.count_threshold(histogram, 0, min_count=3) == 3
+    assert filters.count_threshold(histogram, 1, min_count=3) == 10
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+def test_stats_json_counts_every_drop_reason_exactly(built, corpus):
+    out, stats = built
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert stats["rows"] == len(corpus["rows"]) == 50
+    assert stats["dropped"] == EXPECTED_DROPPED
+    assert list(stats["dropped"]) == list(filters.DROP_REASONS)
+    assert stats["kept"] == EXPECTED_KEPT == stats["rows"] - sum(stats["dropped"].values())
+    assert stats["ngram_count_threshold"] == 2
+    assert stats["most_shared_texts"] == [[SHARED_TEXT, 11]]  # distinct images, not rows
+    assert stats["num_shards"] == 3 and sum(stats["shard_examples"]) == EXPECTED_KEPT
+    assert stats["config"]["min_ngram_count"] == 2 and stats["config"]["shorter_side_above"] == 200
+
+
+def test_shards_round_trip_captions_images_and_metadata(built, corpus):
+    out, stats = built
+    shards = sorted(out.glob("pairs-*.tfrecord"))
+    assert [p.name for p in shards] == [f"pairs-0000{i}-of-00003.tfrecord" for i in range(3)]
+    examples = []
+    for index, path in enumerate(shards):
+        records = read_shard(path)
+        assert len(records) == stats["shard_examples"][index]
+        assert all(build.shard_of(r["id"], 3) == index for r in records)
+        digests = [hashlib.sha1(r["id"].encode()).digest() for r in records]
+        assert digests == sorted(digests)  # deterministic order within a shard
+        examples += records
+    by_caption = {}
+    for ex in examples:
+        by_caption.setdefault(ex["caption"], []).append(ex)
+    assert sorted(by_caption) == sorted(corpus["kept"])
+    for caption, expected in corpus["kept"].items():
+        got = {e["id"]: e for e in by_caption[caption]}
+        assert len(got) == len(expected)
+        for row_id, width, height, stored, source in expected:
+            ex = got[row_id] if row_id else next(iter(got.values()))
+            assert (ex["width"], ex["height"]) == (width, height)
+            decoded = tf.io.decode_image(ex["image"], channels=3, expand_animations=False)
+            assert decoded.shape == (height, width, 3)
+            if stored == "same":
+                assert ex["image"] == source.read_bytes()
+            else:  # CMYK JPEG and GIF: re-encoded as (RGB) JPEG
+                assert ex["image"][:2] == b"\xff\xd8" and ex["image"] != source.read_bytes()
+    # Rows without an id get a hash of the image reference as written and the (tidied) text.
+    gif = by_caption["a blue dog in the street"][0]
+    assert gif["id"] == build.row_id("images/anim.gif", "a blue dog in the street")
+
+
+def test_rerun_through_cli_gives_byte_identical_shards(built, corpus, tmp_path):
+    out, stats = built
+    again = build.main([f"--input={corpus['table']}", f"--output_dir={tmp_path}",
+                        "--num_shards=3", "--min_ngram_count=2",
+                        "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    assert again == stats
+    for path in sorted(out.glob("pairs-*.tfrecord")):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
+def test_filters_are_configurable(corpus, tmp_path):
+    """Paper-off settings keep what the defaults drop; bigram checks and downscaling work."""
+    config = build.BuildConfig(num_shards=1, shorter_side_above=0, aspect_ratio_below=0,
+                               min_words=0, max_words=0, max_images_per_text=0,
+                               ngram_vocab_size=0, min_ngram_count=1, max_shorter_side=100)
+    stats = build.build(str(corpus["table"]), str(tmp_path / "open"), config)
+    assert stats["dropped"] == {**dict.fromkeys(filters.DROP_REASONS, 0), "bad_row": 4,
+                                "missing_image": 2, "undecodable_image": 5}  # small_trunc too
+    assert stats["kept"] == 50 - 11
+    records = read_shard(tmp_path / "open" / "pairs-00000-of-00001.tfrecord")
+    assert min(min(r["width"], r["height"]) for r in records) == 100  # downscaled to 100
+    assert all(min(r["width"], r["height"]) <= 100 for r in records)
+
+    # With bigrams checked, a text with a bigram seen in fewer than 2 rows is rare too. The
+    # expected count, recomputed here in plain Python over the same rows:
+    parsed = [r for r in corpus["rows"] if isinstance(r, dict) and r.get("text") and
+              r.get("image", "").strip()]
+    counts = {}
+    for r in parsed:
+        for g in filters.ngrams(r["text"]):
+            counts[g] = counts.get(g, 0) + 1
+    config = build.BuildConfig(num_shards=1, min_ngram_count=2, check_bigrams=True)
+    shared = {filters.text_key(SHARED_TEXT)}
+    rare = [r for r in parsed if not filters.word_count_reason(r["text"], config)
+            and filters.text_key(r["text"]) not in shared
+            and any(counts[g] < 2 for g in filters.checked_ngrams(r["text"], config))]
+    assert len(rare) > EXPECTED_DROPPED["rare_token"]
+    stats = build.build(str(corpus["table"]), str(tmp_path / "bigrams"), config)
+    assert stats["dropped"]["rare_token"] == len(rare)
+    assert stats["dropped"]["shared_text"] == EXPECTED_DROPPED["shared_text"]
+
+
+def test_csv_tsv_parquet_and_headerless_inputs_parse_alike(corpus, tmp_path):
+    import apache_beam as beam
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.testing.util import assert_that, equal_to
+
+    pairs = [("a.jpg", 'a "quoted", text'), ("sub/b.png", "tab\\free text"), ("gs://x/c.jpg", "c")]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        import csv
+        writer = csv.writer(f)
+        writer.writerow(["text", "image", "extra"])
+        writer.writerows([(t, i, "x") for i, t in pairs])
+    (tmp_path / "t.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in pairs))
+    pq.write_table(pa.table({"image": [i for i, _ in pairs], "text": [t for _, t in pairs],
+                             "id": ["p0", "p1", "p2"]}), tmp_path / "t.parquet")
+    root = str(tmp_path)
+    expected = [build.Row(build.row_id(i, t), build.resolve_image(i, root), t, filters.text_key(t))
+                for i, t in pairs]
+    with beam.Pipeline() as p:
+        for name, config in [("t.csv", build.BuildConfig()),
+                             ("t.tsv", build.BuildConfig(columns="image,text")),
+                             ("t.parquet", build.BuildConfig(id_column=""))]:
+            rows = (p | f"Read {name}" >> build.ReadTable(str(tmp_path / name), config)
+                    | f"Parse {name}" >> beam.ParDo(build.ParseRow(config, root)))
+            assert_that(rows, equal_to(expected), label=f"Check {name}")
+    assert expected[2].image == "gs://x/c.jpg"  # URIs are not joined to the root
+    assert build.input_format("x/pairs.json.gz") == "jsonl"
+    with pytest.raises(ValueError, match="--format"):
+        build.input_format("pairs.xlsx")
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def test_vocab_cli_from_shards_and_text_files(built, tmp_path):
+    out, _ = built
+    path = tmp_path / "vocab.txt"
+    learned = vocab.main([f"--input_pattern={out}/pairs-*.tfrecord", f"--output={path}",
+                          "--vocab_size=300"])
+    assert tokenizer.load_vocabulary(str(path)) == learned
+    assert learned[:5] == tokenizer.RESERVED_TOKENS
+    assert {"red", "car", "park", "the"} <= set(learned)
+    pre = tokenizer.TextPreprocessor(str(path), sequence_length=8)
+    ids = pre.tokenize(tf.constant(["The red car in the park"])).to_list()[0]
+    assert learned.index(tokenizer.UNK) not in ids
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a zebra crossing\n\nzebra zebra stripes\n" * 50)
+    assert len(list(vocab.read_texts(str(texts)))) == 100  # blank lines skipped
+    assert len(list(vocab.read_texts(str(texts), max_texts=7))) == 7
+    learned = vocab.main([f"--input_pattern={texts}", f"--output={tmp_path / 'v2.txt'}",
+                          "--vocab_size=100", "--max_texts=60"])
+    assert {"zebra", "crossing", "stripes"} <= set(learned)
+
+
+# ----------------------------------------------------------------------------- tf.data pipeline
+
+CAPTIONS = [f"pair {i}" for i in range(24)]
+MODES = [("RGB", "JPEG"), ("L", "JPEG"), ("RGBA", "PNG"), ("P", "PNG")]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """4 shards of 24 valid pairs (assorted modes/sizes) plus 2 undecodable images and 1 record
+    that is not an Example; a 5th file is cut mid-record (framing damage)."""
+    root = tmp_path_factory.mktemp("shards")
+    pairs = [(image_bytes(40 + 3 * i, 30 + 5 * (i % 4), *MODES[i % 4], seed=i), c)
+             for i, c in enumerate(CAPTIONS)]
+    bad = [(b"\xff\xd8 truncated jpeg", "bad image 1"), (image_bytes(50, 50, fmt="PNG")[:60],
+                                                         "bad image 2"), b"not an Example"]
+    records = pairs[:10] + bad[:1] + pairs[10:17] + bad[1:] + pairs[17:]
+    tfrecord.write_pairs(records, str(root / "pairs"), num_shards=4)
+    whole = tfrecord.make_example(image_bytes(40, 40), "cut 1")
+    with tf.io.TFRecordWriter(str(root / "cut.tfrecord")) as w:
+        w.write(whole)
+        w.write(tfrecord.make_example(image_bytes(40, 40), "cut 2"))
+    data = (root / "cut.tfrecord").read_bytes()
+    (root / "cut.tfrecord").write_bytes(data[:len(data) - 20])
+    return root
+
+
+def _captions(ds):
+    return [c.decode() for c in ds.map(lambda e: e["caption"]).as_numpy_iterator()]
+
+
+def test_read_pairs_skips_and_counts_corrupt_records(shards):
+    stats = tfrecord.ReadStats()
+    ds = tfrecord.read_pairs(str(shards / "pairs-*.tfrecord"), seed=0, stats=stats)
+    examples = list(ds.as_numpy_iterator())
+    assert sorted(e["caption"].decode() for e in examples) == sorted(CAPTIONS)
+    assert all(e["image"].dtype == np.uint8 and e["image"].shape[2] == 3 for e in examples)
+    assert stats.as_dict() == {"corrupt_record": 1, "corrupt_image": 2} and stats.skipped == 3
+    # A shard cut mid-record: its intact records are read, the rest of it skipped (not fatal).
+    stats = tfrecord.ReadStats()
+    got = _captions(tfrecord.read_pairs(f"{shards}/pairs-*,{shards}/cut.tfrecord", seed=0,
+                                        stats=stats))
+    assert sorted(got) == sorted(CAPTIONS + ["cut 1"]) and stats.skipped == 3
+    # Same seed, same order.
+    again = _captions(tfrecord.read_pairs(f"{shards}/pairs-*,{shards}/cut.tfrecord", seed=0,
+                                          stats=tfrecord.ReadStats()))
+    assert got == again
+    with pytest.raises(FileNotFoundError):
+        tfrecord.read_pairs(str(shards / "nope-*"))
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_batches_shapes_dtypes_and_ranges(shards, decode):
+    vocab_list = tokenizer.RESERVED_TOKENS + ["pair"] + [str(i) for i in range(24)]
+    pre = tokenizer.TextPreprocessor(vocab_list, sequence_length=6)
+    stats = tfrecord.ReadStats()
+    ds = pipeline.batch_pairs(
+        tfrecord.read_pairs(str(shards / "pairs-*"), seed=1, decode=decode, stats=stats), pre,
+        batch_size=5, image_size=32, resize_size=40, training=True, shuffle_buffer=16, seed=1,
+        stats=stats)
+    assert ds.element_spec["image"].shape == (5, 32, 32, 3)  # static: drop_remainder
+    assert ds.element_spec["text"]["token_ids"].shape == (5, 6)
+    seen = set()
+    for batch in ds.take(10):  # 50 > 24: repeats across epochs
+        image = batch["image"].numpy()
+        assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
+        assert image.std() > 0.01
+        ids = batch["text"]["token_ids"].numpy()
+        assert ids.dtype == np.int32 and (ids[:, 0] == vocab_list.index("[CLS]")).all()
+        assert (batch["text"]["padding_mask"].numpy().sum(1) == 4).all()  # [CLS] pair N [SEP]
+        seen.update(ids[:, 2].tolist())
+    assert len(seen) == 24  # every valid pair, none of the corrupt ones
+    assert stats.as_dict()["corrupt_image"] >= 2 and stats.as_dict()["corrupt_record"] >= 1
+
+    evaluation = pipeline.batch_pairs(
+        tfrecord.read_pairs(str(shards / "pairs-*"), shuffle_files=False, decode=decode,
+                            stats=stats), pre, 5, 32, 40, training=False)
+    sizes = [b["image"].shape[0] for b in evaluation]
+    assert sum(sizes) == 24 and sizes[-1] == 4  # one pass, remainder kept
+
+
+@pytest.mark.parametrize("pattern,num_files", [("pairs-*", 4), ("pairs-00000-*", 1)])
+def test_input_pipelines_read_disjoint_shards(shards, pattern, num_files):
+    parts = []
+    for i in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i)
+        parts.append(_captions(tfrecord.read_pairs(str(shards / pattern), seed=0,
+                                                   input_context=context,
+                                                   stats=tfrecord.ReadStats())))
+    alone = _captions(tfrecord.read_pairs(str(shards / pattern), stats=tfrecord.ReadStats()))
+    assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == sorted(alone)
+
+
+def test_distributed_dataset_with_corrupt_records(shards):
+    """The trainer's path: distribute_datasets_from_function on 2 replicas (CPU devices)."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    pre = tokenizer.TextPreprocessor(tokenizer.RESERVED_TOKENS + ["pair"], sequence_length=4)
+    stats = tfrecord.ReadStats()
+
+    def dataset_fn(context):
+        ds = tfrecord.read_pairs(str(shards / "pairs-*"), seed=0, input_context=context,
+                                 decode=False, stats=stats)
+        return pipeline.batch_pairs(ds, pre, 4, 16, training=True, shuffle_buffer=8, seed=0,
+                                    stats=stats)
+
+    dist = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    for _ in range(8):
+        batch = next(dist)
+        images = strategy.experimental_local_results(batch["image"])
+        assert [im.shape for im in images] == [(4, 16, 16, 3)] * 2
+    assert stats.skipped >= 3
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def _mock_coco(self, split, **kwargs):
+    counts = [5, 6, 7, 5, 3]  # the last image has too few captions for the 5-caption protocol
+
+    def gen():
+        for i, n in enumerate(counts):
+            yield {"image": np.full((20 + i, 30, 3), 10 * i, np.uint8),
+                   "captions": {"text": [f"image {i} caption {j}" for j in range(n)],
+                                "id": list(range(n))}}
+
+    return tf.data.Dataset.from_generator(gen, output_signature={
+        "image": tf.TensorSpec((None, None, 3), tf.uint8),
+        "captions": {"text": tf.TensorSpec((None,), tf.string),
+                     "id": tf.TensorSpec((None,), tf.int64)}})
+
+
+def test_tfds_coco_captions_pairs_groups_and_export(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(as_dataset_fn=_mock_coco):
+        pairs = list(tfds_captions.caption_pairs("coco_captions", "train").as_numpy_iterator())
+        assert len(pairs) == 5 + 6 + 7 + 5 + 3
+        assert pairs[5]["caption"] == b"image 1 caption 0" and pairs[5]["image"].shape == (21, 30, 3)
+        grouped = tfds_captions.grouped_captions("coco_captions", "test")
+        assert grouped.element_spec["captions"].shape == (5,)
+        grouped = list(grouped.as_numpy_iterator())
+        assert len(grouped) == 4
+        assert grouped[2]["captions"].tolist() == [f"image 2 caption {j}".encode() for j in range(5)]
+        n = tfds_captions.export_pairs("coco_captions", "train", str(tmp_path / "coco"), 2)
+    assert n == 26
+    back = list(tfrecord.read_pairs(str(tmp_path / "coco-*"), stats=tfrecord.ReadStats())
+                .as_numpy_iterator())
+    assert sorted(e["caption"] for e in back) == sorted(p["caption"] for p in pairs)
+
+    # Random mock data of the real builder's features works too (no download, no as_dataset_fn).
+    with tfds.testing.mock_data(num_examples=3):
+        grouped = list(tfds_captions.grouped_captions().as_numpy_iterator())  # 5-49 captions each
+        assert len(grouped) == 3 and grouped[0]["image"].shape[-1] == 3
