@@ -1,28 +1,491 @@
-"""SavedModel export of a trained dual encoder with signatures on raw inputs.
+"""SavedModel / TF Hub export of a trained dual encoder, with signatures on raw inputs.
 
-The SavedModel carries the tokenizer and vocabulary, so consumers need only TensorFlow and
-tensorflow-text (``import tensorflow_text`` registers the ops) — never align_tf.
+Command line: rebuilds the model from a training ``model_dir`` (``config.json``, ``vocab.txt``),
+restores the newest checkpoint (model weights only) and writes the SavedModel::
+
+    python -m align_tf.export --model_dir=align_runs/default --output=/tmp/align_savedmodel \
+        [--templates=clip80|clip7|simple|none]
+
+``python -m align_tf.train`` ends with the same ``export_saved_model`` call. The SavedModel carries the image preprocessing, the tokenizer and its vocabulary, so a consumer
+needs only ``tensorflow``, ``tensorflow_text`` (``import tensorflow_text`` registers the tokenizer
+ops *before* loading) and optionally ``tensorflow_hub`` -- never align_tf or keras-hub::
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the ops text_embed uses)
+    import tensorflow_hub as hub
+
+    m = hub.load("path/to/savedmodel")          # or tf.saved_model.load
+    m.text_embed(tf.constant(["a photo of a cat"]))["embeddings"]          # (1, D), unit norm
+    m.image_embed(tf.random.uniform([2, 480, 640, 3]))["embeddings"]       # (2, D), unit norm
+    m.zero_shot_classify(images, tf.constant(["cat", "dog"]))["probabilities"]  # (2, 2)
+
+Signatures (also callable as attributes of the loaded object; ``export/SIGNATURES.md``):
+
+* ``image_embed(images)``: float32 ``[B, H, W, 3]`` RGB in [0, 1] (TF Hub image convention), any
+  ``H``/``W``; resized and centre-cropped inside exactly as in evaluation
+  (``align_tf.data.pipeline.preprocess_image``) → ``{"embeddings": float32 [B, D]}``, unit norm.
+* ``image_embed_encoded(encoded)``: string ``[B]`` of JPEG/PNG/GIF/BMP bytes (GIF: first frame;
+  grayscale replicated, alpha dropped) → ``{"embeddings": [B, D]}``.
+* ``text_embed(texts)``: string ``[B]`` → WordPiece ids with the model's vocabulary, truncated to the
+  model's maximum length → ``{"embeddings": [B, D]}``.
+* ``zero_shot_classify(images, class_names)``: ``class_names`` string ``[C]``; the prompt templates
+  chosen at export are baked in (each class: the mean of its L2-normalised template embeddings,
+  re-normalised, as ALIGN §5.2 / CLIP) → ``{"probabilities": [B, C], "logits": [B, C]}`` with
+  ``logits = cos / σ`` (the learned temperature).
+
+Other attributes: ``image_tower`` / ``text_tower`` (TF Hub "reusable SavedModel" objects for
+fine-tuning: ``__call__(inputs, training=False)`` giving un-normalised features, ``variables``,
+``trainable_variables``, ``regularization_losses``), ``class_embeddings(class_names)``,
+``variables`` / ``trainable_variables`` (all weights), ``temperature``, ``image_size``,
+``resize_size`` (0: resize only), ``max_tokens``, ``embedding_dim``, ``prompt_templates`` and the
+``vocab_file`` asset. ``export/`` at the repository root holds the TF Hub publishing material.
 """
 
 from __future__ import annotations
 
-import keras
+import json
+import os
+import shutil
+import sys
+import tempfile
+
 import tensorflow as tf
 
+from align_tf import losses
 
-def export_saved_model(model, preprocessor, path: str) -> str:
-    """Writes ``path`` with ``image_embed`` (float pixels in [0, 1], any size) and ``text_embed``
-    (strings) signatures, both returning unit-norm float32 embeddings."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(preprocessor)
-    archive.add_endpoint(
-        "image_embed",
-        lambda images: model.embed_image(images, training=False),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    archive.add_endpoint(
-        "text_embed",
-        lambda texts: model.embed_text(preprocessor(texts), training=False),
-        input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
-    archive.write_out(path, verbose=False)
+# Template sets selectable with --templates. "none" embeds the bare class name.
+TEMPLATE_CHOICES = ("clip80", "clip7", "simple", "none")
+
+# zero_shot_classify embeds at most this many prompts per text-tower call, so 1000 classes × 80
+# templates never sit in memory as one batch of activations.
+MAX_PROMPTS_PER_CALL = 1024
+
+# image_embed rejects pixels outside this range: [0, 255] images or [-1, 1]-normalised images would
+# otherwise give silently wrong embeddings. The slack admits resampling overshoot of [0, 1] images.
+PIXEL_RANGE = (-0.5, 1.5)
+
+
+def get_templates(name: str) -> tuple:
+    """The prompt templates of a ``--templates`` choice (``"none"``: the class name alone)."""
+    if name == "none":
+        return ("{}",)
+    from align_tf.evaluation.prompts import TEMPLATE_SETS
+    if name not in TEMPLATE_SETS or name not in TEMPLATE_CHOICES:
+        raise ValueError(f"unknown templates {name!r}; choose one of {list(TEMPLATE_CHOICES)}")
+    return tuple(TEMPLATE_SETS[name])
+
+
+def _check_templates(templates) -> tuple:
+    templates = tuple(templates)
+    if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
+        raise ValueError("templates must be a non-empty sequence of strings with one '{}' each")
+    return templates
+
+
+def eval_resize_crop(images, image_size: int, resize_size: int | None = None):
+    """Batched evaluation preprocessing: ``[B, H, W, 3]`` in [0, 1] → ``[B, S, S, 3]``.
+
+    The same arithmetic as ``align_tf.data.pipeline.preprocess_image(training=False)``: without
+    ``resize_size`` an antialiased resize to ``S × S`` (skipped when already that size); with it, a
+    resize to ``resize_size`` then the centre ``S × S`` crop, clipped to [0, 1].
+    """
+    s = int(image_size)
+    if not resize_size or int(resize_size) == s:
+        shape = tf.shape(images)
+        same = tf.logical_and(tf.equal(shape[1], s), tf.equal(shape[2], s))
+        out = tf.cond(same, lambda: tf.identity(images),
+                      lambda: tf.image.resize(images, (s, s), antialias=True))
+        out.set_shape([None, s, s, 3])
+        return out
+    r = int(resize_size)
+    if r < s:
+        raise ValueError(f"resize_size {r} is smaller than image_size {s}")
+    out = tf.image.resize(images, (r, r), antialias=True)
+    offset = (r - s) // 2
+    out = out[:, offset:offset + s, offset:offset + s, :]
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def _ensure_shape(x, shape):
+    """Runtime shape check. Loaded *signatures* do not validate input shapes (attribute calls
+    do), so without it a wrongly shaped input would fail deep inside the towers, or not at all."""
+    return tf.ensure_shape(x, shape)
+
+
+def _check_pixels(images):
+    """Fails with InvalidArgumentError on a wrong shape, an empty image side or pixels far outside
+    [0, 1]."""
+    images = _ensure_shape(images, [None, None, None, 3])
+    shape = tf.shape(images)
+    nonempty = tf.logical_or(tf.equal(shape[0], 0),
+                             tf.logical_and(shape[1] > 0, shape[2] > 0))
+    lo, hi = PIXEL_RANGE
+    # NaN fails both comparisons, so non-finite pixels are rejected too.
+    in_range = tf.reduce_all(tf.logical_and(images >= lo, images <= hi))
+    checks = [
+        tf.debugging.Assert(nonempty, ["images must have height and width > 0; got shape",
+                                       shape]),
+        tf.debugging.Assert(in_range, [
+            "images must be float32 RGB pixels in [0, 1] (TF Hub convention; divide uint8 "
+            "images by 255). Got values outside [-0.5, 1.5] or non-finite: min/max",
+            tf.reduce_min(images), tf.reduce_max(images)]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
+def _tf_variable(v):
+    """The ``tf.Variable`` inside a Keras 3 variable (what traced functions capture).
+
+    Saving the Keras wrapper instead would store and restore a second, disconnected copy of each
+    weight: gradients of the loaded functions would never reach the listed variables.
+    """
+    inner = getattr(v, "value", v)
+    if not isinstance(inner, tf.Variable):
+        raise TypeError(f"expected a variable, got {type(inner).__name__} for {v!r}")
+    return inner
+
+
+class _Tower(tf.__internal__.tracking.AutoTrackable):
+    """A TF Hub "reusable SavedModel" part: ``__call__``, ``variables``, ``trainable_variables``,
+    ``regularization_losses`` (what ``hub.KerasLayer`` and ``keras.layers.TFSMLayer`` use)."""
+
+    def __init__(self, fn, layer, input_spec):
+        super().__init__()
+        self.variables = [_tf_variable(v) for v in layer.variables]
+        self.trainable_variables = [_tf_variable(v) for v in layer.trainable_variables]
+        self.regularization_losses = []
+        call = tf.function(fn, autograph=False)
+        # Traced both ways so a loaded tower honours training=True (dropout, BatchNorm statistics).
+        for training in (False, True):
+            call.get_concrete_function(input_spec, training=training)
+        self.__call__ = call
+
+
+class AlignExport(tf.__internal__.tracking.AutoTrackable):
+    """The object ``tf.saved_model.save`` writes; see the module docstring for its interface.
+
+    Args:
+      model: a ``DualEncoder`` (``embed_image`` / ``embed_text`` / ``logit_scale``).
+      preprocessor: its ``align_tf.tokenizer.TextPreprocessor``.
+      image_size: side of the square input of the image tower. ``None`` skips all resizing
+        (images are embedded at the size given; only for callers that preprocess themselves).
+      resize_size: resize-then-centre-crop size of evaluation (the paper: 346 → 289); ``None``
+        resizes straight to ``image_size``.
+      templates: prompt templates (strings with one ``"{}"``) baked into ``zero_shot_classify``.
+      vocab_dir: a directory where the vocabulary file for the ``vocab_file`` asset is written.
+    """
+
+    def __init__(self, model, preprocessor, image_size=None, resize_size=None,
+                 templates=("{}",), vocab_dir=None):
+        super().__init__()
+        templates = _check_templates(templates)
+        self._image_size = int(image_size) if image_size else None
+        self._resize_size = int(resize_size) if resize_size else None
+        self._templates = templates
+        seq_len = preprocessor.sequence_length
+        dim = int(model.image_encoder.output_shape[-1])
+        self._dim, self._seq_len = dim, seq_len
+        images_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+
+        def tokenize(texts):
+            tokens = preprocessor(_ensure_shape(texts, [None]))
+            # An empty batch comes out of the packer as shape (0,); the text tower needs (0, L).
+            return {k: tf.reshape(v, [-1, seq_len]) for k, v in tokens.items()}
+
+        def prepare_images(images):
+            images = _check_pixels(images)
+            if self._image_size is None:
+                return images
+            return eval_resize_crop(images, self._image_size, self._resize_size)
+
+        # The towers (and the tokenizer's compiled vocabulary) as tf.functions of their own: every
+        # signature calls the same library function, so the SavedModel stores each graph once
+        # instead of once per signature and branch.
+        side = self._image_size
+        embed_text = tf.function(
+            lambda texts: model.embed_text(tokenize(texts), training=False),
+            input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        embed_image = tf.function(
+            lambda pixels: model.embed_image(pixels, training=False),
+            input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)], autograph=False)
+
+        def embed_pixels(pixels):
+            # TF's conv kernels mis-shape an empty batch ([0,H,W,3] → [0,H',W',3]), so an empty
+            # batch never reaches the tower.
+            return tf.cond(tf.shape(pixels)[0] > 0, lambda: embed_image(pixels),
+                           lambda: tf.zeros([0, dim], tf.float32))
+
+        def embed_images(images):
+            return embed_pixels(prepare_images(images))
+
+        def image_embed(images):
+            return {"embeddings": embed_images(images)}
+
+        def decode_one(encoded):
+            # channels=3: grayscale is replicated and alpha dropped; GIF: first frame only.
+            image = tf.io.decode_image(encoded, channels=3, dtype=tf.float32,
+                                       expand_animations=False)
+            image.set_shape([None, None, 3])
+            return eval_resize_crop(image[None], self._image_size, self._resize_size)[0]
+
+        def image_embed_encoded(encoded):
+            s = self._image_size
+            pixels = tf.map_fn(decode_one, _ensure_shape(encoded, [None]),
+                               fn_output_signature=tf.TensorSpec([s, s, 3], tf.float32))
+            return {"embeddings": embed_pixels(pixels)}
+
+        def text_embed(texts):
+            return {"embeddings": embed_text(texts)}
+
+        prefixes = tf.constant([t.split("{}")[0] for t in templates])
+        suffixes = tf.constant([t.split("{}")[1] for t in templates])
+        num_templates = len(templates)
+
+        def embed_prompts(prompts):
+            """``[N]`` strings → ``[N, D]``, at most MAX_PROMPTS_PER_CALL per text-tower call."""
+            n = tf.size(prompts)
+            chunk = MAX_PROMPTS_PER_CALL
+
+            def chunked():
+                num_chunks = (n + chunk - 1) // chunk
+                padded = tf.concat([prompts, tf.fill([num_chunks * chunk - n], "")], 0)
+                out = tf.map_fn(embed_text, tf.reshape(padded, [num_chunks, chunk]),
+                                fn_output_signature=tf.TensorSpec([chunk, dim], tf.float32),
+                                parallel_iterations=1)
+                return tf.reshape(out, [-1, dim])[:n]
+
+            out = tf.cond(n <= chunk, lambda: embed_text(prompts), chunked)
+            out.set_shape([None, dim])
+            return out
+
+        def class_embeddings(class_names):
+            """``[C]`` names → ``[C, D]`` prompt-ensembled, unit-norm class embeddings."""
+            class_names = _ensure_shape(class_names, [None])
+            c = tf.size(class_names)
+            grid = [c, num_templates]
+            prompts = tf.strings.join([tf.broadcast_to(prefixes[None, :], grid),
+                                       tf.broadcast_to(class_names[:, None], grid),
+                                       tf.broadcast_to(suffixes[None, :], grid)])
+            emb = tf.reshape(embed_prompts(tf.reshape(prompts, [-1])), [c, num_templates, dim])
+            # Text embeddings are already unit norm: mean over templates, then re-normalise.
+            return losses.l2_normalize(tf.reduce_mean(emb, axis=1))
+
+        def zero_shot_classify(images, class_names):
+            image = embed_images(images)
+            logits = tf.matmul(image, class_embeddings(class_names), transpose_b=True)
+            logits = logits * tf.cast(model.logit_scale(), logits.dtype)
+            return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+
+        strings = tf.TensorSpec([None], tf.string, name="texts")
+        fn = lambda f, *spec: tf.function(f, input_signature=list(spec), autograph=False)  # noqa
+        self.image_embed = fn(image_embed, images_spec)
+        if self._image_size is not None:  # decoded images differ in size: a batch needs one
+            self.image_embed_encoded = fn(image_embed_encoded,
+                                          tf.TensorSpec([None], tf.string, name="encoded"))
+        self.text_embed = fn(text_embed, strings)
+        self.zero_shot_classify = fn(zero_shot_classify, images_spec,
+                                     tf.TensorSpec([None], tf.string, name="class_names"))
+        self.class_embeddings = fn(lambda names: {"embeddings": class_embeddings(names)},
+                                   tf.TensorSpec([None], tf.string, name="class_names"))
+
+        # Towers for fine-tuning: un-normalised features (the contrastive loss normalises).
+        self.image_tower = _Tower(
+            lambda pixels, training=False: model.image_encoder(pixels, training=training),
+            model.image_encoder, tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels"))
+        self.text_tower = _Tower(
+            lambda texts, training=False: model.text_encoder(tokenize(texts), training=training),
+            model.text_encoder, strings)
+
+        signature_fns = list(self.signatures().values())
+        used = _variables_used_by(signature_fns)
+        self.variables = used
+        self.trainable_variables = [v for v in used if v.trainable]
+        # Everything any saved function captures must be reachable from the root object.
+        self._captured = _variables_used_by(
+            signature_fns + [self.class_embeddings, self.image_tower.__call__,
+                             self.text_tower.__call__])
+
+        self.temperature = _tf_variable(model.temperature)
+        meta = lambda value, dtype: tf.Variable(value, dtype=dtype, trainable=False)  # noqa
+        if self._image_size is not None:
+            self.image_size = meta(self._image_size, tf.int32)
+            self.resize_size = meta(self._resize_size or 0, tf.int32)
+        self.max_tokens = meta(seq_len, tf.int32)
+        self.embedding_dim = meta(dim, tf.int32)
+        self.prompt_templates = meta(list(templates), tf.string)
+        if vocab_dir is not None:
+            from align_tf.tokenizer import save_vocabulary
+            # A real asset: copied to assets/vocab.txt and relocated with the SavedModel. The
+            # tokenizer itself runs on the same vocabulary compiled into the graph
+            # (FastWordpieceTokenizer's model), so nothing needs to read this file to embed.
+            self.vocab_file = tf.saved_model.Asset(
+                save_vocabulary(preprocessor.vocabulary, os.path.join(vocab_dir, "vocab.txt")))
+
+    def signatures(self) -> dict:
+        """The serving signatures (name → tf.function with an input signature)."""
+        names = ("image_embed", "image_embed_encoded", "text_embed", "zero_shot_classify")
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+
+def _variables_used_by(fns) -> list:
+    """Variables captured by the concrete functions of ``fns`` (deduplicated, in order)."""
+    seen, out = set(), []
+    for fn in fns:
+        for concrete in fn._list_all_concrete_functions():  # noqa: SLF001
+            for v in concrete.variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+    return out
+
+
+def export_saved_model(model, preprocessor, path: str, *, image_size: int | None = None,
+                       resize_size: int | None = None, templates="clip80",
+                       config=None) -> str:
+    """Writes the SavedModel / TF Hub module described in this module's docstring.
+
+    Args:
+      model: a trained ``DualEncoder``.
+      preprocessor: its ``TextPreprocessor`` (vocabulary and maximum length).
+      path: output directory.
+      image_size: the image tower's input side; ``image_embed`` resizes (and crops) any input to
+        it. ``None`` (only for callers that preprocess themselves): images are embedded as given,
+        ``image_embed_encoded`` is not exported and no ``image_size`` attribute is stored.
+      resize_size: evaluation resize before the centre crop (the paper: 346 for 289); ``None``:
+        resize straight to ``image_size``.
+      templates: a name in ``TEMPLATE_CHOICES`` or a sequence of templates with one ``"{}"``.
+      config: the training config (a ``ConfigDict`` or dict); when given it is stored as the
+        ``config_file`` asset (``assets/align_config.json``) for provenance.
+
+    Returns:
+      ``path``.
+    """
+    if isinstance(templates, str):
+        templates = get_templates(templates)
+    tmp = tempfile.mkdtemp(prefix="align_export_")
+    try:
+        module = AlignExport(model, preprocessor, image_size=image_size, resize_size=resize_size,
+                             templates=templates, vocab_dir=tmp)
+        if config is not None:
+            data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            config_path = os.path.join(tmp, "align_config.json")
+            with open(config_path, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True, default=str)
+            module.config_file = tf.saved_model.Asset(config_path)
+        tf.io.gfile.makedirs(path)
+        # tf.saved_model.save logs an INFO line per signature about renamed captured inputs
+        # (hundreds of names): noise for the training run's log.
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("WARNING")
+        try:
+            tf.saved_model.save(module, path, signatures=module.signatures())
+        finally:
+            logger.setLevel(level)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def config_export_kwargs(config) -> dict:
+    """``export_saved_model`` keyword arguments from a training config (image sizes, templates)."""
+    data = config.data
+    export = config.get("export") or {}
+    return {"image_size": data.image_size, "resize_size": data.get("resize_size"),
+            "templates": export.get("templates", "clip80")}
+
+
+def load_model_dir(model_dir: str, checkpoint: str | None = None):
+    """Rebuilds ``(model, preprocessor, config)`` from a training ``model_dir``.
+
+    Reads ``config.json`` and ``vocab.txt`` and restores the model weights only (the optimizer's
+    slots are not needed) from ``checkpoint`` or the newest checkpoint in ``model_dir/checkpoints``.
+    """
+    import keras
+    import ml_collections
+
+    from align_tf.models.dual_encoder import build_dual_encoder
+    from align_tf.tokenizer import TextPreprocessor
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise FileNotFoundError(f"no config.json in {model_dir} (is it a training model_dir?)")
+    with tf.io.gfile.GFile(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    ckpt = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not ckpt:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
+    preprocessor = TextPreprocessor(os.path.join(model_dir, "vocab.txt"),
+                                    sequence_length=config.data.max_tokens)
+    # Float32 weights and compute whatever the run trained with (bf16 checkpoints hold f32 vars).
+    keras.config.set_dtype_policy("float32")
+    model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
+    status = tf.train.Checkpoint(model=model).restore(ckpt)
+    status.expect_partial()  # the optimizer's variables are in the checkpoint, not needed here
+    status.assert_existing_objects_matched()  # but every model variable must be
+    return model, preprocessor, config
+
+
+def export_model_dir(model_dir: str, output: str | None = None, templates="clip80",
+                     checkpoint: str | None = None, image_size: int | None = None,
+                     resize_size: int | None = None) -> str:
+    """What ``python -m align_tf.export`` does: ``load_model_dir`` then ``export_saved_model``.
+
+    ``image_size`` / ``resize_size`` default to the config's ``data.image_size`` /
+    ``data.resize_size``; ``output`` to ``{model_dir}/savedmodel``.
+    """
+    model, preprocessor, config = load_model_dir(model_dir, checkpoint)
+    kwargs = config_export_kwargs(config)
+    kwargs["templates"] = templates
+    if image_size:
+        kwargs["image_size"] = image_size
+    if resize_size is not None:
+        kwargs["resize_size"] = resize_size or None
+    return export_saved_model(model, preprocessor, output or os.path.join(model_dir, "savedmodel"),
+                              config=config, **kwargs)
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("model_dir", None, "Training model_dir with config.json, vocab.txt and "
+                        "checkpoints/ (a training run or align_tf.convert.hf_align output).",
+                        required=True)
+    flags.DEFINE_string("output", None, "SavedModel directory to write; default "
+                        "{model_dir}/savedmodel.")
+    flags.DEFINE_enum("templates", "clip80", list(TEMPLATE_CHOICES),
+                      "Prompt templates baked into zero_shot_classify: clip80 (CLIP's 80 ImageNet "
+                      "templates, ALIGN §5.2), clip7 (CLIP's 7-template subset), simple "
+                      "('a photo of a {}.') or none (the bare class name).")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export; default the newest in "
+                        "{model_dir}/checkpoints.")
+    flags.DEFINE_integer("image_size", None, "Image tower input side; default the config's "
+                         "data.image_size.")
+    flags.DEFINE_integer("resize_size", None, "Resize before the centre crop (0: none); default "
+                         "the config's data.resize_size.")
+
+
+def main(argv):
+    from absl import flags
+    if len(argv) > 1:
+        sys.exit(f"align_tf.export: error: unexpected arguments {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        path = export_model_dir(f.model_dir, f.output, f.templates, f.checkpoint, f.image_size,
+                                f.resize_size)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"align_tf.export: error: {e}")
+    print(f"exported SavedModel to {path} "
+          "(signatures: image_embed, image_embed_encoded, text_embed, zero_shot_classify)")
+
+
+def run():
+    """Console entry point: ``python -m align_tf.export --model_dir=DIR --output=DIR``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import app
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

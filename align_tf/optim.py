@@ -58,7 +58,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(optim_config, total_steps: int) -> keras.optimizers.Optimizer:
-    """LAMB (or AdamW) from a config's ``optim`` section."""
+    """LAMB (or AdamW, or plain SGD) from a config's ``optim`` section."""
     schedule = WarmupLinearDecay(optim_config.learning_rate, optim_config.warmup_steps, total_steps)
     name = optim_config.name.lower()
     if name == "lamb":
@@ -67,7 +67,12 @@ def build_optimizer(optim_config, total_steps: int) -> keras.optimizers.Optimize
     elif name == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=schedule,
                                            weight_decay=optim_config.weight_decay)
+    elif name == "sgd":
+        # Plain SGD: its update is the gradient itself, so runs that must agree to float
+        # tolerance (multi-worker vs one process) can be compared; Adam/LAMB's early steps are
+        # ~lr·sign(g) and turn rounding noise in tiny gradients into ±lr differences.
+        optimizer = keras.optimizers.SGD(learning_rate=schedule)
     else:
-        raise ValueError(f"Unknown optimizer {optim_config.name!r}; choose 'lamb' or 'adamw'.")
+        raise ValueError(f"Unknown optimizer {optim_config.name!r}; choose 'lamb', 'adamw' or 'sgd'.")
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

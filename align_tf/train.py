@@ -7,6 +7,11 @@ Examples:
   python -m align_tf.train
   python -m align_tf.train --config=paper --tpu=my-tpu --model_dir=gs://bucket/run
   python -m align_tf.train --config=default --config.train.steps=300 --train_steps=100
+  python -m align_tf.train --config=paper --tpu=local --model_dir=gs://bucket/run   # on a TPU VM
+  TF_CONFIG='{"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 0}}' \
+    python -m align_tf.train --strategy=multi_worker --model_dir=/shared/run       # on every host
+
+Rerunning the same command after a crash or preemption (SIGTERM) resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Fields are overridable, e.g. --config.train.batch_size=256.", lock_config=True)
 _MODEL_DIR = flags.DEFINE_string("model_dir", "align_runs/default",
                                  "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go.")
-_TPU = flags.DEFINE_string("tpu", None, "TPU name or address (implies --strategy=tpu under auto).")
+_TPU = flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address, or 'local' on a TPU VM "
+                           "(implies --strategy=tpu under auto).")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored", "one_device"],
                               "Distribution strategy; auto picks TPU, multi-worker (TF_CONFIG), "
                               "mirrored (several GPUs) or one device.")
@@ -52,28 +58,34 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel path; default 
 def main(argv):
     del argv
     from align_tf import distribute, trainer
-    from align_tf.export import export_saved_model
+    from align_tf.export import config_export_kwargs, export_saved_model
 
     config = _CONFIG.value
     if _TRAIN_STEPS.value is not None:
         with config.unlocked():
             config.train.steps = _TRAIN_STEPS.value
     try:
+        # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
         strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
         result = trainer.train(config, _MODEL_DIR.value, strategy)
-    except (trainer.ConfigError, FileNotFoundError) as e:
+    except (trainer.ConfigError, distribute.StrategyError, FileNotFoundError) as e:
         sys.exit(f"align_tf.train: error: {e}")
     except trainer.Preempted as e:
         sys.exit(f"align_tf.train: preempted: {e}. Rerun the same command to resume.")
+    except FloatingPointError as e:
+        sys.exit(f"align_tf.train: error: {e}")
     if not distribute.is_chief(strategy):
-        return
+        return  # eval and export are the chief's; other workers are done
     if config.eval.enabled:
         metrics = trainer.evaluate(result, config, _MODEL_DIR.value)
         if metrics:
             print("eval:", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     if config.export.enabled:
+        # The same function as `python -m align_tf.export`: evaluation image sizes and the
+        # config's prompt templates (default CLIP's 80) are baked into the SavedModel.
         path = export_saved_model(result.model, result.preprocessor,
-                                  _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "savedmodel"))
+                                  _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "savedmodel"),
+                                  config=config, **config_export_kwargs(config))
         print(f"exported SavedModel to {path}")
 
 

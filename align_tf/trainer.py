@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -46,9 +47,10 @@ def validate_config(config, num_replicas: int) -> None:
     if config.model.text_size_name not in text_encoder.SIZES:
         raise ConfigError(f"unknown model.text_size_name {config.model.text_size_name!r}; "
                           f"choose from {sorted(text_encoder.SIZES)}")
-    if config.train.batch_size % num_replicas:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                          f"{num_replicas} replicas")
+    try:
+        distribute.batch_sizes(config.train.batch_size, num_replicas)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.data.max_tokens > config.model.max_sequence_length:
         raise ConfigError(f"data.max_tokens={config.data.max_tokens} exceeds "
                           f"model.max_sequence_length={config.model.max_sequence_length}")
@@ -62,35 +64,62 @@ def validate_config(config, num_replicas: int) -> None:
             raise ConfigError(f"data.vocab_path {config.data.vocab_path} does not exist")
         if not tf.io.gfile.glob(config.data.train_pattern):
             raise ConfigError(f"data.train_pattern {config.data.train_pattern!r} matches no files")
-    if config.train.steps <= 0 or config.train.steps_per_loop <= 0:
-        raise ConfigError("train.steps and train.steps_per_loop must be positive")
+    for name in ("steps", "steps_per_loop", "log_every", "checkpoint_every", "keep_checkpoints",
+                 "max_consecutive_skips"):
+        if config.train[name] <= 0:
+            raise ConfigError(f"train.{name}={config.train[name]} must be positive")
 
 
-def make_preprocessor(config, model_dir: str, synthetic_captions=None) -> TextPreprocessor:
-    """The vocabulary is the config's file, else the one saved in ``model_dir``, else learned."""
+def check_jit_compile(config, strategy: tf.distribute.Strategy) -> None:
+    """Raises ``ConfigError`` if ``train.jit_compile`` cannot work with ``strategy``.
+
+    Mirrored and multi-worker strategies drop their cross-replica ``merge_call`` inside an XLA
+    function only when every device is a GPU; on CPU replicas the step's all-gather and
+    optimizer update would call ``merge_call`` inside the nested jit function, which TF refuses.
+    """
+    if not config.train.jit_compile or strategy.num_replicas_in_sync == 1 or \
+            isinstance(strategy, tf.distribute.TPUStrategy):
+        return
+    devices = strategy.extended.worker_devices
+    if not all((tf.DeviceSpec.from_string(d).device_type or "").upper() == "GPU" for d in devices):
+        raise ConfigError("train.jit_compile with several replicas needs GPUs or a TPU "
+                          f"(replicas here: {', '.join(devices)})")
+
+
+def make_preprocessor(config, model_dir: str, synthetic_captions=None, write_dir: str | None = None,
+                      read_saved: bool = True) -> TextPreprocessor:
+    """The vocabulary is the config's file, else the one saved in ``model_dir``, else learned.
+
+    ``write_dir`` (default ``model_dir``) is where a learned or copied vocabulary is written; a
+    non-chief worker passes its temp dir, and ``read_saved=False`` unless resuming, because in a
+    fresh run the chief may be writing ``model_dir/vocab.txt`` at that very moment (the learned
+    vocabulary is deterministic, so every worker derives the same one).
+    """
+    write_dir = write_dir or model_dir
     saved = os.path.join(model_dir, "vocab.txt")
     if config.data.vocab_path:
         path = config.data.vocab_path
-    elif tf.io.gfile.exists(saved):
+    elif read_saved and tf.io.gfile.exists(saved):
         path = saved  # resuming: keep the vocabulary the checkpoint was trained with
     else:
         vocab = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size)
-        path = save_vocabulary(vocab, saved)
-    if path != saved:
+        path = save_vocabulary(vocab, os.path.join(write_dir, "vocab.txt"))
+    if path != saved and write_dir == model_dir:
         tf.io.gfile.copy(path, saved, overwrite=True)
     return TextPreprocessor(path, sequence_length=config.data.max_tokens)
 
 
-def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0):
+def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0, map_batches=None):
     """A ``distribute_datasets_from_function`` callable yielding per-replica batches.
 
-    ``batches_done`` batches per replica are skipped: the seeded shuffle makes the stream
-    reproducible, so a resumed run neither repeats nor misses a pair.
+    The global batch is split by ``distribute.batch_sizes``. Each input pipeline (one per host)
+    reads its own shard and, per step, supplies one per-replica batch to each of its replicas.
+    ``batches_done`` global batches are skipped: the seeded shuffle makes every pipeline's stream
+    reproducible, so a resumed run neither repeats nor misses a pair (same cluster shape assumed).
     """
     def dataset_fn(input_context: tf.distribute.InputContext):
-        batch = input_context.get_per_replica_batch_size(config.train.batch_size)
-        # Each input pipeline feeds replicas_per_pipeline replicas one batch per step.
-        per_pipeline = batch * input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        sizes = distribute.batch_sizes(config.train.batch_size, input_context.num_replicas_in_sync,
+                                       input_context.num_input_pipelines)
         if pairs is not None:
             ds = tf.data.Dataset.from_tensor_slices({"image": pairs["image"],
                                                      "caption": pairs["caption"]})
@@ -98,10 +127,15 @@ def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0):
         else:
             ds = tfrecord.read_pairs(config.data.train_pattern, seed=config.seed,
                                      input_context=input_context)
-        return pipeline.batch_pairs(ds, preprocessor, batch, config.data.image_size,
-                                    config.data.resize_size, training=True,
-                                    shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
-                                    skip_examples=batches_done * per_pipeline)
+        ds = pipeline.batch_pairs(ds, preprocessor, sizes.per_replica, config.data.image_size,
+                                  config.data.resize_size, training=True,
+                                  shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
+                                  flip=config.data.get("random_flip", True),
+                                  skip_examples=batches_done * sizes.per_pipeline)
+        if map_batches is not None:
+            replicas_per_pipeline = sizes.per_pipeline // sizes.per_replica
+            ds = map_batches(ds, input_context, batches_done * replicas_per_pipeline)
+        return ds
     return dataset_fn
 
 
@@ -113,23 +147,88 @@ def build_model(config, vocabulary_size: int) -> DualEncoder:
     return model
 
 
+@dataclasses.dataclass
+class LoopEnd:
+    """What ``TrainHooks.on_loop_end`` receives after each host loop.
+
+    Attributes:
+      step: optimizer steps applied so far (``optimizer.iterations``).
+      first_batch: index of the loop's first global batch in the run's input stream (applied
+        and skipped steps both consume one global batch).
+      num_batches: global batches consumed by this loop.
+      metrics: the loop's last-step metrics (as logged).
+      records: ``TrainHooks.record_inputs`` results, ``(num_batches, global_batch, ...)``, or None.
+      checkpoint: the newest checkpoint path of this worker after the loop, or None.
+    """
+    step: int
+    first_batch: int
+    num_batches: int
+    metrics: dict
+    records: object = None
+    checkpoint: str | None = None
+
+
+@dataclasses.dataclass
+class TrainHooks:
+    """Optional instrumentation of ``train()`` for tests and tools; everything is off by default.
+
+    Attributes:
+      map_batches: ``f(dataset, input_context, first_batch) -> dataset``, applied to each input
+        pipeline's dataset of per-replica batches after the resume skip; ``first_batch`` is the
+        pipeline-local index of its first element (e.g. to inject a NaN batch at a given step).
+      record_inputs: ``f(per_replica_batch) -> Tensor`` evaluated on every batch a step consumes;
+        gathered over replicas and handed to ``on_loop_end`` as ``LoopEnd.records`` (e.g. pair ids
+        carried by the captions, to prove exact resume).
+      on_loop_end: ``f(LoopEnd)``, called on every worker after each host loop and its checkpoint.
+    """
+    map_batches: Callable | None = None
+    record_inputs: Callable | None = None
+    on_loop_end: Callable | None = None
+
+
 def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None,
-          verbose: int = 1) -> TrainResult:
-    """Trains (or resumes) the model described by ``config``; returns the model and last metrics."""
+          verbose: int = 1, hooks: TrainHooks | None = None) -> TrainResult:
+    """Trains (or resumes) the model described by ``config``; returns the model and last metrics.
+
+    Multi-worker: every worker runs this with the same ``model_dir`` (a shared file system such as
+    GCS); all restore from ``model_dir/checkpoints``, only the chief writes there and to
+    TensorBoard, the others save into a temp dir that is deleted at the end.
+
+    Raises:
+      ConfigError: the config cannot run.
+      Preempted: SIGTERM arrived (on any worker); a checkpoint was written first.
+      FloatingPointError: ``train.max_consecutive_skips`` non-finite steps in a row; nothing is
+        saved, so the newest checkpoint is the last good one.
+    """
     strategy = strategy or tf.distribute.get_strategy()
+    hooks = hooks or TrainHooks()
     validate_config(config, strategy.num_replicas_in_sync)
+    check_jit_compile(config, strategy)
     tf.io.gfile.makedirs(model_dir)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if config.train.mixed_precision else "float32")
     chief = distribute.is_chief(strategy)
+    write_dir = distribute.worker_write_dir(model_dir, strategy)
+    try:
+        return _train(config, model_dir, write_dir, strategy, verbose if chief else 0, hooks)
+    finally:
+        if write_dir != model_dir:
+            tf.io.gfile.rmtree(write_dir)
+
+
+def _train(config, model_dir, write_dir, strategy, verbose, hooks) -> TrainResult:
+    chief = write_dir == model_dir
+    restore_dir = os.path.join(model_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(restore_dir)
 
     pairs = None
     if config.data.name == "synthetic":
         pairs = synthetic.make_pairs(config.data.num_train_examples, config.data.image_size,
                                      noise=config.data.caption_noise,
                                      partial=config.data.caption_partial, seed=config.seed)
-    preprocessor = make_preprocessor(config, model_dir, pairs["caption"] if pairs else None)
+    preprocessor = make_preprocessor(config, model_dir, pairs["caption"] if pairs else None,
+                                     write_dir=write_dir, read_saved=chief or latest is not None)
     if chief:
         with tf.io.gfile.GFile(os.path.join(model_dir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -138,65 +237,129 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         model = build_model(config, preprocessor.vocabulary_size)
     optimizer = model.optimizer
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # Non-chief workers keep one throw-away checkpoint; see distribute.worker_write_dir.
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
-        step_counter=optimizer.iterations, checkpoint_interval=config.train.checkpoint_every)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoint, os.path.join(write_dir, "checkpoints"),
+        max_to_keep=config.train.keep_checkpoints if chief else 1)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         if verbose:
-            print(f"Resumed from {manager.latest_checkpoint}")
-    # Every train step (applied or skipped as non-finite) consumed one batch per replica.
+            print(f"Resumed from {latest}")
+    # Every train step (applied or skipped as non-finite) consumed one global batch.
     batches_done = int(optimizer.iterations.numpy()) + int(model.skipped_steps.numpy())
     dataset = strategy.distribute_datasets_from_function(
-        _train_dataset_fn(config, preprocessor, pairs, batches_done))
+        _train_dataset_fn(config, preprocessor, pairs, batches_done, hooks.map_batches))
     iterator = iter(dataset)
 
     replica_step = model.train_step
-    if config.train.jit_compile:
+    if config.train.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+        # TPUStrategy compiles the replica function with XLA anyway; elsewhere the whole step
+        # (towers, gather, loss, optimizer update) becomes one XLA cluster with static shapes.
         replica_step = tf.function(replica_step, jit_compile=True)
+    record = hooks.record_inputs
+    max_skips = float(config.train.max_consecutive_skips)
+
+    def replica_fn(batch):
+        out = replica_step(batch)
+        if record is not None:
+            out = dict(out, recorded=record(batch))
+        return out
+
+    def run_step(iterator):
+        out = strategy.run(replica_fn, args=(next(iterator),))
+        recorded = strategy.gather(out.pop("recorded"), axis=0) if record is not None else None
+        # Gradients are all-reduced, so every replica (and worker) has the same skip count.
+        skips = strategy.experimental_local_results(out["consecutive_skips"])[0]
+        return out, recorded, skips
 
     @tf.function
     def train_loop(iterator, num_steps):
-        out = strategy.run(replica_step, args=(next(iterator),))
-        for _ in tf.range(num_steps - 1):
-            out = strategy.run(replica_step, args=(next(iterator),))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, out[k], axis=None) for k in SCALARS}
+        """Up to ``num_steps`` steps in one host call (steps_per_execution); stops early once
+        ``max_consecutive_skips`` non-finite steps came in a row, so no further batch is used."""
+        out, recorded, worst = run_step(iterator)
+        records = tf.zeros([0])  # a placeholder loop variable when nothing is recorded
+        if record is not None:
+            records = tf.TensorArray(recorded.dtype, size=0, dynamic_size=True,
+                                     element_shape=recorded.shape)
+            records = records.write(0, recorded)
+        done = tf.constant(1)
+        while done < num_steps and worst < max_skips:
+            out, recorded, skips = run_step(iterator)
+            if record is not None:
+                records = records.write(done, recorded)
+            worst = tf.maximum(worst, skips)
+            done += 1
+        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, out[k], axis=None)
+                   for k in SCALARS}
+        metrics["max_consecutive_skips"] = worst
+        return metrics, done, (records.stack() if record is not None else records)
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief \
         else tf.summary.create_noop_writer()
-    total = config.train.steps
+    total, cfg = config.train.steps, config.train
     step = int(optimizer.iterations.numpy())
+    last_saved = step if latest else None
     progbar = keras.utils.Progbar(total, stateful_metrics=SCALARS + ("lr", "pairs/s"),
                                   verbose=verbose, unit_name="step")
     metrics = {}
     last_log_step, last_log_time = step, time.time()
+    skipped = int(model.skipped_steps.numpy())
     preempted = _PreemptionFlag()
-    while step < total and not preempted:
-        n = min(config.train.steps_per_loop, total - step,
-                config.train.log_every - step % config.train.log_every)
-        metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
-        step = int(optimizer.iterations.numpy())
-        now = time.time()
-        metrics["lr"] = float(optimizer.learning_rate)
-        metrics["pairs/s"] = config.train.batch_size * (step - last_log_step) / max(now - last_log_time, 1e-9)
-        progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics if k in metrics])
-        if step % config.train.log_every == 0 or step == total:
-            with writer.as_default(step=step):
-                for k, v in metrics.items():
-                    tf.summary.scalar(k.replace("pairs/s", "pairs_per_sec"), v)
-            last_log_step, last_log_time = step, now
-        if metrics["consecutive_skips"] >= config.train.max_consecutive_skips:
-            # Not saving here keeps the last good checkpoint as the newest one.
-            raise FloatingPointError(
-                f"{int(metrics['consecutive_skips'])} consecutive steps had non-finite loss or "
-                f"gradients (step {step}); stopping. Last good checkpoint: {manager.latest_checkpoint}")
-        manager.save(checkpoint_number=step, check_interval=True)
-    manager.save(checkpoint_number=step, check_interval=False)
-    writer.flush()
-    preempted.restore()
-    if preempted:
+    stopped = False
+    try:
+        while step < total:
+            if distribute.any_worker(strategy, bool(preempted)):
+                stopped = True
+                break
+            # Loops end on log and checkpoint boundaries, so both happen at exact multiples.
+            n = min(cfg.steps_per_loop, total - step, cfg.log_every - step % cfg.log_every,
+                    cfg.checkpoint_every - step % cfg.checkpoint_every)
+            loop_metrics, done, records = train_loop(iterator, tf.constant(n))
+            metrics = {k: float(v) for k, v in loop_metrics.items()}
+            first_batch, batches_done = batches_done, batches_done + int(done)
+            step = int(optimizer.iterations.numpy())
+            now = time.time()
+            metrics["lr"] = float(optimizer.learning_rate)
+            metrics["pairs/s"] = cfg.batch_size * (step - last_log_step) / max(now - last_log_time, 1e-9)
+            progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics if k in metrics])
+            new_skips = int(metrics["skipped_steps"]) > skipped
+            skipped = int(metrics["skipped_steps"])
+            failed = metrics["max_consecutive_skips"] >= cfg.max_consecutive_skips
+            # Skipped steps are logged at once: a run that then stops would otherwise never show them.
+            if step % cfg.log_every == 0 or step == total or new_skips or failed:
+                with writer.as_default(step=step):
+                    for k, v in metrics.items():
+                        if k != "max_consecutive_skips":
+                            tf.summary.scalar(k.replace("pairs/s", "pairs_per_sec"), v)
+                writer.flush()
+                last_log_step, last_log_time = step, now
+            if not failed and step % cfg.checkpoint_every == 0 and step != last_saved:
+                manager.save(checkpoint_number=step)
+                last_saved = step
+            if hooks.on_loop_end is not None:
+                hooks.on_loop_end(LoopEnd(step, first_batch, int(done), metrics,
+                                          records.numpy() if record is not None else None,
+                                          manager.latest_checkpoint))
+            if failed:
+                # Not saving keeps the last good checkpoint as the newest one.
+                raise FloatingPointError(
+                    f"{int(metrics['max_consecutive_skips'])} consecutive steps had non-finite "
+                    f"loss or gradients (train.max_consecutive_skips="
+                    f"{cfg.max_consecutive_skips}) at step {step}; stopping. Last good checkpoint: "
+                    f"{latest_good(restore_dir, manager, chief)}")
+        if step != last_saved:
+            manager.save(checkpoint_number=step)
+        writer.flush()
+    finally:
+        preempted.restore()
+    if stopped:
         raise Preempted(f"SIGTERM at step {step}; saved {manager.latest_checkpoint}")
     return TrainResult(model, preprocessor, metrics)
+
+
+def latest_good(restore_dir: str, manager, chief: bool) -> str | None:
+    """The newest checkpoint in the run's directory (the chief's; a non-chief's are temporary)."""
+    return manager.latest_checkpoint if chief else tf.train.latest_checkpoint(restore_dir)
 
 
 class Preempted(RuntimeError):

@@ -70,8 +70,13 @@ class DualEncoder(keras.Model):
         return {"image_embeddings": image, "text_embeddings": text,
                 "logits_per_image": tf.matmul(image, text, transpose_b=True) * self.logit_scale()}
 
-    def compute_contrastive_loss(self, image, text):
-        """Loss of this replica's embeddings against the embeddings gathered from all replicas."""
+    def compute_contrastive_loss(self, image, text, data=None):
+        """Loss of this replica's embeddings against the embeddings gathered from all replicas.
+
+        ``data`` is the replica's raw batch (unused here; subclasses embed it with other towers).
+        Subclasses may put a nest of tensors under ``"after_apply"`` in the returned dict; it is
+        handed to ``after_apply`` once the step's update has been applied.
+        """
         ctx = tf.distribute.get_replica_context()
         num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         if num_replicas > 1:
@@ -89,7 +94,7 @@ class DualEncoder(keras.Model):
         with tf.GradientTape() as tape:
             image = self.embed_image(data["image"], training=True)
             text = self.embed_text(data["text"], training=True)
-            out, num_replicas = self.compute_contrastive_loss(image, text)
+            out, num_replicas = self.compute_contrastive_loss(image, text, data)
             # Each replica's loss is a mean over its local rows; the global loss is their mean.
             scaled_loss = out["loss"] / num_replicas
         variables = self.trainable_variables
@@ -100,7 +105,7 @@ class DualEncoder(keras.Model):
         grad_norm = tf.linalg.global_norm(grads)
         # Gradients are all-reduced, so every replica takes the same branch.
         finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(out["loss"])
-        self._apply_if_finite(finite, grads, variables)
+        self._apply_if_finite(finite, grads, variables, out.get("after_apply", ()))
         accuracy = tf.reduce_mean(tf.cast(
             tf.equal(tf.argmax(out["logits_i2t"], axis=-1, output_type=tf.int32), out["labels"]),
             tf.float32))
@@ -109,10 +114,22 @@ class DualEncoder(keras.Model):
                 "i2t_accuracy": accuracy, "skipped_steps": tf.cast(self.skipped_steps, tf.float32),
                 "consecutive_skips": tf.cast(self.consecutive_skips, tf.float32)}
 
-    def _apply_if_finite(self, finite, grads, variables):
+    def after_apply(self, state):
+        """Hook run in replica context right after an optimizer update (never on a skipped step).
+
+        ``state`` is the ``"after_apply"`` entry of ``compute_contrastive_loss``'s output. The
+        default does nothing; ``MomentumDualEncoder`` updates its EMA towers and queue here.
+        """
+        del state
+
+    def _apply_if_finite(self, finite, grads, variables, after_apply_state=()):
         """Applies the update only when ``finite``; otherwise counts a skipped step."""
-        def apply():
+        def apply_on_replica(grads, state):
             self.optimizer.apply(grads, variables)
+            self.after_apply(state)
+
+        def apply():
+            apply_on_replica(grads, after_apply_state)
             self.consecutive_skips.assign(0)
 
         def skip():
@@ -125,17 +142,17 @@ class DualEncoder(keras.Model):
 
         # MirroredStrategy's optimizer update calls merge_call, which cannot sit inside a cond in
         # replica context: take the branch in cross-replica context (as Keras' LossScaleOptimizer).
-        def cross_replica(strategy, finite, grads):
+        def cross_replica(strategy, finite, grads, state):
             finite = strategy.experimental_local_results(finite)[0]
 
             def apply_all():
-                strategy.extended.call_for_each_replica(
-                    lambda g: self.optimizer.apply(g, variables), args=(grads,))
+                strategy.extended.call_for_each_replica(apply_on_replica, args=(grads, state))
                 self.consecutive_skips.assign(0)
 
             tf.cond(finite, apply_all, skip)
 
-        tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(finite, grads, after_apply_state))
 
 
 def skip_optimizer_all_reduce(optimizer):
@@ -153,6 +170,7 @@ def skip_optimizer_all_reduce(optimizer):
 def build_dual_encoder(model_config, vocabulary_size: int) -> DualEncoder:
     """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/``).
 
+    With ``model.momentum_distillation`` it is a ``MomentumDualEncoder`` (ALBEF's ITC-MoD).
     ``model.image_architecture`` / ``model.text_architecture``, when set (converted checkpoints, see
     ``align_tf.convert.hf_align``), spell out the towers field by field and win over the size names.
     """
@@ -167,6 +185,13 @@ def build_dual_encoder(model_config, vocabulary_size: int) -> DualEncoder:
                                      embed_dim=embed_dim,
                                      max_sequence_length=model_config.max_sequence_length,
                                      dropout=model_config.text_dropout)
-    return DualEncoder(image_encoder, text_encoder,
-                       temperature_init=model_config.temperature_init,
-                       label_smoothing=model_config.label_smoothing, name="align")
+    kwargs = dict(temperature_init=model_config.temperature_init,
+                  label_smoothing=model_config.label_smoothing, name="align")
+    if model_config.get("momentum_distillation", False):
+        from align_tf.models.momentum import MomentumDualEncoder  # it subclasses DualEncoder
+        return MomentumDualEncoder(
+            image_encoder, text_encoder, momentum=model_config.distillation_momentum,
+            alpha=model_config.distillation_alpha,
+            alpha_ramp_steps=model_config.distillation_alpha_ramp_steps,
+            queue_size=model_config.distillation_queue_size, **kwargs)
+    return DualEncoder(image_encoder, text_encoder, **kwargs)

@@ -1,0 +1,229 @@
+"""Momentum distillation for noisy pairs: ALBEF's ITC-MoD (Li et al., NeurIPS 2021) on ALIGN.
+
+``MomentumDualEncoder`` keeps an exponential moving average (EMA) of both towers,
+
+    θ_m ← m · θ_m + (1 − m) · θ          after every applied optimizer step (m = 0.995),
+
+and trains the online towers towards soft targets that mix the momentum model's similarity
+distribution with the (smoothed) one-hot: ``align_tf.losses.momentum_distillation_loss``. A noisy
+caption then is not forced to be the *only* match of its image: whatever the momentum model finds
+similar keeps part of the target mass. α ramps linearly from 0 over ``alpha_ramp_steps`` steps
+because the momentum model starts as an untrained copy.
+
+An optional FIFO queue of momentum embeddings (ALBEF: 65,536) supplies extra negatives. Each step
+all replicas gather the global batch's momentum embeddings (no gradient) and write them at the
+queue pointer, so the queue is identical on every replica; its size must be a multiple of the
+global batch so that writes never wrap mid-batch.
+
+The momentum towers are not separate Keras models: they are EMA *weights* (non-trainable model
+variables, so ``tf.train.Checkpoint(model=...)`` saves them with the queue) run through the online
+towers' graph with ``stateless_call``. That keeps the architecture identical by construction.
+They run in inference mode: BatchNorm uses the EMA'd moving statistics and dropout is off, so the
+targets are deterministic. ``embed_image``/``embed_text`` (and so evaluation and export) use the
+online towers.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from align_tf import losses
+from align_tf.models.dual_encoder import DualEncoder
+
+
+class MomentumDualEncoder(DualEncoder):
+    """``DualEncoder`` trained with momentum-distillation soft targets and an optional queue.
+
+    Args:
+      image_encoder, text_encoder: the online towers (built functional models), as for
+        ``DualEncoder``.
+      momentum: EMA momentum m of the momentum towers.
+      alpha: final distillation weight α (0 gives ALIGN's loss, plus queue negatives if any).
+      alpha_ramp_steps: α grows linearly from 0 to ``alpha`` over this many optimizer steps
+        (ALBEF: the first epoch); 0 uses ``alpha`` from the start.
+      queue_size: number of queued momentum embeddings per modality; 0 disables the queue. Must be
+        a multiple of the global batch size (checked when the train step is traced).
+      **kwargs: ``DualEncoder`` arguments (temperature_init, label_smoothing, name, ...).
+    """
+
+    def __init__(self, image_encoder, text_encoder, momentum=0.995, alpha=0.4, alpha_ramp_steps=0,
+                 queue_size=0, **kwargs):
+        super().__init__(image_encoder, text_encoder, **kwargs)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if alpha_ramp_steps < 0 or queue_size < 0:
+            raise ValueError("alpha_ramp_steps and queue_size must be >= 0")
+        self.momentum = float(momentum)
+        self.alpha = float(alpha)
+        self.alpha_ramp_steps = int(alpha_ramp_steps)
+        self.queue_size = int(queue_size)
+        self._image_ema = _EmaWeights(self, image_encoder, "momentum_image")
+        self._text_ema = _EmaWeights(self, text_encoder, "momentum_text")
+        # tf.train.Checkpoint reaches variables only through attributes that are TF trackables;
+        # add_weight alone leaves these unreachable. Hold them by name so checkpoints store (and
+        # resume) the momentum towers under stable keys.
+        self.momentum_weights = tf.Module(name="momentum_weights")
+        for ema, _ in self.momentum_pairs:
+            setattr(self.momentum_weights, ema.name, ema)
+        self.queue_pointer = None
+        if self.queue_size:
+            dim = image_encoder.output_shape[-1]
+            # ALBEF starts from random unit vectors: near-orthogonal to everything, so the first
+            # steps see harmless negatives until real momentum features replace them.
+            self.image_queue = self._queue_weight("image_queue", dim, seed=1)
+            self.text_queue = self._queue_weight("text_queue", dim, seed=2)
+            self.queue_pointer = self.add_weight(
+                shape=(), initializer="zeros", dtype="int64", trainable=False,
+                aggregation="only_first_replica", name="queue_pointer")
+        self.built = True
+
+    def _queue_weight(self, name, dim, seed):
+        def init(shape, dtype=None):
+            return tf.math.l2_normalize(tf.random.stateless_normal(shape, seed=[seed, 0]), axis=-1)
+        return self.add_weight(shape=(self.queue_size, dim), initializer=init, dtype="float32",
+                               autocast=False, trainable=False, aggregation="only_first_replica",
+                               name=name)
+
+    @property
+    def momentum_pairs(self) -> list:
+        """``(momentum variable, online variable)`` pairs of both towers (image tower first)."""
+        return self._image_ema.pairs + self._text_ema.pairs
+
+    @property
+    def momentum_variables(self) -> list:
+        """The momentum towers' weights (EMA copies), in the order of ``momentum_pairs``."""
+        return [ema for ema, _ in self.momentum_pairs]
+
+    def sync_momentum_towers(self):
+        """Copies the online weights into the momentum towers (e.g. after loading pretrained towers
+        into a freshly built model). Call in cross-replica context (outside ``strategy.run``)."""
+        for ema, online in self.momentum_pairs:
+            ema.assign(online)
+
+    def current_alpha(self):
+        """α at the current optimizer step: linear ramp from 0 over ``alpha_ramp_steps``."""
+        if not self.alpha_ramp_steps:
+            return tf.constant(self.alpha, tf.float32)
+        progress = tf.cast(self.optimizer.iterations, tf.float32) / float(self.alpha_ramp_steps)
+        return self.alpha * tf.minimum(progress, 1.0)
+
+    def embed_image_momentum(self, pixels):
+        """Momentum-tower image embeddings (unit norm, no gradient)."""
+        return tf.stop_gradient(losses.l2_normalize(self._image_ema(pixels)))
+
+    def embed_text_momentum(self, tokens):
+        """Momentum-tower text embeddings (unit norm, no gradient)."""
+        return tf.stop_gradient(losses.l2_normalize(self._text_ema(tokens)))
+
+    def compute_contrastive_loss(self, image, text, data=None):
+        """Soft-target loss of this replica's rows against the gathered batch (+ queue)."""
+        if data is None:
+            raise ValueError("MomentumDualEncoder needs the raw batch to run its momentum towers")
+        ctx = tf.distribute.get_replica_context()
+        num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if self.queue_size:
+            self._check_queue_size(image, num_replicas)
+        image_m = self.embed_image_momentum(data["image"])
+        text_m = self.embed_text_momentum(data["text"])
+        if num_replicas > 1:
+            all_image, all_text = ctx.all_gather(image, axis=0), ctx.all_gather(text, axis=0)
+            # Momentum features carry no gradient: gather them as constants.
+            all_image_m, all_text_m = ctx.all_gather(image_m, axis=0), ctx.all_gather(text_m, axis=0)
+            offset = ctx.replica_id_in_sync_group * tf.shape(image)[0]
+        else:
+            all_image, all_text, all_image_m, all_text_m, offset = image, text, image_m, text_m, 0
+        image_queue = text_queue = None
+        if self.queue_size:
+            image_queue, text_queue = tf.identity(self.image_queue), tf.identity(self.text_queue)
+        out = losses.momentum_distillation_loss(
+            image, text, tf.maximum(self.temperature, self.min_temperature), all_image, all_text,
+            image_m, text_m, all_image_m, all_text_m, self.current_alpha(), offset,
+            self.label_smoothing, image_queue, text_queue)
+        out["after_apply"] = {"image": all_image_m, "text": all_text_m}
+        return out, num_replicas
+
+    def _check_queue_size(self, image, num_replicas):
+        local = image.shape[0]
+        if local is None:
+            raise ValueError("the momentum queue needs a static batch size (batch with "
+                             "drop_remainder=True)")
+        global_batch = local * num_replicas
+        if self.queue_size % global_batch:
+            raise ValueError(
+                f"model.distillation_queue_size={self.queue_size} must be a multiple of the global "
+                f"batch size {global_batch} ({local} per replica x {num_replicas} replicas) so that "
+                f"each step's momentum features fill whole queue slots")
+
+    def after_apply(self, state):
+        """EMA update of the momentum towers, then enqueue the global batch's momentum features.
+
+        Runs in replica context; like Keras' optimizer, the variable writes go through
+        ``strategy.extended.update`` (after one merge_call on strategies that need it), so every
+        replica writes its own, identical copy.
+        """
+        m = self.momentum
+        pairs = self.momentum_pairs
+
+        def ema(var, online):
+            return var.assign(m * var + (1.0 - m) * online)
+
+        def update(strategy, state):
+            for var, online in pairs:
+                strategy.extended.update(var.value, ema, args=(online.value,), group=False)
+            if self.queue_size:
+                self._enqueue(strategy, state)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            update, tf.distribute.get_strategy(), state)
+
+    def _enqueue(self, strategy, state):
+        """Writes ``state``'s global-batch momentum features at the pointer (FIFO: overwrites the
+        oldest entries) and advances the pointer."""
+        pointer = tf.identity(self.queue_pointer.value)
+
+        def write(queue, features, pointer):
+            rows = tf.cast(pointer, tf.int32) + tf.range(tf.shape(features)[0])
+            return queue.scatter_nd_update(rows[:, None], tf.cast(features, queue.dtype))
+
+        def advance(var, features):
+            return var.assign((var + tf.cast(tf.shape(features)[0], var.dtype)) % self.queue_size)
+
+        for queue, key in ((self.image_queue, "image"), (self.text_queue, "text")):
+            strategy.extended.update(queue.value, write, args=(state[key], pointer), group=False)
+        strategy.extended.update(self.queue_pointer.value, advance, args=(state["image"],),
+                                 group=False)
+
+
+class _EmaWeights:
+    """EMA copies of one tower's float weights, and a forward pass of the tower that uses them.
+
+    Trainable weights and BatchNorm statistics are averaged; non-float state (RNG seeds) is not
+    weights, so the forward pass reads the online tower's.
+    """
+
+    def __init__(self, owner: keras.Model, tower: keras.Model, prefix: str):
+        self.tower = tower
+        self.pairs = []  # (ema variable, online variable)
+
+        def shadow(v):
+            if not v.dtype.startswith("float"):
+                return v
+            ema = owner.add_weight(shape=v.shape, dtype=v.dtype, initializer="zeros",
+                                   trainable=False, autocast=False,
+                                   aggregation="only_first_replica",
+                                   name=f"{prefix}__{v.path.replace('/', '__')}")
+            ema.assign(v)  # the momentum model starts as a copy of the online one
+            self.pairs.append((ema, v))
+            return ema
+
+        self.trainable = [shadow(v) for v in tower.trainable_variables]
+        self.non_trainable = [shadow(v) for v in tower.non_trainable_variables]
+
+    def __call__(self, inputs):
+        # Inference mode: deterministic targets, BatchNorm from the EMA'd moving statistics.
+        outputs, _ = self.tower.stateless_call(self.trainable, self.non_trainable, inputs,
+                                               training=False)
+        return outputs

@@ -1,0 +1,189 @@
+"""Size and per-batch latency of the exported SavedModel's signatures (a benchmark, not a test).
+
+Either exports randomly initialised models of the given tower sizes (the numbers depend on the
+architecture, not on the weights) or measures an existing export::
+
+    python benchmarks/bench_export.py                                  # the tiny default
+    python benchmarks/bench_export.py --models=nano:tiny,b0:mini --batch_sizes=1,8,32
+    python benchmarks/bench_export.py --savedmodel=align_runs/default/savedmodel
+
+For each model: SavedModel size (saved_model.pb, variables, assets), export and load time, and for
+each signature the first call (graph warm-up) and the median / p90 of ``--repeats`` timed calls
+per batch size, through the loaded object exactly as a consumer calls it (eager, attribute
+functions). Images are ``2 × image_size`` on a side so resize and crop run; texts are
+~12-word captions; ``zero_shot_classify`` recomputes ``--num_classes`` × templates prompt
+embeddings per call. Results go to stdout and, with ``--output``, to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402,F401  registers the tokenizer ops before loading
+
+CAPTIONS = ["a photo of a small red car parked next to an old brick building",
+            "two dogs playing with a yellow ball on the green grass in the park",
+            "a bowl of fresh fruit on a wooden kitchen table near the window",
+            "the city skyline at night with bright lights reflected in the river"]
+
+
+def dir_size(path: str) -> dict:
+    """Bytes under ``path``: total and per top-level entry (saved_model.pb, variables, assets)."""
+    sizes = {}
+    for entry in sorted(os.listdir(path)):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full):
+            sizes[entry] = sum(os.path.getsize(os.path.join(d, f))
+                               for d, _, files in os.walk(full) for f in files)
+        else:
+            sizes[entry] = os.path.getsize(full)
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def export_random(image_size_name: str, text_size_name: str, out: str, templates: str) -> tuple:
+    """Exports a randomly initialised model; returns (seconds, num_parameters).
+
+    The nano/tiny image towers get the embedded default's data settings (48 px, 16 tokens, 2000
+    WordPiece vocabulary); larger ones their nominal resolution with the paper's resize ratio
+    (346/289), 64 tokens and BERT's 30522 vocabulary (the embedding table dominates small text
+    towers, so its size matters for the SavedModel size).
+    """
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from align_tf import export
+    from align_tf.configs import base
+    from align_tf.models import efficientnet
+    from align_tf.models.dual_encoder import build_dual_encoder
+    from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor
+
+    config = base.get_config()
+    config.model.image_size_name, config.model.text_size_name = image_size_name, text_size_name
+    if image_size_name not in ("nano", "tiny"):
+        resolution = efficientnet.SIZES[image_size_name].resolution
+        config.data.image_size = resolution
+        config.data.resize_size = round(resolution * 346 / 289)
+        config.data.vocab_size, config.data.max_tokens = 30522, 64
+        config.model.max_sequence_length = max(config.model.max_sequence_length, 64)
+    words = sorted({w for c in CAPTIONS for w in c.split()})
+    vocab = RESERVED_TOKENS + words + [
+        f"tok{i}" for i in range(config.data.vocab_size - len(words) - len(RESERVED_TOKENS))]
+    preprocessor = TextPreprocessor(vocab, sequence_length=config.data.max_tokens)
+    model = build_dual_encoder(config.model, len(vocab))
+    kwargs = export.config_export_kwargs(config)
+    kwargs["templates"] = templates
+    start = time.perf_counter()
+    export.export_saved_model(model, preprocessor, out, config=config, **kwargs)
+    return time.perf_counter() - start, int(sum(np.prod(v.shape) for v in model.weights))
+
+
+def time_calls(fn, repeats: int) -> dict:
+    """First call, then median / p90 / min of ``repeats`` calls, in milliseconds."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"first_ms": 1e3 * first, "median_ms": 1e3 * statistics.median(times),
+            "p90_ms": 1e3 * times[min(len(times) - 1, int(0.9 * len(times)))],
+            "min_ms": 1e3 * times[0]}
+
+
+def bench(path: str, batch_sizes, repeats: int, num_classes: int) -> dict:
+    """Loads ``path`` and times every signature at every batch size."""
+    start = time.perf_counter()
+    m = tf.saved_model.load(path)
+    load_s = time.perf_counter() - start
+    side = 2 * int(m.image_size.numpy())
+    rng = np.random.default_rng(0)
+    classes = tf.constant([f"class number {i}" for i in range(num_classes)])
+    results = {}
+    for b in batch_sizes:
+        images = tf.constant(rng.uniform(size=(b, side, side, 3)).astype(np.float32))
+        jpegs = tf.stack([tf.io.encode_jpeg(tf.cast(im * 255, tf.uint8)) for im in images])
+        texts = tf.constant([CAPTIONS[i % len(CAPTIONS)] for i in range(b)])
+        calls = {
+            "image_embed": lambda: m.image_embed(images)["embeddings"].numpy(),
+            "image_embed_encoded": lambda: m.image_embed_encoded(jpegs)["embeddings"].numpy(),
+            "text_embed": lambda: m.text_embed(texts)["embeddings"].numpy(),
+            "zero_shot_classify": lambda: m.zero_shot_classify(images, classes)["logits"].numpy(),
+        }
+        for name, fn in calls.items():
+            results.setdefault(name, {})[b] = time_calls(fn, repeats)
+    return {"load_s": load_s, "input_side": side, "num_classes": num_classes,
+            "num_templates": int(m.prompt_templates.shape[0]), "embedding_dim":
+            int(m.embedding_dim.numpy()), "latency": results}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="nano:tiny",
+                        help="comma-separated IMAGE:TEXT tower sizes to export at random init "
+                             "(align_tf.models.efficientnet / text_encoder SIZES)")
+    parser.add_argument("--savedmodel", default=None, help="measure this export instead")
+    parser.add_argument("--templates", default="clip80", help="templates for the random exports")
+    parser.add_argument("--batch_sizes", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--num_classes", type=int, default=10, help="zero-shot class names")
+    parser.add_argument("--output", default=None, help="JSON file for the results")
+    args = parser.parse_args(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    report = {"device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+              "cpu_count": os.cpu_count(), "platform": platform.platform(),
+              "tensorflow": tf.__version__, "models": {}}
+    targets = [(args.savedmodel, args.savedmodel)] if args.savedmodel else [
+        (spec, None) for spec in args.models.split(",")]
+    for name, path in targets:
+        entry, tmp = {}, None
+        if path is None:
+            tmp = tempfile.mkdtemp(prefix="bench_export_")
+            path = os.path.join(tmp, "savedmodel")
+            image, text = name.split(":")
+            entry["export_s"], entry["num_parameters"] = export_random(image, text, path,
+                                                                       args.templates)
+        try:
+            entry["size_bytes"] = dir_size(path)
+            entry.update(bench(path, batch_sizes, args.repeats, args.num_classes))
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        report["models"][name] = entry
+        size = entry["size_bytes"]
+        print(f"\n== {name}: SavedModel {size['total'] / 2**20:.1f} MiB (saved_model.pb "
+              f"{size.get('saved_model.pb', 0) / 2**20:.1f}, variables "
+              f"{size.get('variables', 0) / 2**20:.1f}), load {entry['load_s']:.1f} s"
+              + (f", export {entry['export_s']:.1f} s, {entry['num_parameters']:,} parameters"
+                 if "export_s" in entry else "")
+              + f"; images {entry['input_side']}² px, zero-shot {entry['num_classes']} classes × "
+                f"{entry['num_templates']} templates")
+        print(f"{'signature':<22}" + "".join(f"{'batch ' + str(b):>22}" for b in batch_sizes))
+        for sig, per_batch in entry["latency"].items():
+            print(f"{sig:<22}" + "".join(
+                f"{per_batch[b]['median_ms']:>10.1f} ms (p90 {per_batch[b]['p90_ms']:>5.0f})"
+                for b in batch_sizes))
+    print(f"\n({report['device']}, {report['cpu_count']} CPUs, TF {report['tensorflow']}; "
+          "median of repeated calls after a warm-up call; first-call times in --output)")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

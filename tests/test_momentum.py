@@ -1,0 +1,247 @@
+"""Momentum distillation (ALBEF's ITC-MoD): soft-target loss, EMA towers, feature queue."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from align_tf import losses
+from align_tf.configs import base
+from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
+from align_tf.models.momentum import MomentumDualEncoder
+
+VOCAB, SEQ, IMAGE = 50, 8, 32
+
+
+def _config(alpha=0.4, momentum=0.995, queue=0, ramp=0, distill=True, sync_bn=False):
+    c = base.get_config()
+    c.model.text_size_name = "nano"
+    c.model.max_sequence_length = SEQ
+    c.model.drop_connect_rate = 0.0
+    c.model.sync_batch_norm = sync_bn
+    c.model.momentum_distillation = distill
+    c.model.distillation_alpha = alpha
+    c.model.distillation_momentum = momentum
+    c.model.distillation_queue_size = queue
+    c.model.distillation_alpha_ramp_steps = ramp
+    return c
+
+
+def _model(seed=0, optimizer=None, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = build_dual_encoder(_config(**kwargs).model, VOCAB)
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(learning_rate=0.5))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _batch(size, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = (np.arange(SEQ)[None] < rng.integers(3, SEQ + 1, size)[:, None]).astype(np.int32)
+    return {"image": rng.uniform(size=(size, IMAGE, IMAGE, 3)).astype(np.float32),
+            "text": {"token_ids": (rng.integers(5, VOCAB, (size, SEQ)) * mask).astype(np.int32),
+                     "padding_mask": mask, "segment_ids": np.zeros((size, SEQ), np.int32)}}
+
+
+def _unit(rng, *shape):
+    x = rng.normal(size=shape).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _loss_inputs(n_local=3, replicas=2, queue=5, dim=6, seed=0):
+    """Embeddings of replica 1 of ``replicas`` (label offset n_local) and the gathered batch."""
+    rng = np.random.default_rng(seed)
+    n = n_local * replicas
+    g = {k: _unit(rng, n, dim) for k in ("image", "text", "image_m", "text_m")}
+    local = {k: v[n_local:2 * n_local] for k, v in g.items()}
+    queues = (_unit(rng, queue, dim), _unit(rng, queue, dim)) if queue else (None, None)
+    return g, local, queues, n_local
+
+
+def test_soft_target_loss_matches_numpy_reference():
+    g, local, (iq, tq), offset = _loss_inputs()
+    temperature, alpha, eps = 0.3, 0.4, 0.1
+    out = losses.momentum_distillation_loss(
+        local["image"], local["text"], temperature, g["image"], g["text"], local["image_m"],
+        local["text_m"], g["image_m"], g["text_m"], alpha, offset, eps, iq, tq)
+
+    def reference(queries, keys, queries_m, keys_m, queue):
+        keys, keys_m = np.concatenate([keys, queue]), np.concatenate([keys_m, queue])
+        logits = queries @ keys.T / temperature
+        k = logits.shape[1]
+        one_hot = np.eye(k)[offset + np.arange(len(queries))] * (1 - eps) + eps / k
+        sim_m = queries_m @ keys_m.T / temperature
+        soft = np.exp(sim_m - sim_m.max(1, keepdims=True))
+        soft /= soft.sum(1, keepdims=True)
+        targets = alpha * soft + (1 - alpha) * one_hot
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return -(targets * log_p).sum(1).mean()
+
+    i2t = reference(local["image"], g["text"], local["image_m"], g["text_m"], tq)
+    t2i = reference(local["text"], g["image"], local["text_m"], g["image_m"], iq)
+    np.testing.assert_allclose(out["loss_i2t"].numpy(), i2t, rtol=1e-5)
+    np.testing.assert_allclose(out["loss_t2i"].numpy(), t2i, rtol=1e-5)
+    np.testing.assert_allclose(out["loss"].numpy(), i2t + t2i, rtol=1e-5)
+    assert out["logits_i2t"].shape == (3, 6 + 5)
+
+
+def test_targets_carry_no_gradient():
+    g, local, (iq, tq), offset = _loss_inputs()
+    watched = [tf.constant(local["image_m"]), tf.constant(g["text_m"]), tf.constant(0.3)]
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        out = losses.momentum_distillation_loss(
+            local["image"], local["text"], watched[2], g["image"], g["text"], watched[0],
+            local["text_m"], g["image_m"], watched[1], 0.4, offset, 0.1, iq, tq)
+    grads = tape.gradient(out["loss"], watched)
+    assert grads[0] is None and grads[1] is None
+    assert grads[2] is not None  # σ still learns through the online logits
+
+
+def test_alpha_zero_without_queue_is_align_loss_exactly():
+    g, local, _, offset = _loss_inputs(queue=0)
+    plain = losses.align_loss(local["image"], local["text"], 0.3, g["image"], g["text"], offset, 0.1)
+    mod = losses.momentum_distillation_loss(
+        local["image"], local["text"], 0.3, g["image"], g["text"], local["image_m"],
+        local["text_m"], g["image_m"], g["text_m"], 0.0, offset, 0.1)
+    for key in ("loss", "loss_i2t", "loss_t2i", "logits_i2t", "labels"):
+        np.testing.assert_array_equal(mod[key].numpy(), plain[key].numpy())
+
+
+def test_alpha_zero_model_loss_equals_plain_model_loss():
+    """With α = 0 and no queue the model's loss (hence its step) is exactly DualEncoder's."""
+    model = _model(alpha=0.0)
+    assert isinstance(model, MomentumDualEncoder)
+    batch = tf.nest.map_structure(tf.constant, _batch(8))
+    image = model.embed_image(batch["image"], training=True)
+    text = model.embed_text(batch["text"], training=True)
+    mod, _ = model.compute_contrastive_loss(image, text, batch)
+    plain, _ = DualEncoder.compute_contrastive_loss(model, image, text)
+    for key in ("loss", "loss_i2t", "loss_t2i", "logits_i2t"):
+        np.testing.assert_array_equal(mod[key].numpy(), plain[key].numpy())
+    assert type(_model(distill=False)) is DualEncoder  # the config switch
+
+
+def test_alpha_ramps_linearly():
+    model = _model(alpha=0.4, ramp=100)
+    for step, expected in ((0, 0.0), (25, 0.1), (100, 0.4), (1000, 0.4)):
+        model.optimizer.iterations.assign(step)
+        np.testing.assert_allclose(float(model.current_alpha()), expected, rtol=1e-6)
+
+
+def test_ema_update_matches_formula_and_skips_non_finite_steps():
+    m = 0.9
+    model = _model(momentum=m, queue=16)
+    pairs = model.momentum_pairs
+    # Trainable weights and BatchNorm statistics of both towers, starting as copies.
+    assert len(pairs) == len(model.image_encoder.weights) + len(model.text_encoder.weights)
+    for ema, online in pairs:
+        np.testing.assert_array_equal(ema.numpy(), online.numpy())
+    step = tf.function(model.train_step)
+    for seed in (1, 2):  # the 2nd step starts from momentum weights that differ from the online ones
+        ema_before = [ema.numpy() for ema, _ in pairs]
+        step(tf.nest.map_structure(tf.constant, _batch(8, seed)))
+        for (ema, online), before in zip(pairs, ema_before):
+            np.testing.assert_allclose(ema.numpy(), m * before + (1 - m) * online.numpy(),
+                                       rtol=1e-5, atol=1e-7)
+    assert not np.allclose(pairs[0][0].numpy(), pairs[0][1].numpy())
+
+    state = [v.numpy() for v in model.momentum_variables + [model.image_queue, model.text_queue,
+                                                              model.queue_pointer]]
+    bad = _batch(8, 3)
+    bad["image"][2, 0, 0, 0] = np.nan
+    assert float(step(tf.nest.map_structure(tf.constant, bad))["skipped_steps"]) == 1.0
+    for before, v in zip(state, model.momentum_variables + [model.image_queue, model.text_queue,
+                                                             model.queue_pointer]):
+        np.testing.assert_array_equal(v.numpy(), before)
+
+
+def test_queue_fifo_order_across_two_replicas():
+    """MirroredStrategy over 2 CPUs, global batch 4, queue 8: each step writes the global batch's
+    momentum features (replica 0's rows, then replica 1's) at the pointer, overwriting the oldest,
+    identically on both replicas; and the step equals one device's on the same global batch."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                              tf.distribute.ReductionToOneDevice())
+    kwargs = dict(alpha=0.4, queue=8, momentum=0.9, sync_bn=True)
+    with strategy.scope():
+        model = _model(**kwargs)
+    single = _model(seed=1, **kwargs)
+    single.set_weights(model.get_weights())
+
+    @tf.function
+    def step(batch):
+        data = strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.nest.map_structure(
+                lambda x: x[ctx.replica_id_in_sync_group * 2:][:2], batch))
+        out = strategy.run(model.train_step, args=(data,))
+        return strategy.reduce("MEAN", out["loss"], axis=None)
+
+    single_step = tf.function(single.train_step)
+    written = []
+    for i in range(3):
+        batch = tf.nest.map_structure(tf.constant, _batch(4, seed=10 + i))
+        written.append((model.embed_image_momentum(batch["image"]).numpy(),
+                        model.embed_text_momentum(batch["text"]).numpy()))
+        loss = float(step(batch))
+        assert int(model.queue_pointer.numpy()) == (4 * (i + 1)) % 8
+        if i == 0:
+            np.testing.assert_allclose(loss, float(single_step(batch)["loss"]), rtol=1e-5)
+            for a, b in zip(model.weights, single.weights):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=2e-5)
+    # After 3 steps: slots 0-3 hold step 2 (overwrote step 0), slots 4-7 hold step 1.
+    for queue, k in ((model.image_queue, 0), (model.text_queue, 1)):
+        expected = np.concatenate([written[2][k], written[1][k]])
+        copies = strategy.experimental_local_results(queue.value)
+        assert len(copies) == 2
+        for copy in copies:
+            np.testing.assert_allclose(copy.numpy(), expected, atol=1e-5)
+
+
+def test_queue_size_must_be_a_multiple_of_the_global_batch():
+    model = _model(queue=12)
+    with pytest.raises(ValueError, match="distillation_queue_size=12 must be a multiple of the "
+                                         "global batch size 8"):
+        tf.function(model.train_step)(tf.nest.map_structure(tf.constant, _batch(8)))
+
+
+def test_train_step_compiles_with_xla():
+    model = _model(queue=16)
+    step = tf.function(model.train_step, jit_compile=True)
+    ema = model.momentum_variables[0].numpy()
+    for i in range(2):
+        out = step(tf.nest.map_structure(tf.constant, _batch(8, seed=i)))
+        assert np.isfinite(out["loss"].numpy())
+    assert int(model.queue_pointer.numpy()) == 0  # 2 × 8 rows through a 16-row queue
+    assert not np.allclose(model.momentum_variables[0].numpy(), ema)
+
+
+def test_checkpoint_round_trip_restores_momentum_towers_and_queue(tmp_path):
+    model = _model(queue=16)
+    step = tf.function(model.train_step)
+    for i in range(3):
+        step(tf.nest.map_structure(tf.constant, _batch(8, seed=i)))
+    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
+
+    fresh = _model(seed=5, queue=16)
+    assert int(fresh.queue_pointer.numpy()) == 0
+    tf.train.Checkpoint(model=fresh, optimizer=fresh.optimizer).restore(
+        path).assert_existing_objects_matched()
+    assert int(fresh.queue_pointer.numpy()) == 8
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Resume is exact: the next step is the same on both.
+    batch = tf.nest.map_structure(tf.constant, _batch(8, seed=9))
+    assert float(step(batch)["loss"]) == float(tf.function(fresh.train_step)(batch)["loss"])
+    for a, b in zip(model.momentum_variables + [model.image_queue],
+                    fresh.momentum_variables + [fresh.image_queue]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_export_embeddings_use_the_online_towers():
+    model = _model()
+    model.momentum_variables[0].assign(tf.zeros_like(model.momentum_variables[0]))
+    pixels = tf.constant(_batch(2)["image"])
+    np.testing.assert_allclose(
+        model.embed_image(pixels).numpy(),
+        losses.l2_normalize(model.image_encoder(pixels, training=False)).numpy())
+    assert not np.allclose(model.embed_image_momentum(pixels).numpy(), model.embed_image(pixels).numpy())
