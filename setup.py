@@ -7,6 +7,8 @@ INSTALL_REQUIRES = [
     "keras-hub>=0.32,<0.40",
     "tensorflow-text>=2.21,<2.22",
     "tensorflow-hub>=0.16,<0.17",
+    # tensorflow-hub 0.16 imports pkg_resources, which setuptools 82 removed (tensorflow/hub#934).
+    "setuptools<82",
     "tensorflow-datasets>=4.9,<5",
     "absl-py>=2.1",
     "tensorboard>=2.20",

@@ -536,3 +536,30 @@ def test_cli_help_and_errors(tmp_path):
     assert missing.returncode != 0
     assert "align_tf.export: error: no config.json" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def _readme_snippet(heading):
+    """The first ```python block of README.md after ``heading``."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index(heading):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_snippet_and_consumer_example_run_without_align_tf(exported, tmp_path):
+    """README's "Use the exported module" snippet and export/consumer_example.py, run verbatim
+    (only the module path changed) by an isolated interpreter that never imports align_tf."""
+    snippet = _readme_snippet("## Use the exported module")
+    assert 'hub.load("align_runs/default/savedmodel")' in snippet
+    script = tmp_path / "snippet.py"
+    script.write_text(snippet.replace("align_runs/default/savedmodel", exported["path"])
+                      + "\nimport sys\nassert 'align_tf' not in sys.modules\n"
+                      "assert probs.shape == (2, 3) and abs(float(tf.reduce_sum(probs)) - 2) < 1e-4\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+    for cmd in ([sys.executable, "-I", str(script)],
+                [sys.executable, "-I", os.path.join(REPO, "export", "consumer_example.py"),
+                 f"--savedmodel={exported['path']}", "--classes=red star,blue circle"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "zero-shot over ['red star', 'blue circle'] with 80 prompt template(s)" in proc.stdout

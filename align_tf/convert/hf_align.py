@@ -469,7 +469,8 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
     preprocessor = TextPreprocessor(vocab_path, sequence_length=config.data.max_tokens)
     saved = None
     if export:
-        saved = export_model(model, preprocessor, export_dir or os.path.join(output, "savedmodel"))
+        saved = export_model(model, preprocessor, export_dir or os.path.join(output, "savedmodel"),
+                             config)
     with tf.io.gfile.GFile(os.path.join(output, "conversion.json"), "w") as f:
         json.dump({"source": os.path.abspath(hf_dir), "hf_config": hf_config,
                    "ignored_tensors": ignored, "checkpoint": ckpt, "savedmodel": saved,
@@ -480,10 +481,12 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
     return model, preprocessor, config
 
 
-def export_model(model, preprocessor, path: str) -> str:
-    """Writes the SavedModel with ``align_tf.export``'s signatures."""
+def export_model(model, preprocessor, path: str, config) -> str:
+    """Writes the SavedModel with all of ``align_tf.export``'s signatures; images are resized and
+    centre-cropped inside as the checkpoint's processor does (align-base: 346 → 289)."""
     from align_tf import export
-    return export.export_saved_model(model, preprocessor, path)
+    return export.export_saved_model(model, preprocessor, path, config=config,
+                                     **export.config_export_kwargs(config))
 
 
 def verify_against_hf(hf_dir: str, model, preprocessor, image_size: int = 65, seed: int = 0) -> dict:
