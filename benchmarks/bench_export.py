@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 
@@ -32,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_text  # noqa: E402,F401  registers the tokenizer ops before loading
+
+import common  # noqa: E402  (also puts the repository on sys.path)
 
 CAPTIONS = ["a photo of a small red car parked next to an old brick building",
             "two dogs playing with a yellow ball on the green grass in the park",
@@ -61,7 +60,6 @@ def export_random(image_size_name: str, text_size_name: str, out: str, templates
     (346/289), 64 tokens and BERT's 30522 vocabulary (the embedding table dominates small text
     towers, so its size matters for the SavedModel size).
     """
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from align_tf import export
     from align_tf.configs import base
     from align_tf.models import efficientnet
@@ -90,18 +88,8 @@ def export_random(image_size_name: str, text_size_name: str, out: str, templates
 
 def time_calls(fn, repeats: int) -> dict:
     """First call, then median / p90 / min of ``repeats`` calls, in milliseconds."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return {"first_ms": 1e3 * first, "median_ms": 1e3 * statistics.median(times),
-            "p90_ms": 1e3 * times[min(len(times) - 1, int(0.9 * len(times)))],
-            "min_ms": 1e3 * times[0]}
+    t = common.time_calls(fn, repeats, warmup=1)
+    return {f"{k}_ms": 1e3 * t[k] for k in ("first", "median", "p90", "min")}
 
 
 def bench(path: str, batch_sizes, repeats: int, num_classes: int) -> dict:
@@ -141,12 +129,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--num_classes", type=int, default=10, help="zero-shot class names")
     parser.add_argument("--output", default=None, help="JSON file for the results")
+    parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     report = {"device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
-              "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "tensorflow": tf.__version__, "models": {}}
+              "machine": common.machine(), "versions": common.versions(), "models": {}}
     targets = [(args.savedmodel, args.savedmodel)] if args.savedmodel else [
         (spec, None) for spec in args.models.split(",")]
     for name, path in targets:
@@ -172,13 +160,23 @@ def main(argv=None):
                  if "export_s" in entry else "")
               + f"; images {entry['input_side']}² px, zero-shot {entry['num_classes']} classes × "
                 f"{entry['num_templates']} templates")
-        print(f"{'signature':<22}" + "".join(f"{'batch ' + str(b):>22}" for b in batch_sizes))
-        for sig, per_batch in entry["latency"].items():
-            print(f"{sig:<22}" + "".join(
-                f"{per_batch[b]['median_ms']:>10.1f} ms (p90 {per_batch[b]['p90_ms']:>5.0f})"
-                for b in batch_sizes))
-    print(f"\n({report['device']}, {report['cpu_count']} CPUs, TF {report['tensorflow']}; "
-          "median of repeated calls after a warm-up call; first-call times in --output)")
+        print(common.markdown_table(
+            ["signature"] + [f"batch {b}: median ms (p90)" for b in batch_sizes],
+            [[sig] + [f"{per_batch[b]['median_ms']:.1f} ({per_batch[b]['p90_ms']:.0f})"
+                      for b in batch_sizes] for sig, per_batch in entry["latency"].items()]))
+    print(f"\n({report['device']}: {report['machine']}; median of {args.repeats} calls after a "
+          "warm-up call; first-call times in --output)")
+    if not args.no_append:
+        batches = "/".join(str(b) for b in batch_sizes)
+        rows = [(f"{name} {sig} latency, batch {batches}",
+                 " / ".join(f"{per[b]['median_ms']:.1f}" for b in batch_sizes) + " ms", "", "")
+                for name, entry in report["models"].items()
+                for sig, per in entry["latency"].items()]
+        rows += [(f"{name} SavedModel size / load", f"{e['size_bytes']['total'] / 2**20:.1f} MiB"
+                  f" / {e['load_s']:.1f} s", "", "") for name, e in report["models"].items()]
+        common.append_results("bench_export.py", rows, f"exported SavedModel, {report['device']}, "
+                              f"images 2× the model's side (resize + crop run), {args.templates} "
+                              f"templates × {args.num_classes} classes")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(report, f, indent=2)

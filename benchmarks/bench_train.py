@@ -1,0 +1,262 @@
+"""Training throughput: our train step next to open_clip's on the same architecture, and the CPU's
+dense matmul limit.
+
+    python benchmarks/bench_train.py              # B0 @ 128 px + BERT-mini, batch 32, 32 tokens
+    python benchmarks/bench_train.py --image_size=224 --text=small --repeats=10
+
+Ours: ``DualEncoder.train_step`` (towers, loss, gradients, finiteness check, AdamW update) as a
+``tf.function``, with and without XLA (``jit_compile``); the faster one is the headline. Peer:
+open_clip's ``CustomTextCLIP`` — a timm ``efficientnet_b0`` trunk with average pooling and an HF
+``BertModel`` built from a local ``BertConfig`` (random init, no download) with [CLS] pooling and
+a linear projection — trained with ``open_clip.ClipLoss`` and ``torch.optim.AdamW``, the way
+open_clip's training loop does it (eager PyTorch, float32, NCHW). The timm trunk's 1×1 head conv
+(320 → 1280 + BN) is removed so both image towers end, like ALIGN's, at the last MBConv stage
+(320-d), the text projection maps BERT's [CLS] to 320. Both get the same in-memory batch (no input
+pipeline), dropout 0.1 in BERT and stochastic depth 0.2 in the EfficientNet, and run on all cores.
+Steps alternate between the implementations (``common.time_interleaved``).
+
+FLOPs per step: the forward pass (towers and loss) counted on the PyTorch twin with
+``torch.utils.flop_counter`` (convolutions, matmuls, attention; the architectures are the same,
+parameter counts are printed side by side), times 3 for forward + backward (the usual convention;
+the counter's own backward figure is unusable: it ignores the groups of depthwise convolutions and
+overstates their gradients ~40×). Divided by the median step time, next to the machine limit: the
+median rate of a large float32 ``tf.matmul`` measured in the same run.
+
+XLA: with ``--xla=auto`` both TF modes are compiled and timed for a few steps; the slower is
+reported from those steps only and the faster one goes into the interleaved comparison. On this
+CPU XLA was ~9× slower per step and took minutes to compile (RESULTS.md), so the default
+``--xla=off`` times the graph mode only, as ``train.jit_compile=False`` (the default) trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402  (also puts the repository on sys.path)
+
+EMBED_DIM = 320  # EfficientNet-B0's last stage, ALIGN's embedding size for B0
+VOCAB = 30522
+
+
+def import_open_clip():
+    """``import open_clip``, which needs torchvision (timm and open_clip import it at load time).
+
+    The PyPI torchvision wheel for torch 2.13 is a CUDA build: with a CPU-only torch its C++ ops
+    cannot load and ``import torchvision`` raises. open_clip and timm use no torchvision kernels,
+    so the missing op schemas are declared first. Do not install that wheel into site-packages
+    next to CPU-only torch: ``transformers`` imports torchvision when present and then fails
+    (``from transformers import AlignModel`` breaks). Install it aside and put it on the path of
+    this command only (README, *Performance*)::
+
+        pip install --no-deps --target ~/.cache/align_tf_bench/vendor torchvision==0.28.0
+        PYTHONPATH=~/.cache/align_tf_bench/vendor python benchmarks/bench_train.py
+    """
+    import torch
+    if not hasattr(import_open_clip, "lib"):
+        import_open_clip.lib = None
+        try:
+            import torchvision  # noqa: F401
+        except RuntimeError:  # "operator torchvision::nms does not exist"
+            import_open_clip.lib = torch.library.Library("torchvision", "DEF")
+            for op in ("nms", "qnms"):
+                import_open_clip.lib.define(
+                    op + "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except ImportError as e:
+            raise SystemExit(f"open_clip needs torchvision ({e}); see {__file__}'s "
+                             "import_open_clip for how to install it aside") from e
+    import open_clip
+    return open_clip
+
+
+def make_batch(batch: int, image_size: int, seq_len: int, seed: int = 0) -> dict:
+    """Random pixels in [0, 1] and token ids of random lengths (pad id 0), as numpy."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, VOCAB, size=(batch, seq_len)).astype(np.int32)
+    lengths = rng.integers(seq_len // 4, seq_len + 1, size=batch)
+    ids[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
+    ids[:, 0] = 101  # [CLS]
+    return {"pixels": rng.uniform(size=(batch, image_size, image_size, 3)).astype(np.float32),
+            "ids": ids}
+
+
+def build_ours(text: str, seq_len: int, lr: float):
+    import keras
+
+    from align_tf.configs import base
+    from align_tf.trainer import build_model
+
+    keras.utils.set_random_seed(0)
+    config = base.get_config()
+    config.model.image_size_name, config.model.text_size_name = "b0", text
+    config.model.max_sequence_length = seq_len
+    config.model.text_dropout = 0.1
+    config.model.drop_connect_rate = 0.2
+    config.model.bn_momentum = 0.99
+    config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", lr, 0
+    config.train.steps = 10**6
+    return build_model(config, VOCAB)
+
+
+def build_open_clip(text: str, image_size: int, seq_len: int, lr: float):
+    import torch
+    import transformers
+
+    from align_tf.models.text_encoder import SIZES
+
+    open_clip = import_open_clip()
+    torch.manual_seed(0)
+    bert = SIZES[text]
+    config_dir = tempfile.mkdtemp(prefix="bench_train_bert_")
+    transformers.BertConfig(vocab_size=VOCAB, hidden_size=bert.hidden_dim,
+                            num_hidden_layers=bert.num_layers, num_attention_heads=bert.num_heads,
+                            intermediate_size=bert.intermediate_dim,
+                            max_position_embeddings=seq_len, pad_token_id=0
+                            ).save_pretrained(config_dir)
+    model = open_clip.CustomTextCLIP(
+        embed_dim=EMBED_DIM,
+        vision_cfg=open_clip.CLIPVisionCfg(timm_model_name="efficientnet_b0", timm_pool="avg",
+                                           timm_proj="none", timm_drop_path=0.2,
+                                           image_size=image_size),
+        text_cfg=open_clip.CLIPTextCfg(hf_model_name=config_dir, hf_model_pretrained=False,
+                                       hf_proj_type="linear",
+                                       hf_pooler_type="cls_last_hidden_state_pooler",
+                                       context_length=seq_len, vocab_size=VOCAB))
+    trunk = model.visual.trunk
+    trunk.conv_head, trunk.bn2 = torch.nn.Identity(), torch.nn.Identity()  # ALIGN: no top conv
+    trunk.num_features = EMBED_DIM
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    return model, optimizer, open_clip.ClipLoss()
+
+
+def matmul_flops(n: int, repeats: int) -> dict:
+    """Median FLOP/s of an ``n × n`` float32 matmul in TF and PyTorch."""
+    import tensorflow as tf
+    import torch
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    ta, tb = torch.randn(n, n), torch.randn(n, n)
+    tf_mm = tf.function(lambda: tf.matmul(a, b))
+    flops = 2.0 * n ** 3
+    times = common.time_interleaved({"tf": lambda: tf_mm().numpy(), "torch": lambda: ta @ tb},
+                                    repeats, warmup=2)
+    return {k: flops / v["median"] for k, v in times.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--seq_len", type=int, default=32)
+    parser.add_argument("--text", default="mini", help="BERT size (align_tf text_encoder.SIZES)")
+    parser.add_argument("--repeats", type=int, default=8, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per implementation")
+    parser.add_argument("--xla", default="off", choices=("auto", "both", "on", "off"),
+                        help="auto: time both TF modes briefly, compare the faster with open_clip; "
+                             "both: interleave both with open_clip")
+    parser.add_argument("--probe_steps", type=int, default=2, help="--xla=auto: steps per mode")
+    parser.add_argument("--matmul_size", type=int, default=3072)
+    parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    lr = 1e-4
+    data = make_batch(args.batch_size, args.image_size, args.seq_len)
+    ours = build_ours(args.text, args.seq_len, lr)
+    batch = {"image": tf.constant(data["pixels"]),
+             "text": {"token_ids": tf.constant(data["ids"]),
+                      "padding_mask": tf.constant((data["ids"] != 0).astype(np.int32)),
+                      "segment_ids": tf.zeros_like(tf.constant(data["ids"]))}}
+    steps = {}
+    if args.xla != "on":
+        steps["ours"] = tf.function(ours.train_step)
+    if args.xla != "off":
+        steps["ours_xla"] = tf.function(ours.train_step, jit_compile=True)
+    fns = {name: (lambda s=s: s(batch)["loss"].numpy()) for name, s in steps.items()}
+    probe = {}
+    if args.xla == "auto":
+        probe = common.time_interleaved(fns, args.probe_steps, warmup=1)
+        slower = max(probe, key=lambda k: probe[k]["median"])
+        print("XLA probe: " + ", ".join(f"{k} {v['median'] * 1e3:.0f} ms/step (first "
+                                        f"{v['first']:.0f} s)" for k, v in probe.items())
+              + f"; {slower} is left out of the comparison", flush=True)
+        del fns[slower]
+
+    peer, optimizer, clip_loss = build_open_clip(args.text, args.image_size, args.seq_len, lr)
+    images = torch.from_numpy(data["pixels"]).permute(0, 3, 1, 2).contiguous()
+    ids = torch.from_numpy(data["ids"]).long()
+
+    def peer_step():
+        optimizer.zero_grad(set_to_none=True)
+        image_features, text_features, logit_scale = peer(images, ids)
+        loss = clip_loss(image_features, text_features, logit_scale)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    with FlopCounterMode(display=False) as counter:
+        clip_loss(*peer(images, ids))
+    step_flops = 3 * counter.get_total_flops()
+    params = {"ours": sum(int(np.prod(v.shape)) for v in ours.trainable_variables),
+              "open_clip": sum(p.numel() for p in peer.parameters() if p.requires_grad)}
+    print(f"B0 @ {args.image_size} px + BERT-{args.text} ({args.seq_len} tokens), batch "
+          f"{args.batch_size}: {step_flops / 1e9:.1f} GFLOP per training step; trainable "
+          f"parameters ours {params['ours']:,} / open_clip {params['open_clip']:,} (HF's unused BERT pooler "
+          "included)", flush=True)
+
+    fns["open_clip"] = lambda: float(peer_step().detach())
+    times = common.time_interleaved(fns, args.repeats, warmup=args.warmup)
+    times.update({k: v for k, v in probe.items() if k not in times})
+    peak = matmul_flops(args.matmul_size, repeats=5)
+
+    rate = {k: args.batch_size / v["median"] for k, v in times.items()}
+    best = max((k for k in times if k.startswith("ours")), key=rate.get)
+    rows = []
+    for name, t in times.items():
+        flops = step_flops / t["median"]
+        rows.append([name, f"{t['median'] * 1e3:.0f}", f"{t['p90'] * 1e3:.0f}",
+                     f"{t['first']:.1f}", f"{rate[name]:.1f}", f"{flops / 1e9:.1f}",
+                     f"{flops / peak['tf']:.0%}", common.fmt_ratio(rate[name], rate["open_clip"])])
+    print(common.markdown_table(["implementation", "step ms (median)", "p90 ms", "first step s",
+                                 "pairs/s", "GFLOP/s", "of tf.matmul peak", "vs open_clip"], rows))
+    print(f"\ndense float32 matmul {args.matmul_size}²: tf {peak['tf'] / 1e9:.0f} GFLOP/s, torch "
+          f"{peak['torch'] / 1e9:.0f} GFLOP/s; {args.repeats} timed steps each after "
+          f"{args.warmup} warm-up steps, interleaved; headline: {best}"
+          + (f" (the other TF mode: {args.probe_steps} probe steps)" if probe else ""))
+
+    setup = (f"B0@{args.image_size}px + BERT-{args.text}, seq {args.seq_len}, batch "
+             f"{args.batch_size}, AdamW, fp32, CPU; {step_flops / 1e9:.1f} GFLOP/step; "
+             f"{args.repeats} steps after {args.warmup} warm-up")
+    results = {"times": times, "pairs_per_s": rate, "step_flops": step_flops, "matmul": peak,
+               "parameters": params, "best": best}
+    if not args.no_append:
+        other = "ours_xla" if best == "ours" else "ours"
+        common.append_results("bench_train.py", [
+            ("train pairs/s vs open_clip", f"{rate[best]:.1f} ({best})",
+             f"{rate['open_clip']:.1f} (open_clip)", common.fmt_ratio(rate[best],
+                                                                       rate["open_clip"])),
+            *([(f"train pairs/s, {other}" + (f" ({args.probe_steps} probe steps, not "
+                                               "interleaved)" if other in probe else ""),
+                f"{rate[other]:.1f} ({other})",
+                f"{rate['open_clip']:.1f} (open_clip)",
+                common.fmt_ratio(rate[other], rate["open_clip"]))] if other in rate else []),
+            ("train FLOP/s vs tf.matmul fp32 peak",
+             f"{step_flops / times[best]['median'] / 1e9:.1f} GFLOP/s", f"{peak['tf'] / 1e9:.0f} GFLOP/s (matmul {args.matmul_size}²)",
+             f"{step_flops / times[best]['median'] / peak['tf']:.0%}"),
+        ], setup)
+    return results
+
+
+if __name__ == "__main__":
+    main()
