@@ -18,7 +18,6 @@ embeddings per call. Results go to stdout and, with ``--output``, to JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -166,20 +165,15 @@ def main(argv=None):
                       for b in batch_sizes] for sig, per_batch in entry["latency"].items()]))
     print(f"\n({report['device']}: {report['machine']}; median of {args.repeats} calls after a "
           "warm-up call; first-call times in --output)")
-    if not args.no_append:
-        batches = "/".join(str(b) for b in batch_sizes)
-        rows = [(f"{name} {sig} latency, batch {batches}",
-                 " / ".join(f"{per[b]['median_ms']:.1f}" for b in batch_sizes) + " ms", "", "")
-                for name, entry in report["models"].items()
-                for sig, per in entry["latency"].items()]
-        rows += [(f"{name} SavedModel size / load", f"{e['size_bytes']['total'] / 2**20:.1f} MiB"
-                  f" / {e['load_s']:.1f} s", "", "") for name, e in report["models"].items()]
-        common.append_results("bench_export.py", rows, f"exported SavedModel, {report['device']}, "
-                              f"images 2× the model's side (resize + crop run), {args.templates} "
-                              f"templates × {args.num_classes} classes")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=2)
+    batches = "/".join(str(b) for b in batch_sizes)
+    rows = [(f"{name} {sig} latency, batch {batches}",
+             " / ".join(f"{per[b]['median_ms']:.1f}" for b in batch_sizes) + " ms", "", "")
+            for name, entry in report["models"].items() for sig, per in entry["latency"].items()]
+    rows += [(f"{name} SavedModel size / load", f"{e['size_bytes']['total'] / 2**20:.1f} MiB"
+              f" / {e['load_s']:.1f} s", "", "") for name, e in report["models"].items()]
+    common.record("bench_export.py", rows, f"exported SavedModel, {report['device']}, images 2× "
+                  f"the model's side (resize + crop run), {args.templates} templates × "
+                  f"{args.num_classes} classes", not args.no_append, args.output, report)
     return report
 
 

@@ -143,8 +143,7 @@ def main(argv=None) -> dict:
     setup = (f"random AlignConfig: EfficientNet-B0 @ {args.image_size}px + BERT-{args.text}, "
              f"{args.max_tokens} tokens, fp32 CPU; SavedModel (tf.saved_model.load) vs torch "
              "eager inference_mode")
-    if not args.no_append:
-        common.append_results("bench_inference.py", rows, setup)
+    common.record("bench_inference.py", rows, setup, not args.no_append)
     return {"rows": rows}
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -143,15 +142,11 @@ def main(argv=None) -> dict:
                                     table[-3:]), flush=True)
     print("\n" + common.markdown_table(["threads", "what", "images/s", "per core", "of decode"],
                                        table))
-    if not args.no_append:
-        common.append_results(
-            "bench_input_pipeline.py", rows,
-            f"{args.num_images} JPEGs ~{mean_kb:.0f} KB, {args.resize_size}→{args.image_size} px "
-            f"crop, {args.max_tokens} tokens, batch {args.batch_size}; median of {args.repeats} "
-            f"windows of ~{args.seconds:.0f} s")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+    common.record("bench_input_pipeline.py", rows,
+                  f"{args.num_images} JPEGs ~{mean_kb:.0f} KB, {args.resize_size}→{args.image_size}"
+                  f" px crop, {args.max_tokens} tokens, batch {args.batch_size}; median of "
+                  f"{args.repeats} windows of ~{args.seconds:.0f} s", not args.no_append,
+                  args.output, results)
     return results
 
 

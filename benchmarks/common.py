@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -154,6 +155,17 @@ def append_results(benchmark: str, rows, setup: str, path: str = RESULTS) -> Non
                      setup, common["load"], common["machine"], common["versions"]]
             f.write("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |\n")
     print(f"\nappended {len(rows)} row(s) to {os.path.relpath(path)} (load {common['load']})")
+
+
+def record(benchmark: str, rows, setup: str, append: bool = True, output: str | None = None,
+           data=None) -> None:
+    """The end of every benchmark: ``append_results`` unless ``append`` is false (``--no_append``),
+    and ``data`` as JSON to ``output`` when given (``--output``)."""
+    if append:
+        append_results(benchmark, rows, setup)
+    if output:
+        with open(output, "w") as f:
+            json.dump(data, f, indent=2, default=str)
 
 
 def fmt_ratio(ours: float, reference: float) -> str:
