@@ -59,7 +59,7 @@ def validate_config(config, num_replicas: int) -> None:
     if config.data.name == "tfrecord":
         if not config.data.vocab_path:
             raise ConfigError("data.vocab_path is required for TFRecord data (build one with "
-                              "python -m align_tf.data.build_vocab)")
+                              "python -m align_tf.data.vocab)")
         if not tf.io.gfile.exists(config.data.vocab_path):
             raise ConfigError(f"data.vocab_path {config.data.vocab_path} does not exist")
         if not tf.io.gfile.glob(config.data.train_pattern):
@@ -125,8 +125,9 @@ def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0, map_ba
                                                      "caption": pairs["caption"]})
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         else:
+            # Encoded bytes through the shuffle buffer; batch_pairs decodes after shuffling.
             ds = tfrecord.read_pairs(config.data.train_pattern, seed=config.seed,
-                                     input_context=input_context)
+                                     input_context=input_context, decode=False)
         ds = pipeline.batch_pairs(ds, preprocessor, sizes.per_replica, config.data.image_size,
                                   config.data.resize_size, training=True,
                                   shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
@@ -299,8 +300,8 @@ def _train(config, model_dir, write_dir, strategy, verbose, hooks) -> TrainResul
     total, cfg = config.train.steps, config.train
     step = int(optimizer.iterations.numpy())
     last_saved = step if latest else None
-    progbar = keras.utils.Progbar(total, stateful_metrics=SCALARS + ("lr", "pairs/s"),
-                                  verbose=verbose, unit_name="step")
+    progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="step",
+                                  stateful_metrics=SCALARS + ("lr", "pairs/s", "skipped_records"))
     metrics = {}
     last_log_step, last_log_time = step, time.time()
     skipped = int(model.skipped_steps.numpy())
@@ -320,6 +321,9 @@ def _train(config, model_dir, write_dir, strategy, verbose, hooks) -> TrainResul
             step = int(optimizer.iterations.numpy())
             now = time.time()
             metrics["lr"] = float(optimizer.learning_rate)
+            if config.data.name == "tfrecord":
+                # Corrupt records/images the input pipeline skipped so far (tfrecord.STATS).
+                metrics["skipped_records"] = float(tfrecord.STATS.skipped)
             metrics["pairs/s"] = cfg.batch_size * (step - last_log_step) / max(now - last_log_time, 1e-9)
             progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics if k in metrics])
             new_skips = int(metrics["skipped_steps"]) > skipped

@@ -459,6 +459,34 @@ def test_distributed_dataset_with_corrupt_records(shards):
     assert stats.skipped >= 3
 
 
+def test_training_on_shards_with_corrupt_records_logs_the_skips(shards, tmp_path):
+    """The trainer reads shards with corrupt records without stopping and reports how many it
+    skipped as the ``skipped_records`` metric (progress bar and TensorBoard)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from align_tf import trainer
+    from align_tf.configs import base
+
+    vocab_path = tokenizer.save_vocabulary(tokenizer.build_vocabulary(CAPTIONS, vocab_size=60),
+                                           str(tmp_path / "vocab.txt"))
+    config = base.get_config()
+    config.model.text_size_name = "nano"
+    config.data.name, config.data.vocab_path = "tfrecord", vocab_path
+    config.data.train_pattern = str(shards / "pairs-*.tfrecord")
+    config.data.image_size, config.data.max_tokens, config.data.shuffle_buffer = 32, 8, 16
+    config.train.batch_size, config.train.steps, config.train.log_every = 8, 6, 3
+    config.train.steps_per_loop, config.eval.enabled, config.export.enabled = 3, False, False
+    tfrecord.STATS.reset()
+    result = trainer.train(config, str(tmp_path / "run"), verbose=0)
+    # 6 steps × 8 pairs = 48 > 24 valid pairs: every corrupt record was met at least once.
+    assert result.metrics["skipped_records"] >= 3
+    events = event_accumulator.EventAccumulator(str(tmp_path / "run" / "train"),
+                                                size_guidance={"tensors": 0})
+    events.Reload()
+    logged = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("skipped_records")]
+    assert len(logged) == 2 and logged[-1] >= 3
+
+
 # ----------------------------------------------------------------------------- TFDS
 
 
