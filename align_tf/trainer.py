@@ -227,7 +227,10 @@ def _train(config, model_dir, write_dir, strategy, verbose, hooks) -> TrainResul
     if config.data.name == "synthetic":
         pairs = synthetic.make_pairs(config.data.num_train_examples, config.data.image_size,
                                      noise=config.data.caption_noise,
-                                     partial=config.data.caption_partial, seed=config.seed)
+                                     partial=config.data.caption_partial, seed=config.seed,
+                                     unnamed=config.data.get("synthetic_unnamed_colour", 0.0),
+                                     colour_only=config.data.get("synthetic_colour_only", 0.0),
+                                     two=config.data.get("synthetic_two_shapes", 0.0))
     preprocessor = make_preprocessor(config, model_dir, pairs["caption"] if pairs else None,
                                      write_dir=write_dir, read_saved=chief or latest is not None)
     if chief:

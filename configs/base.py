@@ -39,6 +39,9 @@ def get_config():
     c.data.num_train_examples = 16384  # synthetic only
     c.data.caption_noise = 0.2         # synthetic only: share of alt-text-like junk captions
     c.data.caption_partial = 0.3       # synthetic only: share naming only the colour or the shape
+    c.data.synthetic_unnamed_colour = 0.3  # synthetic only: share of shapes in unnamed colours, shape-only captions
+    c.data.synthetic_colour_only = 0.1     # synthetic only: share of named-colour shapeless strokes, colour-only captions
+    c.data.synthetic_two_shapes = 0.35     # synthetic only: share of two-seen-pair images ("a red circle and a blue star")
     c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
     c.data.random_flip = True          # paper: random horizontal flip; off for bit-comparable runs
 
