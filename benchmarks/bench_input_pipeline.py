@@ -12,6 +12,8 @@ shards, then measures, for each thread count (tf.data's private thread pool size
   shard interleave, parse, shuffle, corrupt-safe decode, resize + random crop + flip, WordPiece
   tokenization, batching — what training consumes.
 * ``pipeline_decode_first``: the same with ``read_pairs(decode=True)`` (decode before shuffle).
+* ``pipeline_before`` (``--before``): ``pipeline`` with the whole image resized before the random
+  crop (``pipeline.CROP_WINDOW_RESIZE = False``), as before issue 9's crop-window resize.
 
 Each figure is the median images/s over ``--repeats`` windows of about ``--seconds`` each, after
 warm-up; per-core figures divide by the thread count. The datasets are measured one after the
@@ -93,6 +95,9 @@ def main(argv=None) -> dict:
                         help="comma-separated tf.data thread pool sizes")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per figure")
+    parser.add_argument("--before", action="store_true",
+                        help="also time the pipeline resizing whole images before the random "
+                             "crop (pipeline_before; crop-window resize is the default)")
     parser.add_argument("--output", default="", help="also write the results as JSON here")
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
@@ -117,13 +122,17 @@ def main(argv=None) -> dict:
                                .map(lambda b: tf.io.decode_jpeg(b, channels=3),
                                     num_parallel_calls=tf.data.AUTOTUNE)
                                .prefetch(tf.data.AUTOTUNE).with_options(options(threads)))}
-        for name, decode in (("pipeline", False), ("pipeline_decode_first", True)):
+        variants = [("pipeline", False, True), ("pipeline_decode_first", True, True)]
+        if args.before:
+            variants.append(("pipeline_before", False, False))
+        for name, decode, crop_window in variants:
+            pipeline.CROP_WINDOW_RESIZE = crop_window  # read when batch_pairs traces its map
             datasets[name] = pipeline.batch_pairs(
                 tfrecord.read_pairs(pattern, seed=0, decode=decode), preprocessor,
                 args.batch_size, args.image_size, args.resize_size, training=True,
                 shuffle_buffer=256, seed=0).with_options(options(threads))
-        per_element = {"decode": 1, "pipeline": args.batch_size,
-                       "pipeline_decode_first": args.batch_size}
+        pipeline.CROP_WINDOW_RESIZE = True
+        per_element = {"decode": 1, **{name: args.batch_size for name, _, _ in variants}}
         # One dataset at a time: an idle iterator's prefetch threads would keep filling its
         # buffers while another is timed (and steal its cores).
         figures = {name: measure(ds, per_element[name], args.seconds, args.repeats, warmup=2)
@@ -138,8 +147,13 @@ def main(argv=None) -> dict:
                      f"{figures['pipeline'] / threads:.1f}",
                      f"{figures['decode'] / threads:.1f} (decode only)",
                      f"{figures['pipeline'] / figures['decode']:.0%}"))
+        if "pipeline_before" in figures:
+            rows.append((f"pipeline images/s per core, {threads} thread(s), whole-image resize "
+                         "(before) vs decode_jpeg", f"{figures['pipeline_before'] / threads:.1f}",
+                         f"{figures['decode'] / threads:.1f} (decode only)",
+                         f"{figures['pipeline_before'] / figures['decode']:.0%}"))
         print(common.markdown_table(["threads", "what", "images/s", "per core", "of decode"],
-                                    table[-3:]), flush=True)
+                                    table[-len(figures):]), flush=True)
     print("\n" + common.markdown_table(["threads", "what", "images/s", "per core", "of decode"],
                                        table))
     common.record("bench_input_pipeline.py", rows,

@@ -22,6 +22,11 @@ the counter's own backward figure is unusable: it ignores the groups of depthwis
 overstates their gradients ~40×). Divided by the median step time, next to the machine limit: the
 median rate of a large float32 ``tf.matmul`` measured in the same run.
 
+``--before`` also interleaves our step as it was before issue 9's speed-ups (``ours_before``:
+Keras' own ``BatchNormalization``, ``tf.nn.silu``'s gradient and ``keras.optimizers.AdamW``
+instead of ``align_tf.models.batch_norm``, ``align_tf.models.activations.swish`` and
+``align_tf.optim.AdamW``), so before/after come from the same run and load.
+
 XLA: with ``--xla=auto`` both TF modes are compiled and timed for a few steps; the slower is
 reported from those steps only and the faster one goes into the interleaved comparison. On this
 CPU XLA was ~9× slower per step and took minutes to compile (RESULTS.md), so the default
@@ -85,10 +90,14 @@ def make_batch(batch: int, image_size: int, seq_len: int, seed: int = 0) -> dict
             "ids": ids}
 
 
-def build_ours(text: str, seq_len: int, lr: float):
+def build_ours(text: str, seq_len: int, lr: float, before: bool = False):
+    """Our model and optimizer; ``before``: without the issue-9 speed-ups (Keras' own
+    BatchNormalization, swish gradient and AdamW update), to time both in one run."""
     import keras
 
+    from align_tf import optim
     from align_tf.configs import base
+    from align_tf.models import efficientnet
     from align_tf.trainer import build_model
 
     keras.utils.set_random_seed(0)
@@ -100,7 +109,14 @@ def build_ours(text: str, seq_len: int, lr: float):
     config.model.bn_momentum = 0.99
     config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", lr, 0
     config.train.steps = 10**6
-    return build_model(config, VOCAB)
+    fast = (efficientnet.FUSED_BATCH_NORM, efficientnet.FUSED_SWISH_GRAD, optim.AdamW)
+    if before:
+        efficientnet.FUSED_BATCH_NORM = efficientnet.FUSED_SWISH_GRAD = False
+        optim.AdamW = keras.optimizers.AdamW
+    try:
+        return build_model(config, VOCAB)
+    finally:
+        efficientnet.FUSED_BATCH_NORM, efficientnet.FUSED_SWISH_GRAD, optim.AdamW = fast
 
 
 def build_open_clip(text: str, image_size: int, seq_len: int, lr: float):
@@ -161,6 +177,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--xla", default="off", choices=("auto", "both", "on", "off"),
                         help="auto: time both TF modes briefly, compare the faster with open_clip; "
                              "both: interleave both with open_clip")
+    parser.add_argument("--before", action="store_true",
+                        help="also interleave our step without the issue-9 speed-ups (Keras' "
+                             "BatchNormalization, swish gradient, AdamW) as ours_before")
     parser.add_argument("--probe_steps", type=int, default=2, help="--xla=auto: steps per mode")
     parser.add_argument("--matmul_size", type=int, default=3072)
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
@@ -183,10 +202,14 @@ def main(argv=None) -> dict:
         steps["ours"] = tf.function(ours.train_step)
     if args.xla != "off":
         steps["ours_xla"] = tf.function(ours.train_step, jit_compile=True)
+    if args.before:
+        steps["ours_before"] = tf.function(build_ours(args.text, args.seq_len, lr,
+                                                      before=True).train_step)
     fns = {name: (lambda s=s: s(batch)["loss"].numpy()) for name, s in steps.items()}
     probe = {}
     if args.xla == "auto":
-        probe = common.time_interleaved(fns, args.probe_steps, warmup=1)
+        probe = common.time_interleaved({k: v for k, v in fns.items() if k != "ours_before"},
+                                        args.probe_steps, warmup=1)
         slower = max(probe, key=lambda k: probe[k]["median"])
         print("XLA probe: " + ", ".join(f"{k} {v['median'] * 1e3:.0f} ms/step (first "
                                         f"{v['first']:.0f} s)" for k, v in probe.items())
@@ -221,7 +244,7 @@ def main(argv=None) -> dict:
     peak = matmul_flops(args.matmul_size, repeats=5)
 
     rate = {k: args.batch_size / v["median"] for k, v in times.items()}
-    best = max((k for k in times if k.startswith("ours")), key=rate.get)
+    best = max((k for k in times if k in ("ours", "ours_xla")), key=rate.get)
     rows = []
     for name, t in times.items():
         flops = step_flops / t["median"]
@@ -251,6 +274,11 @@ def main(argv=None) -> dict:
                 f"{rate[other]:.1f} ({other})",
                 f"{rate['open_clip']:.1f} (open_clip)",
                 common.fmt_ratio(rate[other], rate["open_clip"]))] if other in rate else []),
+            *([("train pairs/s, ours without the fused BatchNorm/swish gradient/AdamW (before)",
+                f"{rate['ours_before']:.1f} (ours_before)",
+                f"{rate['open_clip']:.1f} (open_clip)",
+                common.fmt_ratio(rate["ours_before"], rate["open_clip"]))]
+              if "ours_before" in rate else []),
             ("train FLOP/s vs tf.matmul fp32 peak",
              f"{step_flops / times[best]['median'] / 1e9:.1f} GFLOP/s", f"{peak['tf'] / 1e9:.0f} GFLOP/s (matmul {args.matmul_size}²)",
              f"{step_flops / times[best]['median'] / peak['tf']:.0%}"),

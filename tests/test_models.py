@@ -68,6 +68,71 @@ class TestEfficientNet(ModelTestCase):
             eff.efficientnet("b9")
 
 
+@pytest.mark.parametrize("dtype_policy,atol", [("float32", 1e-5), ("mixed_bfloat16", 5e-2)])
+def test_fused_batch_norm_matches_keras(dtype_policy, atol):
+    """align_tf's fused BatchNorm equals keras.layers.BatchNormalization: outputs in training and
+    inference, moving statistics after a few training calls, gradients wrt inputs, gamma, beta."""
+    from align_tf.models.batch_norm import BatchNormalization
+
+    kwargs = dict(axis=-1, epsilon=1e-3, momentum=0.9, dtype=dtype_policy)
+    ref, fused = keras.layers.BatchNormalization(**kwargs), BatchNormalization(**kwargs)
+    rng = np.random.default_rng(0)
+    for layer in (ref, fused):
+        layer.build((None, 5, 6, 4))
+    weights = [rng.normal(1, 0.2, 4), rng.normal(0, 0.2, 4), rng.normal(0, 1, 4), rng.uniform(0.5, 2, 4)]
+    for layer in (ref, fused):
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    assert [w.path for w in fused.weights] == [w.path.replace(ref.name, fused.name) for w in ref.weights]
+
+    def run(layer, x, training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 3 * tf.range(4, dtype=tf.float32))
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        return [tf.cast(t, tf.float32).numpy() for t in [y, *grads]]
+
+    for step in range(3):
+        x = tf.constant(rng.normal(2.0, 3.0, (3, 5, 6, 4)), tf.float32)
+        for training in (True, False):
+            for got, want in zip(run(fused, x, training), run(ref, x, training)):
+                np.testing.assert_allclose(got, want, rtol=atol, atol=atol * max(1, np.abs(want).max()))
+        for got, want in zip(fused.non_trainable_weights, ref.non_trainable_weights):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fused.moving_variance.numpy(), weights[3])  # the statistics did move
+
+    # Synchronized BatchNorm and non-4-D inputs stay on Keras' path; configs round-trip.
+    assert fused._use_fused(x, None)
+    assert not BatchNormalization(synchronized=True)._use_fused(x, None)
+    assert not fused._use_fused(tf.zeros((2, 4)), None)
+    assert isinstance(BatchNormalization.from_config(fused.get_config()), BatchNormalization)
+    y = tf.function(lambda x: fused(x, training=True))(x)  # inside a tf.function too
+    assert y.shape == x.shape
+
+
+def test_swish_with_fused_gradient_matches_tf_silu():
+    """align_tf's swish (XLA-fused gradient) equals tf.nn.silu in value and gradient."""
+    from align_tf.models.activations import swish
+
+    x = tf.constant(np.random.default_rng(0).normal(0, 4, (2, 5, 5, 3)), tf.float32)
+    dy = tf.constant(np.random.default_rng(1).normal(size=x.shape), tf.float32)
+
+    def value_and_grad(fn, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return y, tape.gradient(y, x, tf.cast(dy, y.dtype))
+
+    want = value_and_grad(tf.nn.silu, x)
+    for got in (value_and_grad(swish, x), tf.function(value_and_grad)(swish, x)):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+    bf16 = value_and_grad(swish, tf.cast(x, tf.bfloat16))
+    assert bf16[1].dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(bf16[1], tf.float32).numpy(), want[1].numpy(), atol=0.1)
+    assert eff.efficientnet("nano").get_layer("stem_activation").activation is swish
+
+
 class TestBert(ModelTestCase):
     def test_shared_checks(self):
         self.run_model_checks(lambda: bert.bert_text_encoder("nano", 100, embed_dim=24),

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 
 import keras
 
+from align_tf.models.activations import swish
+from align_tf.models.batch_norm import BatchNormalization
 from align_tf.models.fields import dataclass_from_mapping
 
 # Keras-applications base blocks (EfficientNet-B0).
@@ -146,9 +148,21 @@ def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
     return ((before, half), (before, half))
 
 
+# Training-speed replacements with the same weights and values (benchmarks/bench_train.py
+# --before turns them off to time the step without them):
+# BatchNorm on TF's fused kernel (align_tf.models.batch_norm; synchronized BatchNorm runs Keras'
+# own), and swish with an XLA-fused gradient (align_tf.models.activations).
+FUSED_BATCH_NORM = True
+FUSED_SWISH_GRAD = True
+
+
 def _bn(name, synchronized=False, momentum=0.99):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=1e-3, momentum=momentum,
-                                           synchronized=synchronized, name=name)
+    cls = BatchNormalization if FUSED_BATCH_NORM else keras.layers.BatchNormalization
+    return cls(axis=-1, epsilon=1e-3, momentum=momentum, synchronized=synchronized, name=name)
+
+
+def _swish(name):
+    return keras.layers.Activation(swish if FUSED_SWISH_GRAD else "swish", name=name)
 
 
 def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, residual, drop_rate,
@@ -160,7 +174,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
         x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
                                 kernel_initializer=_conv_init(), name=name + "expand_conv")(x)
         x = _bn(name + "expand_bn", sync_bn, bn_momentum)(x)
-        x = keras.layers.Activation("swish", name=name + "expand_activation")(x)
+        x = _swish(name + "expand_activation")(x)
     if strides == 2:
         x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
                                        name=name + "dwconv_pad")(x)
@@ -169,7 +183,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
                                      use_bias=False, depthwise_initializer=_conv_init(),
                                      name=name + "dwconv")(x)
     x = _bn(name + "bn", sync_bn, bn_momentum)(x)
-    x = keras.layers.Activation("swish", name=name + "activation")(x)
+    x = _swish(name + "activation")(x)
 
     filters_se = max(1, int(filters_in * se_ratio))
     se = keras.layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
@@ -260,7 +274,7 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
                             padding="valid", use_bias=False, kernel_initializer=_conv_init(),
                             name="stem_conv")(x)
     x = _bn("stem_bn", sync_batch_norm, bn_momentum)(x)
-    x = keras.layers.Activation("swish", name="stem_activation")(x)
+    x = _swish("stem_activation")(x)
 
     specs = block_specs(size)
     for i, spec in enumerate(specs):
