@@ -18,8 +18,8 @@ keras.applications weight copying and the HF conversion are unaffected, and the 
   statistics in float32 (its ``U`` type), which is what Keras' upcast to float32 is for.
 
 Everything else runs Keras' own ``call``: other backends, ``synchronized=True`` (statistics over all
-replicas), ``renorm``, masks, inputs that are not 4-D channels-last, and dtypes the kernel lacks
-(float64).
+replicas), ``renorm``, masks, inputs that are not 4-D channels-last, ``epsilon`` below cuDNN's
+minimum (1.001e-5) and dtypes the kernel lacks (float64).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _use_fused(self, inputs, mask) -> bool:
         return (keras.backend.backend() == "tensorflow" and not self.synchronized
                 and not self.renorm and mask is None and len(inputs.shape) == 4
+                and self.epsilon >= 1.001e-5  # cuDNN's minimum for the fused kernel
                 and self.axis in (-1, 3) and keras.backend.standardize_dtype(inputs.dtype)
                 in _FUSED_DTYPES)
 
