@@ -50,6 +50,7 @@ import sys
 import tempfile
 
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from align_tf import losses
 
@@ -375,14 +376,17 @@ def export_saved_model(model, preprocessor, path: str, *, image_size: int | None
             module.config_file = tf.saved_model.Asset(config_path)
         tf.io.gfile.makedirs(path)
         # tf.saved_model.save logs an INFO line per signature about renamed captured inputs
-        # (hundreds of names): noise for the training run's log.
+        # (hundreds of names): noise for the training run's log. TF logs it through both its own
+        # logger and absl's.
         logger = tf.get_logger()
-        level = logger.level
+        level, absl_level = logger.level, absl_logging.get_verbosity()
         logger.setLevel("WARNING")
+        absl_logging.set_verbosity(absl_logging.WARNING)
         try:
             tf.saved_model.save(module, path, signatures=module.signatures())
         finally:
             logger.setLevel(level)
+            absl_logging.set_verbosity(absl_level)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
