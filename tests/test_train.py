@@ -23,14 +23,14 @@ def test_short_default_run_learns_and_exports(tmp_path):
     """Half the embedded default: trains, writes eval.json and a SavedModel, and learns the task
     (zero-shot over all 30 colour x shape classes on fresh images, and retrieval, far above chance).
 
-    Held-out (never co-occurring) pairs are asserted only loosely (3x chance): the full default
-    reaches 59-75% top-1 on them, but half-length runs vary a lot from seed to seed."""
+    Held-out (never co-occurring) pairs must be ≥ 5x chance too (the issue's bar): this run
+    measured 33% (≈10x chance); the full default reaches 59-75% top-1 on them."""
     proc = _cli(f"--model_dir={tmp_path}", "--train_steps=1500")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["zero_shot_seen_top1"] >= 5 * metrics["chance"], metrics
     assert metrics["retrieval_t2i_R@1"] >= 5 / metrics["num_classes"], metrics
-    assert metrics["zero_shot_heldout_top1"] >= 3 * metrics["chance"], metrics
+    assert metrics["zero_shot_heldout_top1"] >= 5 * metrics["chance"], metrics
     assert {"zero_shot_heldout_top1", "retrieval_i2t_R@1"} <= set(metrics)
     assert metrics["temperature"] < 1.0  # σ is learned, starting from 1.0
     for name in ("vocab.txt", "config.json", "savedmodel/saved_model.pb"):
