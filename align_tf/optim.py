@@ -12,6 +12,8 @@ import tensorflow as tf
 # weight-decay exclusions).
 NO_DECAY = ["bias", "gamma", "beta", "temperature"]
 
+NAMES = ("lamb", "adamw", "sgd")  # config.optim.name
+
 
 @keras.saving.register_keras_serializable(package="align_tf")
 class Lamb(keras.optimizers.Lamb):
@@ -109,7 +111,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 def build_optimizer(optim_config, total_steps: int) -> keras.optimizers.Optimizer:
     """LAMB (or AdamW, or plain SGD) from a config's ``optim`` section."""
     schedule = WarmupLinearDecay(optim_config.learning_rate, optim_config.warmup_steps, total_steps)
-    name = optim_config.name.lower()
+    name = optim_config.name
     if name == "lamb":
         optimizer = Lamb(learning_rate=schedule, weight_decay=optim_config.weight_decay,
                          exclude_from_layer_adaptation=NO_DECAY)
@@ -121,6 +123,6 @@ def build_optimizer(optim_config, total_steps: int) -> keras.optimizers.Optimize
         # ~lr·sign(g) and turn rounding noise in tiny gradients into ±lr differences.
         optimizer = keras.optimizers.SGD(learning_rate=schedule)
     else:
-        raise ValueError(f"Unknown optimizer {optim_config.name!r}; choose 'lamb', 'adamw' or 'sgd'.")
+        raise ValueError(f"unknown optim.name {name!r}; choose from {list(NAMES)}")
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

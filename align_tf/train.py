@@ -27,10 +27,26 @@ from ml_collections import config_flags  # noqa: E402
 from align_tf.configs import PRESETS, preset_path  # noqa: E402
 
 
+# Fields moved by the objectives split: config_flags would reject them with a bare KeyError.
+_MOVED_FIELDS = {
+    "model.momentum_distillation": "objective.name=momentum_distillation",
+    "model.label_smoothing": "objective.label_smoothing",
+    "model.distillation_momentum": "objective.momentum",
+    "model.distillation_alpha": "objective.alpha",
+    "model.distillation_alpha_ramp_steps": "objective.alpha_ramp_steps",
+    "model.distillation_queue_size": "objective.queue_size",
+}
+
+
 def _rewrite_config_arg(argv):
-    """``--config=NAME`` → the preset's file path, so config_flags can load it."""
+    """``--config=NAME`` → the preset's file path, so config_flags can load it; moved fields are
+    one-line errors naming their new spelling."""
     out = []
     for arg in argv:
+        field = arg[len("--config."):].split("=")[0] if arg.startswith("--config.") else None
+        if field in _MOVED_FIELDS:
+            sys.exit(f"align_tf.train: error: --config.{field} moved: use "
+                     f"--config.{_MOVED_FIELDS[field]}")
         if arg.startswith("--config="):
             try:
                 arg = "--config=" + preset_path(arg[len("--config="):])
@@ -59,6 +75,7 @@ def main(argv):
     del argv
     from align_tf import distribute, trainer
     from align_tf.export import config_export_kwargs, export_saved_model
+    from align_tf.run_dir import RunDir
 
     config = _CONFIG.value
     if _TRAIN_STEPS.value is not None:
@@ -77,14 +94,16 @@ def main(argv):
     if not distribute.is_chief(strategy):
         return  # eval and export are the chief's; other workers are done
     if config.eval.enabled:
-        metrics = trainer.evaluate(result, config, _MODEL_DIR.value)
-        if metrics:
-            print("eval:", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+        report = trainer.evaluate(result, config, _MODEL_DIR.value)
+        for dataset, tasks in report["results"].items():
+            for task, metrics in tasks.items():
+                print(f"eval {dataset} {task}:", ", ".join(
+                    f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     if config.export.enabled:
         # The same function as `python -m align_tf.export`: evaluation image sizes and the
         # config's prompt templates (default CLIP's 80) are baked into the SavedModel.
         path = export_saved_model(result.model, result.preprocessor,
-                                  _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "savedmodel"),
+                                  _EXPORT_DIR.value or RunDir(_MODEL_DIR.value).savedmodel_path,
                                   config=config, **config_export_kwargs(config))
         print(f"exported SavedModel to {path}")
 

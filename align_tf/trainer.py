@@ -1,14 +1,19 @@
-"""The training loop: config → data → model → loss → optimizer steps → checkpoints.
+"""The training loop: config → data → model → objective → steps → checkpoints.
 
-``train()`` builds everything under the strategy's scope, restores the latest checkpoint in
-``model_dir`` (so a restarted job resumes), runs ``DualEncoder.train_step`` on every replica
-``steps_per_loop`` times per host call, and logs to a Keras progress bar and TensorBoard.
+``train()`` is a few named steps:
+
+* ``prepare_inputs``: the synthetic corpus (if any) and the text preprocessor (vocabulary);
+* ``build``: model, optimizer and objective (``config.objective.name``) in the strategy's scope;
+* ``restore``: the newest checkpoint of the run directory, if any (a restarted job resumes);
+* ``TrainLoop``: ``steps_per_loop`` objective steps per host call on every replica, then logging
+  (progress bar, TensorBoard), periodic evaluation and checkpoints.
+
+The run directory's layout belongs to ``align_tf.run_dir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -18,13 +23,11 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from align_tf import distribute, optim
+from align_tf import distribute, objectives, optim
 from align_tf.data import pipeline, synthetic, tfrecord
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
-from align_tf.tokenizer import TextPreprocessor, build_vocabulary, save_vocabulary
-
-SCALARS = ("loss", "loss_i2t", "loss_t2i", "temperature", "grad_norm", "i2t_accuracy",
-           "skipped_steps", "consecutive_skips")
+from align_tf.run_dir import RunDir
+from align_tf.tokenizer import TextPreprocessor, build_vocabulary
 
 
 class ConfigError(ValueError):
@@ -36,38 +39,89 @@ class TrainResult:
     model: DualEncoder
     preprocessor: TextPreprocessor
     metrics: dict
+    objective: objectives.Objective | None = None
 
 
-def validate_config(config, num_replicas: int) -> None:
-    """Raises ``ConfigError`` for configs that would fail later with a less helpful error."""
+def _check(condition: bool, message: str):
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_config(config, num_replicas: int = 1) -> None:
+    """Raises ``ConfigError`` with one line naming the field for any value that cannot run."""
+    from align_tf import prompts
     from align_tf.models import efficientnet, text_encoder
-    if config.model.image_size_name not in efficientnet.SIZES:
-        raise ConfigError(f"unknown model.image_size_name {config.model.image_size_name!r}; "
-                          f"choose from {sorted(efficientnet.SIZES)}")
-    if config.model.text_size_name not in text_encoder.SIZES:
-        raise ConfigError(f"unknown model.text_size_name {config.model.text_size_name!r}; "
-                          f"choose from {sorted(text_encoder.SIZES)}")
+    m, o, d, t, opt = config.model, config.objective, config.data, config.train, config.optim
+    if not m.image_architecture:
+        _check(m.image_size_name in efficientnet.SIZES,
+               f"unknown model.image_size_name {m.image_size_name!r}; choose from "
+               f"{sorted(efficientnet.SIZES)}")
+    if not m.text_architecture:
+        _check(m.text_size_name in text_encoder.SIZES,
+               f"unknown model.text_size_name {m.text_size_name!r}; choose from "
+               f"{sorted(text_encoder.SIZES)}")
+    for name in ("temperature_init", "min_temperature", "max_sequence_length"):
+        _check(m[name] > 0, f"model.{name}={m[name]} must be positive")
+    for name in ("text_dropout", "bn_momentum"):
+        _check(0.0 <= m[name] < 1.0, f"model.{name}={m[name]} must be in [0, 1)")
+    _check(m.drop_connect_rate is None or 0.0 <= m.drop_connect_rate < 1.0,
+           f"model.drop_connect_rate={m.drop_connect_rate} must be in [0, 1)")
+
+    _check(o.name in objectives.NAMES,
+           f"unknown objective.name {o.name!r}; choose from {list(objectives.NAMES)}")
+    _check(0.0 <= o.label_smoothing < 1.0,
+           f"objective.label_smoothing={o.label_smoothing} must be in [0, 1)")
+    for name in ("momentum", "alpha"):
+        _check(0.0 <= o[name] <= 1.0, f"objective.{name}={o[name]} must be in [0, 1]")
+    for name in ("alpha_ramp_steps", "queue_size"):
+        _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+    _check(o.queue_size % max(t.batch_size, 1) == 0,
+           f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
+           f"{t.batch_size}, so each step's momentum features fill whole queue slots")
+
+    _check(d.name in ("synthetic", "tfrecord"),
+           f"unknown data.name {d.name!r}; choose 'synthetic' or 'tfrecord'")
+    for name in ("vocab_size", "max_tokens", "image_size", "num_train_examples", "shuffle_buffer"):
+        _check(d[name] > 0, f"data.{name}={d[name]} must be positive")
+    _check(d.resize_size is None or d.resize_size >= d.image_size,
+           f"data.resize_size={d.resize_size} must be >= data.image_size={d.image_size}")
+    _check(d.max_tokens <= m.max_sequence_length,
+           f"data.max_tokens={d.max_tokens} exceeds model.max_sequence_length="
+           f"{m.max_sequence_length}")
+    for name in ("caption_noise", "caption_partial", "synthetic_unnamed_colour",
+                 "synthetic_colour_only", "synthetic_two_shapes"):
+        _check(0.0 <= d[name] <= 1.0, f"data.{name}={d[name]} must be in [0, 1]")
+    if d.name == "tfrecord":
+        _check(bool(d.vocab_path), "data.vocab_path is required for TFRecord data (build one "
+                                   "with python -m align_tf.data.vocab)")
+        _check(tf.io.gfile.exists(d.vocab_path), f"data.vocab_path {d.vocab_path} does not exist")
+        _check(bool(tf.io.gfile.glob(d.train_pattern)),
+               f"data.train_pattern {d.train_pattern!r} matches no files")
+
+    for name in ("batch_size", "steps", "steps_per_loop", "log_every", "checkpoint_every",
+                 "keep_checkpoints", "max_consecutive_skips"):
+        _check(t[name] > 0, f"train.{name}={t[name]} must be positive")
     try:
-        distribute.batch_sizes(config.train.batch_size, num_replicas)
+        distribute.batch_sizes(t.batch_size, num_replicas)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if config.data.max_tokens > config.model.max_sequence_length:
-        raise ConfigError(f"data.max_tokens={config.data.max_tokens} exceeds "
-                          f"model.max_sequence_length={config.model.max_sequence_length}")
-    if config.data.name not in ("synthetic", "tfrecord"):
-        raise ConfigError(f"unknown data.name {config.data.name!r}; choose 'synthetic' or 'tfrecord'")
-    if config.data.name == "tfrecord":
-        if not config.data.vocab_path:
-            raise ConfigError("data.vocab_path is required for TFRecord data (build one with "
-                              "python -m align_tf.data.vocab)")
-        if not tf.io.gfile.exists(config.data.vocab_path):
-            raise ConfigError(f"data.vocab_path {config.data.vocab_path} does not exist")
-        if not tf.io.gfile.glob(config.data.train_pattern):
-            raise ConfigError(f"data.train_pattern {config.data.train_pattern!r} matches no files")
-    for name in ("steps", "steps_per_loop", "log_every", "checkpoint_every", "keep_checkpoints",
-                 "max_consecutive_skips"):
-        if config.train[name] <= 0:
-            raise ConfigError(f"train.{name}={config.train[name]} must be positive")
+
+    _check(opt.name in optim.NAMES, f"unknown optim.name {opt.name!r}; choose from "
+                                    f"{list(optim.NAMES)}")
+    _check(opt.learning_rate > 0, f"optim.learning_rate={opt.learning_rate} must be positive")
+    _check(opt.warmup_steps >= 0, f"optim.warmup_steps={opt.warmup_steps} must be >= 0")
+    _check(opt.weight_decay >= 0, f"optim.weight_decay={opt.weight_decay} must be >= 0")
+
+    try:
+        prompts.get_templates(config.export.templates)
+    except ValueError as e:
+        raise ConfigError(f"export.templates: {e}") from None
+    if config.eval.enabled:
+        from align_tf.evaluation import runner
+        try:
+            runner.plans_from_config(config, build=False)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def check_jit_compile(config, strategy: tf.distribute.Strategy) -> None:
@@ -86,36 +140,53 @@ def check_jit_compile(config, strategy: tf.distribute.Strategy) -> None:
                           f"(replicas here: {', '.join(devices)})")
 
 
-def make_preprocessor(config, model_dir: str, synthetic_captions=None, write_dir: str | None = None,
+def make_preprocessor(config, run: RunDir, synthetic_captions=None, write: bool = True,
                       read_saved: bool = True) -> TextPreprocessor:
-    """The vocabulary is the config's file, else the one saved in ``model_dir``, else learned.
+    """The vocabulary is the config's file, else the run's saved one, else learned.
 
-    ``write_dir`` (default ``model_dir``) is where a learned or copied vocabulary is written; a
-    non-chief worker passes its temp dir, and ``read_saved=False`` unless resuming, because in a
-    fresh run the chief may be writing ``model_dir/vocab.txt`` at that very moment (the learned
-    vocabulary is deterministic, so every worker derives the same one).
+    ``write``: save it as the run's vocab.txt (the chief only). A non-chief worker passes
+    ``read_saved=False`` unless resuming, because in a fresh run the chief may be writing
+    vocab.txt at that very moment (the learned vocabulary is deterministic, so every worker
+    derives the same one).
     """
-    write_dir = write_dir or model_dir
-    saved = os.path.join(model_dir, "vocab.txt")
     if config.data.vocab_path:
-        path = config.data.vocab_path
-    elif read_saved and tf.io.gfile.exists(saved):
-        path = saved  # resuming: keep the vocabulary the checkpoint was trained with
+        vocabulary = config.data.vocab_path
+    elif read_saved and run.has_vocabulary():
+        vocabulary = run.vocab_path  # resuming: keep the vocabulary the checkpoint was trained with
     else:
-        vocab = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size)
-        path = save_vocabulary(vocab, os.path.join(write_dir, "vocab.txt"))
-    if path != saved and write_dir == model_dir:
-        tf.io.gfile.copy(path, saved, overwrite=True)
-    return TextPreprocessor(path, sequence_length=config.data.max_tokens)
+        vocabulary = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size)
+    if write:
+        vocabulary = run.save_vocabulary(vocabulary)
+    return TextPreprocessor(vocabulary, sequence_length=config.data.max_tokens)
 
 
-def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0, map_batches=None):
+def prepare_inputs(config, run: RunDir, chief: bool, resuming: bool):
+    """``(synthetic pairs or None, text preprocessor)``; the chief also writes config.json."""
+    pairs = None
+    if config.data.name == "synthetic":
+        d = config.data
+        pairs = synthetic.make_pairs(d.num_train_examples, d.image_size, noise=d.caption_noise,
+                                     partial=d.caption_partial, seed=config.seed,
+                                     unnamed=d.synthetic_unnamed_colour,
+                                     colour_only=d.synthetic_colour_only, two=d.synthetic_two_shapes)
+    preprocessor = make_preprocessor(config, run, pairs["caption"] if pairs else None,
+                                     write=chief, read_saved=chief or resuming)
+    if chief:
+        run.save_config(config)
+    return pairs, preprocessor
+
+
+def train_dataset_fn(config, preprocessor, pairs, read_stats: tfrecord.ReadStats,
+                     batches_done: int = 0, wrap_inputs: Callable | None = None):
     """A ``distribute_datasets_from_function`` callable yielding per-replica batches.
 
     The global batch is split by ``distribute.batch_sizes``. Each input pipeline (one per host)
     reads its own shard and, per step, supplies one per-replica batch to each of its replicas.
     ``batches_done`` global batches are skipped: the seeded shuffle makes every pipeline's stream
     reproducible, so a resumed run neither repeats nor misses a pair (same cluster shape assumed).
+    ``wrap_inputs(dataset, input_context, first_batch)`` may wrap each pipeline's dataset of
+    per-replica batches (``first_batch``: the pipeline-local index of its first element); tests
+    use it to observe or corrupt batches.
     """
     def dataset_fn(input_context: tf.distribute.InputContext):
         sizes = distribute.batch_sizes(config.train.batch_size, input_context.num_replicas_in_sync,
@@ -127,73 +198,66 @@ def _train_dataset_fn(config, preprocessor, pairs, batches_done: int = 0, map_ba
         else:
             # Encoded bytes through the shuffle buffer; batch_pairs decodes after shuffling.
             ds = tfrecord.read_pairs(config.data.train_pattern, seed=config.seed,
-                                     input_context=input_context, decode=False)
+                                     input_context=input_context, decode=False, stats=read_stats)
         ds = pipeline.batch_pairs(ds, preprocessor, sizes.per_replica, config.data.image_size,
                                   config.data.resize_size, training=True,
                                   shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
-                                  flip=config.data.get("random_flip", True),
-                                  skip_examples=batches_done * sizes.per_pipeline)
-        if map_batches is not None:
+                                  flip=config.data.random_flip,
+                                  skip_examples=batches_done * sizes.per_pipeline,
+                                  stats=read_stats)
+        if wrap_inputs is not None:
             replicas_per_pipeline = sizes.per_pipeline // sizes.per_replica
-            ds = map_batches(ds, input_context, batches_done * replicas_per_pipeline)
+            ds = wrap_inputs(ds, input_context, batches_done * replicas_per_pipeline)
         return ds
     return dataset_fn
 
 
-def build_model(config, vocabulary_size: int) -> DualEncoder:
-    """Model + LAMB optimizer, built (variables created) in the current strategy scope."""
+def build(config, vocabulary_size: int):
+    """``(model, objective)``: the plain model, the optimizer and the configured objective, with
+    every variable created. Call in the strategy's scope."""
     model = build_dual_encoder(config.model, vocabulary_size)
-    model.compile(optimizer=optim.build_optimizer(config.optim, config.train.steps))
-    model.optimizer.build(model.trainable_variables)
-    return model
+    optimizer = optim.build_optimizer(config.optim, config.train.steps)
+    optimizer.build(model.trainable_variables)
+    return model, objectives.build_objective(config.objective, model, optimizer)
 
 
-@dataclasses.dataclass
-class LoopEnd:
-    """What ``TrainHooks.on_loop_end`` receives after each host loop.
-
-    Attributes:
-      step: optimizer steps applied so far (``optimizer.iterations``).
-      first_batch: index of the loop's first global batch in the run's input stream (applied
-        and skipped steps both consume one global batch).
-      num_batches: global batches consumed by this loop.
-      metrics: the loop's last-step metrics (as logged).
-      records: ``TrainHooks.record_inputs`` results, ``(num_batches, global_batch, ...)``, or None.
-      checkpoint: the newest checkpoint path of this worker after the loop, or None.
-    """
-    step: int
-    first_batch: int
-    num_batches: int
-    metrics: dict
-    records: object = None
-    checkpoint: str | None = None
+def checkpoint_for(objective: objectives.Objective) -> tf.train.Checkpoint:
+    """What a training checkpoint holds: model, optimizer and the objective's state."""
+    return tf.train.Checkpoint(model=objective.model, optimizer=objective.optimizer,
+                               objective=objective.state)
 
 
-@dataclasses.dataclass
-class TrainHooks:
-    """Optional instrumentation of ``train()`` for tests and tools; everything is off by default.
-
-    Attributes:
-      map_batches: ``f(dataset, input_context, first_batch) -> dataset``, applied to each input
-        pipeline's dataset of per-replica batches after the resume skip; ``first_batch`` is the
-        pipeline-local index of its first element (e.g. to inject a NaN batch at a given step).
-      record_inputs: ``f(per_replica_batch) -> Tensor`` evaluated on every batch a step consumes;
-        gathered over replicas and handed to ``on_loop_end`` as ``LoopEnd.records`` (e.g. pair ids
-        carried by the captions, to prove exact resume).
-      on_loop_end: ``f(LoopEnd)``, called on every worker after each host loop and its checkpoint.
-    """
-    map_batches: Callable | None = None
-    record_inputs: Callable | None = None
-    on_loop_end: Callable | None = None
+def restore(objective: objectives.Objective, path: str) -> None:
+    """Restores a training checkpoint, also one written before the objectives split (the skip
+    counters, momentum towers and queue were then variables of the model)."""
+    keys = {name for name, _ in tf.train.list_variables(path)}
+    if not any(k.startswith("optimizer/") for k in keys):
+        raise ConfigError(f"{path} holds model weights only (a converted checkpoint?), not a "
+                          "training state to resume; train in a new --model_dir")
+    if not any(k.startswith("model/skipped_steps") for k in keys):
+        checkpoint_for(objective).restore(path).assert_existing_objects_matched()
+        return
+    legacy = tf.train.Checkpoint(model=objective.legacy_checkpoint_view(),
+                                 optimizer=objective.optimizer)
+    try:
+        legacy.restore(path).assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ConfigError(f"{path} was written before align_tf's objectives split and does not "
+                          f"match objective.name={objective.__class__.__name__}: "
+                          f"{str(e).splitlines()[0][:200]}") from None
 
 
 def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None,
-          verbose: int = 1, hooks: TrainHooks | None = None) -> TrainResult:
+          verbose: int = 1, wrap_inputs: Callable | None = None) -> TrainResult:
     """Trains (or resumes) the model described by ``config``; returns the model and last metrics.
 
     Multi-worker: every worker runs this with the same ``model_dir`` (a shared file system such as
     GCS); all restore from ``model_dir/checkpoints``, only the chief writes there and to
     TensorBoard, the others save into a temp dir that is deleted at the end.
+
+    Args:
+      wrap_inputs: optional ``f(dataset, input_context, first_batch) -> dataset`` applied to each
+        input pipeline's per-replica batches (see ``train_dataset_fn``).
 
     Raises:
       ConfigError: the config cannot run.
@@ -202,171 +266,185 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         saved, so the newest checkpoint is the last good one.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    hooks = hooks or TrainHooks()
     validate_config(config, strategy.num_replicas_in_sync)
     check_jit_compile(config, strategy)
-    tf.io.gfile.makedirs(model_dir)
+    run = RunDir(model_dir).makedirs()
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if config.train.mixed_precision else "float32")
     chief = distribute.is_chief(strategy)
     write_dir = distribute.worker_write_dir(model_dir, strategy)
     try:
-        return _train(config, model_dir, write_dir, strategy, verbose if chief else 0, hooks)
+        latest = run.latest_checkpoint()
+        pairs, preprocessor = prepare_inputs(config, run, chief, resuming=latest is not None)
+        with strategy.scope():
+            model, objective = build(config, preprocessor.vocabulary_size)
+        if latest:
+            restore(objective, latest)
+            if verbose and chief:
+                print(f"Resumed from {latest}")
+        loop = TrainLoop(config, objective, strategy, run, RunDir(write_dir), preprocessor,
+                         verbose=verbose if chief else 0)
+        # Every train step (applied or skipped as non-finite) consumed one global batch.
+        batches_done = int(objective.optimizer.iterations.numpy()) + \
+            int(objective.skipped_steps.numpy())
+        dataset = strategy.distribute_datasets_from_function(train_dataset_fn(
+            config, preprocessor, pairs, loop.read_stats, batches_done, wrap_inputs))
+        metrics = loop.run(iter(dataset), resumed=latest is not None)
+        return TrainResult(model, preprocessor, metrics, objective)
     finally:
         if write_dir != model_dir:
             tf.io.gfile.rmtree(write_dir)
 
 
-def _train(config, model_dir, write_dir, strategy, verbose, hooks) -> TrainResult:
-    chief = write_dir == model_dir
-    restore_dir = os.path.join(model_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(restore_dir)
+class TrainLoop:
+    """Runs the objective's steps in host loops and does the host-side work between them.
 
-    pairs = None
-    if config.data.name == "synthetic":
-        pairs = synthetic.make_pairs(config.data.num_train_examples, config.data.image_size,
-                                     noise=config.data.caption_noise,
-                                     partial=config.data.caption_partial, seed=config.seed,
-                                     unnamed=config.data.get("synthetic_unnamed_colour", 0.0),
-                                     colour_only=config.data.get("synthetic_colour_only", 0.0),
-                                     two=config.data.get("synthetic_two_shapes", 0.0))
-    preprocessor = make_preprocessor(config, model_dir, pairs["caption"] if pairs else None,
-                                     write_dir=write_dir, read_saved=chief or latest is not None)
-    if chief:
-        with tf.io.gfile.GFile(os.path.join(model_dir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    Each host loop is one ``tf.function`` call of up to ``train.steps_per_loop`` steps; loops end
+    on log, evaluation and checkpoint boundaries, so those happen at exact multiples.
+    """
 
-    with strategy.scope():
-        model = build_model(config, preprocessor.vocabulary_size)
-    optimizer = model.optimizer
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    # Non-chief workers keep one throw-away checkpoint; see distribute.worker_write_dir.
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(write_dir, "checkpoints"),
-        max_to_keep=config.train.keep_checkpoints if chief else 1)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        if verbose:
-            print(f"Resumed from {latest}")
-    # Every train step (applied or skipped as non-finite) consumed one global batch.
-    batches_done = int(optimizer.iterations.numpy()) + int(model.skipped_steps.numpy())
-    dataset = strategy.distribute_datasets_from_function(
-        _train_dataset_fn(config, preprocessor, pairs, batches_done, hooks.map_batches))
-    iterator = iter(dataset)
+    def __init__(self, config, objective, strategy, run: RunDir, write_run: RunDir, preprocessor,
+                 verbose: int = 1):
+        self.config, self.objective, self.strategy = config, objective, strategy
+        self.run_dir, self.preprocessor, self.verbose = run, preprocessor, verbose
+        self.chief = write_run.path == run.path
+        self.read_stats = tfrecord.ReadStats()
+        self.checkpoint = checkpoint_for(objective)
+        # Non-chief workers keep one throw-away checkpoint; see distribute.worker_write_dir.
+        self.manager = write_run.checkpoint_manager(
+            self.checkpoint, config.train.keep_checkpoints if self.chief else 1)
+        self.writer = tf.summary.create_file_writer(run.train_log_dir) if self.chief \
+            else tf.summary.create_noop_writer()
+        self.scalars = tuple(objective.scalars)
+        self.evaluator = PeriodicEvaluator(config, objective.model, preprocessor) \
+            if self.chief and config.eval.enabled and config.eval.every_steps else None
+        self._step_fn = self._make_step_fn()
 
-    replica_step = model.train_step
-    if config.train.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
-        # TPUStrategy compiles the replica function with XLA anyway; elsewhere the whole step
-        # (towers, gather, loss, optimizer update) becomes one XLA cluster with static shapes.
-        replica_step = tf.function(replica_step, jit_compile=True)
-    record = hooks.record_inputs
-    max_skips = float(config.train.max_consecutive_skips)
+    def _make_step_fn(self):
+        strategy, objective = self.strategy, self.objective
+        replica_step = objective.train_step
+        if self.config.train.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+            # TPUStrategy compiles the replica function with XLA anyway; elsewhere the whole step
+            # (towers, gather, loss, optimizer update) becomes one XLA cluster with static shapes.
+            replica_step = tf.function(replica_step, jit_compile=True)
+        max_skips = float(self.config.train.max_consecutive_skips)
+        scalars = self.scalars
 
-    def replica_fn(batch):
-        out = replica_step(batch)
-        if record is not None:
-            out = dict(out, recorded=record(batch))
-        return out
+        def run_step(iterator):
+            out = strategy.run(replica_step, args=(next(iterator),))
+            # Gradients are all-reduced, so every replica (and worker) has the same skip count.
+            return out, strategy.experimental_local_results(out["consecutive_skips"])[0]
 
-    def run_step(iterator):
-        out = strategy.run(replica_fn, args=(next(iterator),))
-        recorded = strategy.gather(out.pop("recorded"), axis=0) if record is not None else None
-        # Gradients are all-reduced, so every replica (and worker) has the same skip count.
-        skips = strategy.experimental_local_results(out["consecutive_skips"])[0]
-        return out, recorded, skips
+        @tf.function
+        def train_loop(iterator, num_steps):
+            """Up to ``num_steps`` steps in one host call (steps_per_execution); stops early once
+            ``max_consecutive_skips`` non-finite steps came in a row, so no further batch is used."""
+            out, worst = run_step(iterator)
+            done = tf.constant(1)
+            while done < num_steps and worst < max_skips:
+                out, skips = run_step(iterator)
+                worst = tf.maximum(worst, skips)
+                done += 1
+            metrics = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, out[k], axis=None)
+                       for k in scalars}
+            metrics["max_consecutive_skips"] = worst
+            return metrics, done
+        return train_loop
 
-    @tf.function
-    def train_loop(iterator, num_steps):
-        """Up to ``num_steps`` steps in one host call (steps_per_execution); stops early once
-        ``max_consecutive_skips`` non-finite steps came in a row, so no further batch is used."""
-        out, recorded, worst = run_step(iterator)
-        records = tf.zeros([0])  # a placeholder loop variable when nothing is recorded
-        if record is not None:
-            records = tf.TensorArray(recorded.dtype, size=0, dynamic_size=True,
-                                     element_shape=recorded.shape)
-            records = records.write(0, recorded)
-        done = tf.constant(1)
-        while done < num_steps and worst < max_skips:
-            out, recorded, skips = run_step(iterator)
-            if record is not None:
-                records = records.write(done, recorded)
-            worst = tf.maximum(worst, skips)
-            done += 1
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, out[k], axis=None)
-                   for k in SCALARS}
-        metrics["max_consecutive_skips"] = worst
-        return metrics, done, (records.stack() if record is not None else records)
+    def run(self, iterator, resumed: bool) -> dict:
+        """Trains to ``train.steps``; returns the last loop's metrics."""
+        cfg = self.config.train
+        optimizer = self.objective.optimizer
+        step = int(optimizer.iterations.numpy())
+        self.last_saved = step if resumed else None
+        progbar = keras.utils.Progbar(cfg.steps, verbose=self.verbose, unit_name="step",
+                                      stateful_metrics=self.scalars + ("lr", "pairs/s",
+                                                                       "skipped_records"))
+        metrics = {}
+        self.last_log = (step, time.time())
+        skipped = int(self.objective.skipped_steps.numpy())
+        preempted = _PreemptionFlag()
+        try:
+            while step < cfg.steps:
+                if distribute.any_worker(self.strategy, bool(preempted)):
+                    self.save(step)
+                    raise Preempted(f"SIGTERM at step {step}; saved {self.manager.latest_checkpoint}")
+                n = min(cfg.steps_per_loop, cfg.steps - step, *(
+                    every - step % every for every in self._boundaries()))
+                loop_metrics, _ = self._step_fn(iterator, tf.constant(n))
+                metrics = {k: float(v) for k, v in loop_metrics.items()}
+                step = int(optimizer.iterations.numpy())
+                metrics["lr"] = float(optimizer.learning_rate)
+                if self.config.data.name == "tfrecord":
+                    # Corrupt records/images the input pipeline skipped so far.
+                    metrics["skipped_records"] = float(self.read_stats.skipped)
+                progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics
+                                      if k in metrics])
+                new_skips = int(metrics["skipped_steps"]) > skipped
+                skipped = int(metrics["skipped_steps"])
+                failed = metrics["max_consecutive_skips"] >= cfg.max_consecutive_skips
+                # Skipped steps are logged at once: a run that then stops would otherwise never
+                # show them.
+                if step % cfg.log_every == 0 or step == cfg.steps or new_skips or failed:
+                    self.log(step, metrics)
+                if failed:
+                    # Not saving keeps the last good checkpoint as the newest one.
+                    raise FloatingPointError(
+                        f"{int(metrics['max_consecutive_skips'])} consecutive steps had non-finite "
+                        f"loss or gradients (train.max_consecutive_skips="
+                        f"{cfg.max_consecutive_skips}) at step {step}; stopping. Last good "
+                        f"checkpoint: {self.run_dir.latest_checkpoint()}")
+                if step % cfg.checkpoint_every == 0:
+                    self.save(step)
+                if self.evaluator is not None and step % self.config.eval.every_steps == 0:
+                    self.log(step, self.evaluator(), prefix="eval/")
+            self.save(step)
+        finally:
+            preempted.restore()
+            self.writer.flush()
+        return metrics
 
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief \
-        else tf.summary.create_noop_writer()
-    total, cfg = config.train.steps, config.train
-    step = int(optimizer.iterations.numpy())
-    last_saved = step if latest else None
-    progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="step",
-                                  stateful_metrics=SCALARS + ("lr", "pairs/s", "skipped_records"))
-    metrics = {}
-    last_log_step, last_log_time = step, time.time()
-    skipped = int(model.skipped_steps.numpy())
-    preempted = _PreemptionFlag()
-    stopped = False
-    try:
-        while step < total:
-            if distribute.any_worker(strategy, bool(preempted)):
-                stopped = True
-                break
-            # Loops end on log and checkpoint boundaries, so both happen at exact multiples.
-            n = min(cfg.steps_per_loop, total - step, cfg.log_every - step % cfg.log_every,
-                    cfg.checkpoint_every - step % cfg.checkpoint_every)
-            loop_metrics, done, records = train_loop(iterator, tf.constant(n))
-            metrics = {k: float(v) for k, v in loop_metrics.items()}
-            first_batch, batches_done = batches_done, batches_done + int(done)
-            step = int(optimizer.iterations.numpy())
+    def _boundaries(self):
+        cfg = self.config.train
+        every = [cfg.log_every, cfg.checkpoint_every]
+        if self.evaluator is not None:
+            every.append(self.config.eval.every_steps)
+        return every
+
+    def log(self, step: int, metrics: dict, prefix: str = ""):
+        """TensorBoard scalars at ``step`` (pairs/s since the previous log)."""
+        if not prefix:
+            last_step, last_time = self.last_log
             now = time.time()
-            metrics["lr"] = float(optimizer.learning_rate)
-            if config.data.name == "tfrecord":
-                # Corrupt records/images the input pipeline skipped so far (tfrecord.STATS).
-                metrics["skipped_records"] = float(tfrecord.STATS.skipped)
-            metrics["pairs/s"] = cfg.batch_size * (step - last_log_step) / max(now - last_log_time, 1e-9)
-            progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics if k in metrics])
-            new_skips = int(metrics["skipped_steps"]) > skipped
-            skipped = int(metrics["skipped_steps"])
-            failed = metrics["max_consecutive_skips"] >= cfg.max_consecutive_skips
-            # Skipped steps are logged at once: a run that then stops would otherwise never show them.
-            if step % cfg.log_every == 0 or step == total or new_skips or failed:
-                with writer.as_default(step=step):
-                    for k, v in metrics.items():
-                        if k != "max_consecutive_skips":
-                            tf.summary.scalar(k.replace("pairs/s", "pairs_per_sec"), v)
-                writer.flush()
-                last_log_step, last_log_time = step, now
-            if not failed and step % cfg.checkpoint_every == 0 and step != last_saved:
-                manager.save(checkpoint_number=step)
-                last_saved = step
-            if hooks.on_loop_end is not None:
-                hooks.on_loop_end(LoopEnd(step, first_batch, int(done), metrics,
-                                          records.numpy() if record is not None else None,
-                                          manager.latest_checkpoint))
-            if failed:
-                # Not saving keeps the last good checkpoint as the newest one.
-                raise FloatingPointError(
-                    f"{int(metrics['max_consecutive_skips'])} consecutive steps had non-finite "
-                    f"loss or gradients (train.max_consecutive_skips="
-                    f"{cfg.max_consecutive_skips}) at step {step}; stopping. Last good checkpoint: "
-                    f"{latest_good(restore_dir, manager, chief)}")
-        if step != last_saved:
-            manager.save(checkpoint_number=step)
-        writer.flush()
-    finally:
-        preempted.restore()
-    if stopped:
-        raise Preempted(f"SIGTERM at step {step}; saved {manager.latest_checkpoint}")
-    return TrainResult(model, preprocessor, metrics)
+            metrics["pairs/s"] = self.config.train.batch_size * (step - last_step) / \
+                max(now - last_time, 1e-9)
+            self.last_log = (step, now)
+        with self.writer.as_default(step=step):
+            for k, v in metrics.items():
+                if k != "max_consecutive_skips":
+                    tf.summary.scalar(prefix + k.replace("pairs/s", "pairs_per_sec"), v)
+        self.writer.flush()
+
+    def save(self, step: int):
+        if step != self.last_saved:
+            self.manager.save(checkpoint_number=step)
+            self.last_saved = step
 
 
-def latest_good(restore_dir: str, manager, chief: bool) -> str | None:
-    """The newest checkpoint in the run's directory (the chief's; a non-chief's are temporary)."""
-    return manager.latest_checkpoint if chief else tf.train.latest_checkpoint(restore_dir)
+class PeriodicEvaluator:
+    """The config's evaluators (``config.eval``) on the model being trained: ``() -> {name: value}``
+    for TensorBoard. The evaluation data is built once."""
+
+    def __init__(self, config, model, preprocessor):
+        from align_tf.evaluation import runner
+        from align_tf.evaluation.embed import encoder_for_model
+        self._runner = runner
+        self.plans = runner.plans_from_config(config)
+        self.encoder = encoder_for_model(model, preprocessor, config)
+
+    def __call__(self) -> dict:
+        return self._runner.flatten(self._runner.run_plans(self.encoder, self.plans))
 
 
 class Preempted(RuntimeError):
@@ -394,13 +472,17 @@ class _PreemptionFlag:
 
 
 def evaluate(result: TrainResult, config, model_dir: str) -> dict:
-    """Runs the config's evaluation and writes ``{model_dir}/eval.json``."""
-    from align_tf.evaluation.synthetic_eval import evaluate_synthetic
-    if config.data.name != "synthetic":
-        return {}
-    metrics = evaluate_synthetic(result.model, result.preprocessor, config.data.image_size,
-                                 num_per_class=config.eval.num_examples_per_class)
-    metrics["train_steps"] = config.train.steps
-    with tf.io.gfile.GFile(os.path.join(model_dir, "eval.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
+    """Runs the config's evaluators (``config.eval``) on the trained model and writes
+    ``{model_dir}/eval.json``: the report ``python -m align_tf.evaluate --model_dir`` writes."""
+    from align_tf.evaluation import runner
+    from align_tf.evaluation.embed import encoder_for_model
+    start = time.time()
+    encoder = encoder_for_model(result.model, result.preprocessor, config)
+    results = runner.run_plans(encoder, runner.plans_from_config(config))
+    run = RunDir(model_dir)
+    report = runner.make_report(results, {"model_dir": model_dir,
+                                          "checkpoint": run.latest_checkpoint(),
+                                          "train_steps": config.train.steps},
+                                time.time() - start)
+    run.write_eval(report)
+    return report

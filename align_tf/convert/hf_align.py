@@ -442,7 +442,8 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
     import tensorflow as tf
 
     from align_tf.models.dual_encoder import build_dual_encoder
-    from align_tf.tokenizer import TextPreprocessor, save_vocabulary
+    from align_tf.run_dir import RunDir
+    from align_tf.tokenizer import TextPreprocessor
 
     hf_config = load_hf_config(hf_dir)
     vocabulary = load_hf_vocabulary(hf_dir)
@@ -458,18 +459,16 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
     ignored = copy_hf_weights(model, state)
     del state
 
-    tf.io.gfile.makedirs(output)
-    vocab_path = save_vocabulary(vocabulary, os.path.join(output, "vocab.txt"))
-    with tf.io.gfile.GFile(os.path.join(output, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    checkpoint = tf.train.Checkpoint(model=model)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output, "checkpoints"),
-                                         max_to_keep=1)
+    run = RunDir(output).makedirs()
+    vocab_path = run.save_vocabulary(vocabulary)
+    run.save_config(config)
+    # Model weights only: a run directory's evaluate, export and load_model read just these.
+    manager = run.checkpoint_manager(tf.train.Checkpoint(model=model), max_to_keep=1)
     ckpt = manager.save(checkpoint_number=0)
     preprocessor = TextPreprocessor(vocab_path, sequence_length=config.data.max_tokens)
     saved = None
     if export:
-        saved = export_model(model, preprocessor, export_dir or os.path.join(output, "savedmodel"),
+        saved = export_model(model, preprocessor, export_dir or run.savedmodel_path,
                              config)
     with tf.io.gfile.GFile(os.path.join(output, "conversion.json"), "w") as f:
         json.dump({"source": os.path.abspath(hf_dir), "hf_config": hf_config,

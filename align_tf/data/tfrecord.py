@@ -8,7 +8,8 @@ Corrupt data never stops training. Two kinds exist and are handled differently:
 
 * A record whose bytes are intact but whose content is bad (not an ``Example``, no image, image
   bytes that do not decode — e.g. a truncated upload that slipped past the builder) is skipped
-  and **counted** exactly in a ``ReadStats`` (``tfrecord.STATS`` unless you pass your own).
+  and **counted** exactly in the ``ReadStats`` the caller passes (each reader its own: the trainer
+  logs its pipeline's as ``skipped_records``; no process-wide counter).
 * A shard whose *framing* is damaged (CRC mismatch, file cut short) makes ``TFRecordDataset``
   raise ``DataLossError``; that file's remaining records are skipped with a logged warning
   (``ignore_errors`` on that file only). TFRecord framing cannot be resynchronised, and tf.data
@@ -89,8 +90,6 @@ class ReadStats:
             self._counts = dict.fromkeys(self.REASONS, 0)
 
 
-STATS = ReadStats()  # the default counter for every reader in this process
-
 
 # ------------------------------------------------------------------------------------ writing
 
@@ -154,11 +153,11 @@ def map_skipping_errors(dataset: tf.data.Dataset, fn, reason: str,
                         source_of=None) -> tf.data.Dataset:
     """``dataset.map(fn)`` in parallel and in order, dropping elements where ``fn`` fails.
 
-    Each drop is counted under ``reason`` in ``stats`` (default ``STATS``); ``source_of(element)``
+    Each drop is counted under ``reason`` in ``stats`` (None: not observed); ``source_of(element)``
     (e.g. the shard path) is logged with the first few. See the module docstring for why this is
     built from one-element datasets rather than ``ignore_errors``.
     """
-    stats = stats or STATS
+    stats = stats if stats is not None else ReadStats()
     def traced(*e):  # tuple elements reach fn as one tuple
         return fn(e[0] if len(e) == 1 else e)
 
@@ -211,7 +210,7 @@ def decode_images(dataset: tf.data.Dataset, stats: ReadStats | None = None,
                   count_skipped: bool = True) -> tf.data.Dataset:
     """``{"image/encoded", "caption", ...}`` → ``{"image", "caption"}``; corrupt images skipped.
 
-    Skipped images are counted as ``"corrupt_image"`` in ``stats`` (default ``STATS``).
+    Skipped images are counted as ``"corrupt_image"`` in ``stats`` (None: not observed).
     """
     def decode(ex):
         return {"image": decode_image(ex["image/encoded"]), "caption": ex["caption"]}

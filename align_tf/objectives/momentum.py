@@ -1,6 +1,6 @@
 """Momentum distillation for noisy pairs: ALBEF's ITC-MoD (Li et al., NeurIPS 2021) on ALIGN.
 
-``MomentumDualEncoder`` keeps an exponential moving average (EMA) of both towers,
+``MomentumDistillation`` keeps an exponential moving average (EMA) of both towers,
 
     θ_m ← m · θ_m + (1 − m) · θ          after every applied optimizer step (m = 0.995),
 
@@ -15,12 +15,11 @@ all replicas gather the global batch's momentum embeddings (no gradient) and wri
 queue pointer, so the queue is identical on every replica; its size must be a multiple of the
 global batch so that writes never wrap mid-batch.
 
-The momentum towers are not separate Keras models: they are EMA *weights* (non-trainable model
-variables, so ``tf.train.Checkpoint(model=...)`` saves them with the queue) run through the online
-towers' graph with ``stateless_call``. That keeps the architecture identical by construction.
-They run in inference mode: BatchNorm uses the EMA'd moving statistics and dropout is off, so the
-targets are deterministic. ``embed_image``/``embed_text`` (and so evaluation and export) use the
-online towers.
+The momentum towers are not separate Keras models: they are EMA *weights* (non-trainable
+variables of the objective's state, checkpointed with the queue) run through the online towers'
+graph with ``stateless_call``. That keeps the architecture identical by construction. They run in
+inference mode: BatchNorm uses the EMA'd moving statistics and dropout is off, so the targets are
+deterministic. The model (and so evaluation and export) only ever has the online towers.
 """
 
 from __future__ import annotations
@@ -29,63 +28,50 @@ import keras
 import tensorflow as tf
 
 from align_tf import losses
-from align_tf.models.dual_encoder import DualEncoder
+from align_tf.objectives.base import GlobalBatch, ObjectiveState, replica_variable
+from align_tf.objectives.contrastive import ContrastiveObjective
 
 
-class MomentumDualEncoder(DualEncoder):
-    """``DualEncoder`` trained with momentum-distillation soft targets and an optional queue.
+class MomentumDistillation(ContrastiveObjective):
+    """ALIGN's loss with momentum-distillation soft targets and an optional queue.
 
     Args:
-      image_encoder, text_encoder: the online towers (built functional models), as for
-        ``DualEncoder``.
+      model, optimizer: as for ``Objective``.
+      label_smoothing: ε of the one-hot part of the targets.
       momentum: EMA momentum m of the momentum towers.
       alpha: final distillation weight α (0 gives ALIGN's loss, plus queue negatives if any).
       alpha_ramp_steps: α grows linearly from 0 to ``alpha`` over this many optimizer steps
         (ALBEF: the first epoch); 0 uses ``alpha`` from the start.
       queue_size: number of queued momentum embeddings per modality; 0 disables the queue. Must be
         a multiple of the global batch size (checked when the train step is traced).
-      **kwargs: ``DualEncoder`` arguments (temperature_init, label_smoothing, name, ...).
     """
 
-    def __init__(self, image_encoder, text_encoder, momentum=0.995, alpha=0.4, alpha_ramp_steps=0,
-                 queue_size=0, **kwargs):
-        super().__init__(image_encoder, text_encoder, **kwargs)
+    def __init__(self, model, optimizer, label_smoothing=0.1, momentum=0.995, alpha=0.4,
+                 alpha_ramp_steps=0, queue_size=0):
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+            raise ValueError(f"objective.momentum must be in [0, 1], got {momentum}")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
         if alpha_ramp_steps < 0 or queue_size < 0:
-            raise ValueError("alpha_ramp_steps and queue_size must be >= 0")
+            raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
+        super().__init__(model, optimizer, label_smoothing)
         self.momentum = float(momentum)
         self.alpha = float(alpha)
         self.alpha_ramp_steps = int(alpha_ramp_steps)
         self.queue_size = int(queue_size)
-        self._image_ema = _EmaWeights(self, image_encoder, "momentum_image")
-        self._text_ema = _EmaWeights(self, text_encoder, "momentum_text")
-        # tf.train.Checkpoint reaches variables only through attributes that are TF trackables;
-        # add_weight alone leaves these unreachable. Hold them by name so checkpoints store (and
-        # resume) the momentum towers under stable keys.
-        self.momentum_weights = tf.Module(name="momentum_weights")
+        self._image_ema = _EmaWeights(model.image_encoder, "momentum_image")
+        self._text_ema = _EmaWeights(model.text_encoder, "momentum_text")
+        # Held by name so checkpoints store (and resume) the momentum towers under stable keys.
+        self.state.momentum_weights = ObjectiveState()
         for ema, _ in self.momentum_pairs:
-            setattr(self.momentum_weights, ema.name, ema)
-        self.queue_pointer = None
+            setattr(self.state.momentum_weights, ema.name, ema)
         if self.queue_size:
-            dim = image_encoder.output_shape[-1]
+            dim = model.embedding_dim
             # ALBEF starts from random unit vectors: near-orthogonal to everything, so the first
             # steps see harmless negatives until real momentum features replace them.
-            self.image_queue = self._queue_weight("image_queue", dim, seed=1)
-            self.text_queue = self._queue_weight("text_queue", dim, seed=2)
-            self.queue_pointer = self.add_weight(
-                shape=(), initializer="zeros", dtype="int64", trainable=False,
-                aggregation="only_first_replica", name="queue_pointer")
-        self.built = True
-
-    def _queue_weight(self, name, dim, seed):
-        def init(shape, dtype=None):
-            return tf.math.l2_normalize(tf.random.stateless_normal(shape, seed=[seed, 0]), axis=-1)
-        return self.add_weight(shape=(self.queue_size, dim), initializer=init, dtype="float32",
-                               autocast=False, trainable=False, aggregation="only_first_replica",
-                               name=name)
+            self.state.image_queue = _queue_variable("image_queue", self.queue_size, dim, seed=1)
+            self.state.text_queue = _queue_variable("text_queue", self.queue_size, dim, seed=2)
+            self.state.queue_pointer = replica_variable(0, "int64", "queue_pointer")
 
     @property
     def momentum_pairs(self) -> list:
@@ -110,40 +96,30 @@ class MomentumDualEncoder(DualEncoder):
         progress = tf.cast(self.optimizer.iterations, tf.float32) / float(self.alpha_ramp_steps)
         return self.alpha * tf.minimum(progress, 1.0)
 
-    def embed_image_momentum(self, pixels):
-        """Momentum-tower image embeddings (unit norm, no gradient)."""
-        return tf.stop_gradient(losses.l2_normalize(self._image_ema(pixels)))
+    def embed_momentum(self, batch):
+        """Momentum-tower ``(image, text)`` embeddings (unit norm, no gradient)."""
+        return (tf.stop_gradient(losses.l2_normalize(self._image_ema(batch["image"]))),
+                tf.stop_gradient(losses.l2_normalize(self._text_ema(batch["text"]))))
 
-    def embed_text_momentum(self, tokens):
-        """Momentum-tower text embeddings (unit norm, no gradient)."""
-        return tf.stop_gradient(losses.l2_normalize(self._text_ema(tokens)))
-
-    def compute_contrastive_loss(self, image, text, data=None):
+    def compute_loss(self, batch, training=True) -> dict:
         """Soft-target loss of this replica's rows against the gathered batch (+ queue)."""
-        if data is None:
-            raise ValueError("MomentumDualEncoder needs the raw batch to run its momentum towers")
-        ctx = tf.distribute.get_replica_context()
-        num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        image, text = self.embed(batch, training)
+        rows = GlobalBatch(image)
         if self.queue_size:
-            self._check_queue_size(image, num_replicas)
-        image_m = self.embed_image_momentum(data["image"])
-        text_m = self.embed_text_momentum(data["text"])
-        if num_replicas > 1:
-            all_image, all_text = ctx.all_gather(image, axis=0), ctx.all_gather(text, axis=0)
-            # Momentum features carry no gradient: gather them as constants.
-            all_image_m, all_text_m = ctx.all_gather(image_m, axis=0), ctx.all_gather(text_m, axis=0)
-            offset = ctx.replica_id_in_sync_group * tf.shape(image)[0]
-        else:
-            all_image, all_text, all_image_m, all_text_m, offset = image, text, image_m, text_m, 0
+            self._check_queue_size(image, rows.num_replicas)
+        image_m, text_m = self.embed_momentum(batch)
+        # Momentum features carry no gradient: their gather is of constants.
+        all_image_m, all_text_m = rows.gather(image_m), rows.gather(text_m)
         image_queue = text_queue = None
         if self.queue_size:
-            image_queue, text_queue = tf.identity(self.image_queue), tf.identity(self.text_queue)
+            image_queue = tf.identity(self.state.image_queue)
+            text_queue = tf.identity(self.state.text_queue)
         out = losses.momentum_distillation_loss(
-            image, text, tf.maximum(self.temperature, self.min_temperature), all_image, all_text,
-            image_m, text_m, all_image_m, all_text_m, self.current_alpha(), offset,
+            image, text, self.model.clipped_temperature(), rows.gather(image), rows.gather(text),
+            image_m, text_m, all_image_m, all_text_m, self.current_alpha(), rows.offset,
             self.label_smoothing, image_queue, text_queue)
         out["after_apply"] = {"image": all_image_m, "text": all_text_m}
-        return out, num_replicas
+        return self.with_metrics(out)
 
     def _check_queue_size(self, image, num_replicas):
         local = image.shape[0]
@@ -153,7 +129,7 @@ class MomentumDualEncoder(DualEncoder):
         global_batch = local * num_replicas
         if self.queue_size % global_batch:
             raise ValueError(
-                f"model.distillation_queue_size={self.queue_size} must be a multiple of the global "
+                f"objective.queue_size={self.queue_size} must be a multiple of the global "
                 f"batch size {global_batch} ({local} per replica x {num_replicas} replicas) so that "
                 f"each step's momentum features fill whole queue slots")
 
@@ -182,7 +158,7 @@ class MomentumDualEncoder(DualEncoder):
     def _enqueue(self, strategy, state):
         """Writes ``state``'s global-batch momentum features at the pointer (FIFO: overwrites the
         oldest entries) and advances the pointer."""
-        pointer = tf.identity(self.queue_pointer.value)
+        pointer = tf.identity(self.state.queue_pointer.value)
 
         def write(queue, features, pointer):
             rows = tf.cast(pointer, tf.int32) + tf.range(tf.shape(features)[0])
@@ -191,9 +167,9 @@ class MomentumDualEncoder(DualEncoder):
         def advance(var, features):
             return var.assign((var + tf.cast(tf.shape(features)[0], var.dtype)) % self.queue_size)
 
-        for queue, key in ((self.image_queue, "image"), (self.text_queue, "text")):
+        for queue, key in ((self.state.image_queue, "image"), (self.state.text_queue, "text")):
             strategy.extended.update(queue.value, write, args=(state[key], pointer), group=False)
-        strategy.extended.update(self.queue_pointer.value, advance, args=(state["image"],),
+        strategy.extended.update(self.state.queue_pointer.value, advance, args=(state["image"],),
                                  group=False)
 
 
@@ -204,18 +180,15 @@ class _EmaWeights:
     weights, so the forward pass reads the online tower's.
     """
 
-    def __init__(self, owner: keras.Model, tower: keras.Model, prefix: str):
+    def __init__(self, tower: keras.Model, prefix: str):
         self.tower = tower
         self.pairs = []  # (ema variable, online variable)
 
         def shadow(v):
             if not v.dtype.startswith("float"):
                 return v
-            ema = owner.add_weight(shape=v.shape, dtype=v.dtype, initializer="zeros",
-                                   trainable=False, autocast=False,
-                                   aggregation="only_first_replica",
-                                   name=f"{prefix}__{v.path.replace('/', '__')}")
-            ema.assign(v)  # the momentum model starts as a copy of the online one
+            # The momentum model starts as a copy of the online one.
+            ema = replica_variable(tf.identity(v.value), v.dtype, f"{prefix}__{v.path.replace('/', '__')}", v.shape)
             self.pairs.append((ema, v))
             return ema
 
@@ -227,3 +200,9 @@ class _EmaWeights:
         outputs, _ = self.tower.stateless_call(self.trainable, self.non_trainable, inputs,
                                                training=False)
         return outputs
+
+
+def _queue_variable(name, size, dim, seed):
+    # Stateless: the initial queue is the same on every replica and in every run.
+    init = tf.math.l2_normalize(tf.random.stateless_normal((size, dim), seed=[seed, 0]), axis=-1)
+    return replica_variable(init, "float32", name, (size, dim))

@@ -1,0 +1,173 @@
+"""What every objective shares: one train step from a replica's batch to an applied update.
+
+An objective owns how a batch becomes gradients; the model (``align_tf.models``) only embeds.
+``Objective.train_step`` runs once per replica (inside ``strategy.run``):
+
+1. ``compute_loss`` (the subclass) embeds the local batch and evaluates its loss against the
+   global batch, gathered once per step by ``GlobalBatch``;
+2. gradients of ``loss / num_replicas`` are all-reduced once (the optimizer is told not to reduce
+   again, so the logged gradient norm and the finiteness check see the global gradient);
+3. the update is applied only if loss and gradients are finite; otherwise the step is counted in
+   ``skipped_steps`` / ``consecutive_skips`` and the weights stay untouched;
+4. ``after_apply`` (the subclass, e.g. EMA towers and queues) runs after an applied update.
+
+Objective state that must survive a restart (the skip counters, momentum towers, queues) lives in
+``objective.state``, a trackable that the trainer checkpoints next to the model and optimizer.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class GlobalBatch:
+    """This replica's place in the global batch, computed once per step and shared by every loss.
+
+    The local loss scores this replica's ``N_local`` rows against all ``N_global`` gathered rows;
+    row ``i`` of this replica is column ``offset + i`` of the gathered batch.
+    """
+
+    def __init__(self, local_rows):
+        self.context = tf.distribute.get_replica_context()
+        self.num_replicas = self.context.num_replicas_in_sync if self.context is not None else 1
+        self.offset = 0
+        if self.num_replicas > 1:
+            self.offset = self.context.replica_id_in_sync_group * tf.shape(local_rows)[0]
+
+    def gather(self, x):
+        """Concatenates every replica's ``x`` along axis 0 (differentiable: gradients flow back to
+        the replica that produced each row)."""
+        return self.context.all_gather(x, axis=0) if self.num_replicas > 1 else x
+
+
+class ObjectiveState(tf.__internal__.tracking.AutoTrackable):
+    """The checkpointed state of an objective (variables are attributes, found by name)."""
+
+
+def replica_variable(value, dtype, name, shape=()):
+    """A non-trainable variable that every replica updates identically (gradients and decisions
+    are all-reduced first), so reading any replica's copy is right; checkpointed from the first."""
+    return keras.Variable(value, shape=shape, dtype=dtype, trainable=False,
+                          aggregation="only_first_replica", name=name)
+
+
+class Objective:
+    """Base class: the distributed train step around a subclass's ``compute_loss``.
+
+    Args:
+      model: the ``DualEncoder`` (or another plain model) whose trainable variables are trained.
+      optimizer: a built or unbuilt Keras optimizer; it is built for the model's variables here.
+
+    Subclasses implement ``compute_loss`` and may extend ``scalars``, ``after_apply`` and
+    ``state``.
+    """
+
+    #: Metrics every train step returns (the trainer logs them; all are float scalars).
+    scalars = ("loss", "grad_norm", "skipped_steps", "consecutive_skips")
+
+    def __init__(self, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+        skip_optimizer_all_reduce(optimizer)
+        self.state = ObjectiveState()
+        # Steps whose loss or gradients were not finite: skipped (weights untouched), counted.
+        self.state.skipped_steps = replica_variable(0, "int64", "skipped_steps")
+        self.state.consecutive_skips = replica_variable(0, "int64", "consecutive_skips")
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+
+    @property
+    def skipped_steps(self):
+        return self.state.skipped_steps
+
+    @property
+    def consecutive_skips(self):
+        return self.state.consecutive_skips
+
+    def compute_loss(self, batch, training=True) -> dict:
+        """This replica's loss on ``batch``: a dict with ``"loss"`` (mean over the local rows), any
+        further scalars named in ``scalars``, and optionally ``"after_apply"`` (a nest handed to
+        ``after_apply`` once the update is applied)."""
+        raise NotImplementedError
+
+    def after_apply(self, state):
+        """Runs in replica context right after an applied update (never on a skipped step)."""
+        del state
+
+    def train_step(self, batch) -> dict:
+        """One optimizer step on this replica's share of the global batch."""
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            out = self.compute_loss(batch, training=True)
+            # Each replica's loss is a mean over its local rows; the global loss is their mean.
+            scaled_loss = out["loss"] / num_replicas
+        grads = tape.gradient(scaled_loss, variables)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and num_replicas > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grad_norm = tf.linalg.global_norm(grads)
+        # Gradients are all-reduced, so every replica takes the same branch.
+        finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(out["loss"])
+        self._apply_if_finite(finite, grads, variables, out.pop("after_apply", ()))
+        metrics = {k: out[k] for k in self.scalars if k in out}
+        metrics.update(grad_norm=grad_norm,
+                       skipped_steps=tf.cast(self.skipped_steps, tf.float32),
+                       consecutive_skips=tf.cast(self.consecutive_skips, tf.float32))
+        return metrics
+
+    def _apply_if_finite(self, finite, grads, variables, after_apply_state=()):
+        """Applies the update only when ``finite``; otherwise counts a skipped step."""
+        def apply_on_replica(grads, state):
+            self.optimizer.apply(grads, variables)
+            self.after_apply(state)
+
+        def apply():
+            apply_on_replica(grads, after_apply_state)
+            self.consecutive_skips.assign(0)
+
+        def skip():
+            self.skipped_steps.assign_add(1)
+            self.consecutive_skips.assign_add(1)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, skip)
+            return
+
+        # MirroredStrategy's optimizer update calls merge_call, which cannot sit inside a cond in
+        # replica context: take the branch in cross-replica context (as Keras' LossScaleOptimizer).
+        def cross_replica(strategy, finite, grads, state):
+            finite = strategy.experimental_local_results(finite)[0]
+
+            def apply_all():
+                strategy.extended.call_for_each_replica(apply_on_replica, args=(grads, state))
+                self.consecutive_skips.assign(0)
+
+            tf.cond(finite, apply_all, skip)
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(finite, grads, after_apply_state))
+
+    def legacy_checkpoint_view(self):
+        """The objects under the checkpoint key ``model`` as run directories written before the
+        objectives split laid them out: the model's towers and σ next to this objective's state
+        (see ``align_tf.trainer.restore``)."""
+        view = ObjectiveState()
+        for name in ("image_encoder", "text_encoder", "temperature"):
+            setattr(view, name, getattr(self.model, name))
+        for name, value in self.state._trackable_children().items():  # noqa: SLF001
+            setattr(view, name, value)
+        return view
+
+
+def skip_optimizer_all_reduce(optimizer):
+    """Makes a Keras optimizer trust that gradients are already all-reduced.
+
+    Keras' TF optimizer sums gradients across replicas inside ``apply``. ``Objective.train_step``
+    reduces them itself (once) so the gradient norm it logs, and the finiteness check, see the
+    global gradient; without this the optimizer would sum a second time.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+    return optimizer

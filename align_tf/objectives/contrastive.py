@@ -1,0 +1,48 @@
+"""ALIGN's objective (Jia et al., 2021, §4.1): the normalized softmax loss over the global batch.
+
+Each replica embeds its share of the batch, gathers every replica's embeddings once
+(``GlobalBatch``) and evaluates ``align_tf.losses.align_loss`` for its own rows against all
+gathered columns (the "local loss": O(N_local × N_global) logits per replica).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from align_tf import losses
+from align_tf.objectives.base import GlobalBatch, Objective
+
+
+class ContrastiveObjective(Objective):
+    """``loss = L_i2t + L_t2i`` with σ from the model and label smoothing ε.
+
+    Args:
+      model, optimizer: as for ``Objective``.
+      label_smoothing: ε of the smoothed one-hot targets (the paper: 0.1).
+    """
+
+    scalars = Objective.scalars + ("loss_i2t", "loss_t2i", "temperature", "i2t_accuracy")
+
+    def __init__(self, model, optimizer, label_smoothing: float = 0.1):
+        super().__init__(model, optimizer)
+        self.label_smoothing = float(label_smoothing)
+
+    def embed(self, batch, training=True):
+        """This replica's ``(image, text)`` embeddings, unit norm."""
+        return (self.model.embed_image(batch["image"], training=training),
+                self.model.embed_text(batch["text"], training=training))
+
+    def compute_loss(self, batch, training=True) -> dict:
+        image, text = self.embed(batch, training)
+        rows = GlobalBatch(image)
+        out = losses.align_loss(image, text, self.model.clipped_temperature(),
+                                rows.gather(image), rows.gather(text), rows.offset,
+                                self.label_smoothing)
+        return self.with_metrics(out)
+
+    def with_metrics(self, out: dict) -> dict:
+        """Adds σ and the in-batch image→text top-1 accuracy to a loss dict."""
+        accuracy = tf.reduce_mean(tf.cast(
+            tf.equal(tf.argmax(out["logits_i2t"], axis=-1, output_type=tf.int32), out["labels"]),
+            tf.float32))
+        return dict(out, temperature=tf.identity(self.model.temperature), i2t_accuracy=accuracy)

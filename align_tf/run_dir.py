@@ -1,0 +1,162 @@
+"""The run directory: the one module that knows its layout, writes it and reads it back.
+
+    RUN/config.json     the resolved training config (``configs/base.py`` fields)
+    RUN/vocab.txt       the WordPiece vocabulary the text tower was trained with
+    RUN/checkpoints/    ``tf.train.Checkpoint``s of model, optimizer and objective state
+    RUN/train/          TensorBoard scalars
+    RUN/eval.json       the evaluation report (``align_tf.evaluation.runner.make_report``)
+    RUN/savedmodel/     the exported SavedModel / TF Hub module
+
+The trainer, the HF converter, export, evaluation and the tests all go through here, so a change
+of layout (or of the config's fields) is made once. Run directories written before the objectives
+split (``model.momentum_distillation`` and friends in config.json) are read with their fields
+moved to the ``objective`` section (``migrate_config``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import tensorflow as tf
+
+CONFIG, VOCAB, CHECKPOINTS, TRAIN_LOGS, EVAL, SAVEDMODEL = (
+    "config.json", "vocab.txt", "checkpoints", "train", "eval.json", "savedmodel")
+
+# Fields of the ``model`` section before the objectives split → their ``objective`` name. The
+# boolean ``momentum_distillation`` became ``objective.name``.
+LEGACY_MODEL_FIELDS = {
+    "label_smoothing": "label_smoothing",
+    "distillation_momentum": "momentum",
+    "distillation_alpha": "alpha",
+    "distillation_alpha_ramp_steps": "alpha_ramp_steps",
+    "distillation_queue_size": "queue_size",
+}
+
+
+class RunDir:
+    """Paths of one run directory (local or ``gs://``) and the reads and writes of its files."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.config_path = os.path.join(path, CONFIG)
+        self.vocab_path = os.path.join(path, VOCAB)
+        self.checkpoint_dir = os.path.join(path, CHECKPOINTS)
+        self.train_log_dir = os.path.join(path, TRAIN_LOGS)
+        self.eval_path = os.path.join(path, EVAL)
+        self.savedmodel_path = os.path.join(path, SAVEDMODEL)
+
+    def makedirs(self) -> "RunDir":
+        tf.io.gfile.makedirs(self.path)
+        return self
+
+    def save_config(self, config) -> str:
+        with tf.io.gfile.GFile(self.config_path, "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        return self.config_path
+
+    def load_config(self) -> ml_collections.ConfigDict:
+        """``config.json`` (legacy fields migrated); one-line ``FileNotFoundError`` if missing."""
+        if not tf.io.gfile.exists(self.config_path):
+            raise FileNotFoundError(f"no {CONFIG} in {self.path} (is it a training model_dir?)")
+        with tf.io.gfile.GFile(self.config_path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{self.config_path} is not valid JSON: {e}") from None
+        return migrate_config(ml_collections.ConfigDict(data))
+
+    def has_vocabulary(self) -> bool:
+        return tf.io.gfile.exists(self.vocab_path)
+
+    def save_vocabulary(self, vocabulary) -> str:
+        """Writes ``vocabulary`` (a token list, or the path of a vocabulary file) as vocab.txt."""
+        if isinstance(vocabulary, str):
+            if vocabulary != self.vocab_path:
+                tf.io.gfile.copy(vocabulary, self.vocab_path, overwrite=True)
+            return self.vocab_path
+        from align_tf.tokenizer import save_vocabulary
+        return save_vocabulary(vocabulary, self.vocab_path)
+
+    def latest_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(self.checkpoint_dir)
+
+    def checkpoint_manager(self, checkpoint: tf.train.Checkpoint, max_to_keep: int):
+        return tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=max_to_keep)
+
+    def write_eval(self, report: dict) -> str:
+        with tf.io.gfile.GFile(self.eval_path, "w") as f:
+            json.dump(report, f, indent=2)
+        return self.eval_path
+
+    def read_eval(self) -> dict:
+        with tf.io.gfile.GFile(self.eval_path) as f:
+            return json.load(f)
+
+
+def migrate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Moves pre-objectives fields (``model.momentum_distillation``, ``model.distillation_*``,
+    ``model.label_smoothing``) into the ``objective`` section, on top of ``configs/base.py``'s
+    defaults for any section or field an older config.json lacks."""
+    from align_tf.configs import base
+    merged = base.get_config()
+    data = config.to_dict()
+    model = data.get("model", {})
+    if "momentum_distillation" in model or any(k in model for k in LEGACY_MODEL_FIELDS):
+        objective = data.setdefault("objective", {})
+        if model.pop("momentum_distillation", False):
+            objective["name"] = "momentum_distillation"
+        for old, new in LEGACY_MODEL_FIELDS.items():
+            if old in model:
+                objective[new] = model.pop(old)
+    _update(merged, data, "")
+    return merged
+
+
+def _update(target: ml_collections.ConfigDict, data: dict, prefix: str):
+    """Writes ``data`` into ``target`` recursively; fields ``target`` lacks are kept as given."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(target.get(key), ml_collections.ConfigDict):
+            _update(target[key], value, f"{prefix}{key}.")
+        else:
+            with target.ignore_type():
+                target[key] = value
+
+
+def load_config(model_dir: str) -> ml_collections.ConfigDict:
+    """``RunDir(model_dir).load_config()``."""
+    return RunDir(model_dir).load_config()
+
+
+def load_model(model_dir: str, checkpoint: str | None = None):
+    """Rebuilds ``(model, preprocessor, config)`` from a run directory, model weights only.
+
+    Reads ``config.json`` and ``vocab.txt`` and restores ``checkpoint`` (default: the newest in
+    ``checkpoints/``). The optimizer's and the objective's state in the checkpoint are not needed
+    to embed and are skipped; every model variable must be restored, or this fails.
+    """
+    import keras
+
+    from align_tf.models.dual_encoder import build_dual_encoder
+    from align_tf.tokenizer import TextPreprocessor
+
+    run = RunDir(model_dir)
+    config = run.load_config()
+    ckpt = checkpoint or run.latest_checkpoint()
+    if not ckpt:
+        raise FileNotFoundError(f"no checkpoint in {run.checkpoint_dir}")
+    if not run.has_vocabulary():
+        raise FileNotFoundError(f"no {VOCAB} in {model_dir}")
+    preprocessor = TextPreprocessor(run.vocab_path, sequence_length=config.data.max_tokens)
+    # Float32 weights and compute whatever the run trained with (bf16 checkpoints hold f32 vars).
+    keras.config.set_dtype_policy("float32")
+    model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(ckpt)
+        status.expect_partial()  # optimizer and objective state are in the checkpoint, not needed
+        status.assert_existing_objects_matched()  # but every model variable must be
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot restore the model from {ckpt}: {first[:300]}") from None
+    return model, preprocessor, config
