@@ -5,8 +5,14 @@ The model is a training ``--model_dir`` (config.json, vocab.txt, checkpoints/; a
 signatures (ours, or converted public weights). Both go through the same evaluation code, so they
 give the same numbers for the same weights.
 
-Datasets (``--dataset``, comma-separated):
-  synthetic        the built-in coloured-shapes corpus (fresh images; no download)
+What is evaluated is the config's ``eval`` section (``configs/base.py``; the same
+``align_tf.evaluation.runner.plans_from_config`` the trainer runs): every flag below named like an
+``eval`` field overrides it, and a flag not given takes the value in the run's ``config.json``
+(``--model_dir``, or one beside the SavedModel; else ``configs/base.py``'s). So
+``--model_dir=RUN --dataset=synthetic --output=X`` writes RUN/eval.json's numbers again.
+
+Datasets (``--datasets``/``--dataset``, comma-separated):
+  synthetic        the built-in coloured-shapes corpus (fresh seeded images; no download)
   tfrecord:GLOB    our TFRecord shards (retrieval; records with identical images are grouped)
   TFDS names       cifar10, cifar100, imagenet2012 (manual download), coco_captions, or any TFDS
                    dataset with an image and a class label or captions
@@ -22,7 +28,8 @@ Examples:
   python -m align_tf.evaluate --savedmodel=SM --image_size=289 --resize_size=346 \\
       --dataset=coco_captions --tasks=retrieval        # Karpathy 5k test, 5 captions per image
 
-Metrics are fractions in [0, 1]; ranks are 1-based. ``--output`` writes them as JSON.
+Metrics are fractions in [0, 1]; ranks are 1-based. ``--output`` writes the report
+(``runner.make_report``, the structure of RUN/eval.json) as JSON.
 """
 
 from __future__ import annotations
@@ -36,68 +43,66 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from align_tf import prompts  # noqa: E402
+from align_tf.configs import base  # noqa: E402
+
+_EVAL = base.get_config().eval  # flag defaults shown in --help; a run's config.json wins
+
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training model_dir: config.json, vocab.txt "
                                  "and checkpoints/ (the newest checkpoint is used).")
 _SAVEDMODEL = flags.DEFINE_string("savedmodel", None, "Exported SavedModel directory with "
                                   "image_embed/text_embed signatures.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "With --model_dir: a specific checkpoint "
                                   "prefix instead of the newest.")
-_DATASET = flags.DEFINE_list("dataset", ["synthetic"], "Datasets: synthetic, tfrecord:GLOB, or TFDS "
-                             "names (cifar10, cifar100, imagenet2012, coco_captions, ...).")
-_TASKS = flags.DEFINE_list("tasks", ["auto"], "Tasks: retrieval, zeroshot, knn, linear, auto.")
-_SPLIT = flags.DEFINE_string("split", None, "Evaluation split (TFDS slicing allowed, e.g. "
-                             "'validation[:10%]'); default test, else validation.")
-_TRAIN_SPLIT = flags.DEFINE_string("train_split", None, "Split kNN and the linear probe fit on; "
-                                   "default train.")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Evaluate at most this many images.")
-_MAX_TRAIN_EXAMPLES = flags.DEFINE_integer("max_train_examples", None,
-                                           "kNN/linear probe: fit on at most this many images.")
-_TEMPLATES = flags.DEFINE_enum("templates", "auto",
-                               ["auto", "clip80", "clip7", "simple", "none", "synthetic"],
-                               "Zero-shot prompts: clip80 = CLIP's 80 ImageNet templates "
-                               "(ensembled), simple = 'a photo of a {}.', none = the class name; "
-                               "auto = synthetic's own prompts for synthetic, else clip80.")
-_RECALL_KS = flags.DEFINE_list("recall_ks", ["1", "5", "10"], "Retrieval Recall@K values.")
-_CAPTIONS = flags.DEFINE_integer("captions_per_image", 5, "Retrieval: captions kept per image "
-                                 "(the MSCOCO/Flickr30K protocol uses 5); 0 keeps all.")
-_BLOCK = flags.DEFINE_integer("block_size", 512, "Retrieval: queries scored at once (memory "
-                              "block_size x candidates floats).")
-_FAISS = flags.DEFINE_bool("faiss", False, "Retrieval R@K with faiss (no ranks reported).")
-_KNN_K = flags.DEFINE_integer("knn_k", 20, "kNN neighbours.")
-_KNN_T = flags.DEFINE_float("knn_temperature", 0.07, "kNN vote weight exp(sim/T); 0 = majority.")
-_LINEAR_BACKEND = flags.DEFINE_enum("linear_backend", "sklearn", ["sklearn", "keras"],
-                                    "Linear probe: sklearn logistic regression or a Keras softmax.")
-_LINEAR_C = flags.DEFINE_float("linear_c", None, "sklearn inverse L2 strength; default: swept on "
-                               "a held-out 20% of the training split.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Model input size; default the config's "
                                    "data.image_size (required for a SavedModel without one).")
 _RESIZE_SIZE = flags.DEFINE_integer("resize_size", None, "Resize to this then centre-crop "
                                     "image_size (ALIGN: 346 → 289); default the config's.")
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Embedding batch size.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 _DOWNLOAD = flags.DEFINE_bool("download", True, "Let TFDS download and prepare missing datasets.")
-_SYN_PER_CLASS = flags.DEFINE_integer("synthetic_examples_per_class", 20,
-                                      "synthetic: images per class (test and train splits).")
-_OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON here.")
+_OUTPUT = flags.DEFINE_string("output", None, "Write the report as JSON here.")
+
+# Flags named like the config's eval fields (configs/base.py documents them).
+flags.DEFINE_list("datasets", _EVAL.datasets.split(","), "Datasets: synthetic, tfrecord:GLOB, or "
+                  "TFDS names (cifar10, cifar100, imagenet2012, coco_captions, ...).")
+flags.DEFINE_alias("dataset", "datasets")
+flags.DEFINE_list("tasks", _EVAL.tasks.split(","), "Tasks: retrieval, zeroshot, knn, linear, auto.")
+flags.DEFINE_enum("templates", _EVAL.templates, list(prompts.TEMPLATE_CHOICES) + [prompts.AUTO],
+                  "Zero-shot prompts: clip80 = CLIP's 80 ImageNet templates (ensembled), "
+                  "simple = 'a photo of a {}.', none = the class name, synthetic = the corpus' "
+                  "own; auto = synthetic for synthetic, else clip80.")
+flags.DEFINE_integer("batch_size", _EVAL.batch_size, "Embedding batch size.")
+flags.DEFINE_integer("max_examples", _EVAL.max_examples, "Evaluate at most this many images.")
+flags.DEFINE_string("split", _EVAL.split, "Evaluation split (TFDS slicing allowed, e.g. "
+                    "'validation[:10%]'); default test, else validation.")
+flags.DEFINE_string("train_split", _EVAL.train_split, "Split kNN and the linear probe fit on; "
+                    "default train.")
+flags.DEFINE_integer("max_train_examples", _EVAL.max_train_examples,
+                     "kNN/linear probe: fit on at most this many images.")
+flags.DEFINE_string("data_dir", _EVAL.data_dir, "TFDS data directory.")
+flags.DEFINE_list("recall_ks", _EVAL.recall_ks.split(","), "Retrieval Recall@K values.")
+flags.DEFINE_integer("captions_per_image", _EVAL.captions_per_image, "Retrieval: captions per "
+                     "image (the MSCOCO/Flickr30K protocol keeps 5); 0 keeps all.")
+flags.DEFINE_integer("block_size", _EVAL.block_size, "Retrieval: queries scored at once (memory "
+                     "block_size x candidates floats).")
+flags.DEFINE_bool("faiss", _EVAL.faiss, "Retrieval R@K with faiss (no ranks reported).")
+flags.DEFINE_integer("knn_k", _EVAL.knn_k, "kNN neighbours.")
+flags.DEFINE_float("knn_temperature", _EVAL.knn_temperature,
+                   "kNN vote weight exp(sim/T); 0 = majority.")
+flags.DEFINE_enum("linear_backend", _EVAL.linear_backend, ["sklearn", "keras"],
+                  "Linear probe: sklearn logistic regression or a Keras softmax.")
+flags.DEFINE_float("linear_c", _EVAL.linear_c, "sklearn inverse L2 strength; default: swept on "
+                   "a held-out 20% of the training split.")
+flags.DEFINE_integer("synthetic_examples_per_class", _EVAL.synthetic_examples_per_class,
+                     "synthetic: zero-shot images per class (kNN/linear probe fit: as many).")
+flags.DEFINE_integer("synthetic_retrieval_rounds", _EVAL.synthetic_retrieval_rounds,
+                     "synthetic: retrieval galleries of one image per class.")
+flags.DEFINE_integer("synthetic_seed", _EVAL.synthetic_seed, "synthetic: seed of the test "
+                     "images (kNN/linear probe fit images: +1, retrieval: +2).")
+EVAL_FLAGS = tuple(name for name in _EVAL.keys() if name in flags.FLAGS)
 
 
 def _error(message: str):
     sys.exit(f"align_tf.evaluate: error: {message}")
-
-
-def _options():
-    from align_tf.evaluation.runner import EvalOptions
-    try:
-        ks = tuple(int(k) for k in _RECALL_KS.value)
-    except ValueError:
-        _error(f"--recall_ks must be integers, got {_RECALL_KS.value}")
-    return EvalOptions(
-        split=_SPLIT.value, train_split=_TRAIN_SPLIT.value, max_examples=_MAX_EXAMPLES.value,
-        max_train_examples=_MAX_TRAIN_EXAMPLES.value, templates=_TEMPLATES.value, recall_ks=ks,
-        captions_per_image=_CAPTIONS.value or None, block_size=_BLOCK.value,
-        use_faiss=_FAISS.value, knn_k=_KNN_K.value, knn_temperature=_KNN_T.value or None,
-        linear_backend=_LINEAR_BACKEND.value, linear_c=_LINEAR_C.value, data_dir=_DATA_DIR.value,
-        download=_DOWNLOAD.value, synthetic_examples_per_class=_SYN_PER_CLASS.value, cache=True)
 
 
 def _print(results: dict):
@@ -110,35 +115,31 @@ def _print(results: dict):
 def main(argv):
     if len(argv) > 1:
         _error(f"unexpected arguments {argv[1:]}")
-    from align_tf.evaluation import datasets
-    from align_tf.evaluation.embed import load_encoder
+    from align_tf.evaluation import datasets, runner
+    from align_tf.evaluation.embed import load_encoder, model_config
 
     if (_MODEL_DIR.value is None) == (_SAVEDMODEL.value is None):
         _error("give exactly one of --model_dir and --savedmodel")
     if _CHECKPOINT.value and not _MODEL_DIR.value:
         _error("--checkpoint needs --model_dir")
-    opts = _options()
-    start = time.time()
-    from align_tf.evaluation.runner import build_evaluators, run_evaluators
+    overrides = {name: flags.FLAGS[name].value for name in EVAL_FLAGS if flags.FLAGS[name].present}
     try:
+        config = model_config(_MODEL_DIR.value, _SAVEDMODEL.value) or base.get_config()
+        config = runner.with_eval_overrides(config, **overrides)
         # Datasets and tasks are checked before the (possibly large) model is loaded.
-        plans = [(name, build_evaluators(name, _TASKS.value, opts)) for name in _DATASET.value]
+        plans = runner.plans_from_config(config, download=_DOWNLOAD.value)
         encoder = load_encoder(_MODEL_DIR.value, _SAVEDMODEL.value, _CHECKPOINT.value,
-                               _IMAGE_SIZE.value, _RESIZE_SIZE.value, _BATCH.value)
+                               _IMAGE_SIZE.value, _RESIZE_SIZE.value, config.eval.batch_size)
     except (datasets.UnknownDatasetError, FileNotFoundError, ValueError) as e:
         _error(str(e))
+    start = time.time()
     try:
-        results = {name: run_evaluators(encoder, evaluators) for name, evaluators in plans}
+        results = runner.run_plans(encoder, plans)
     except FileNotFoundError as e:  # e.g. a tfrecord: glob that matches nothing
         _error(str(e))
     _print(results)
-    report = {
-        "model": {"model_dir": _MODEL_DIR.value, "savedmodel": _SAVEDMODEL.value,
-                  "checkpoint": getattr(encoder, "checkpoint", None),
-                  "image_size": encoder.image_size, "resize_size": encoder.resize_size},
-        "results": results,
-        "seconds": round(time.time() - start, 1),
-    }
+    info = dict(encoder.info(), model_dir=_MODEL_DIR.value)
+    report = runner.make_report(results, info, time.time() - start)
     if _OUTPUT.value:
         import tensorflow as tf
         parent = os.path.dirname(_OUTPUT.value)

@@ -1,14 +1,17 @@
-"""Tests of align_tf.evaluation: prompts, retrieval, zero-shot, kNN, linear probe and the CLI.
+"""Tests of align_tf.evaluation and align_tf.prompts: prompts, retrieval, zero-shot, kNN, linear
+probe, the config-declared evaluators (runner), the encoders and the CLI.
 
 Metric tests use hand-built embeddings whose answers are worked out in the comments. Data-source
 tests use data made here (``tfds.testing.mock_data`` with our own examples, TFRecords written to
 ``tmp_path``) and a ``FakeEncoder`` whose embeddings encode what the images and texts show, so a
-wrong label order, a dropped caption or a mis-grouped image changes the numbers. The end-to-end
-test trains nothing: it saves a randomly initialised nano model as a checkpoint and a SavedModel and
-runs the CLI on both.
+wrong label order, a dropped caption or a mis-grouped image changes the numbers. The model tests
+use a randomly initialised nano model saved as a run directory and a SavedModel; one test trains a
+few steps with the trainer and checks the CLI reproduces its eval.json exactly.
 """
 
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,8 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from align_tf.evaluation import datasets, knn, linear_probe, prompts, retrieval, runner, zero_shot
-from align_tf.evaluation.embed import Encoder
+from align_tf import export, prompts
+from align_tf.configs import base
+from align_tf.data import synthetic
+from align_tf.evaluation import datasets, knn, linear_probe, retrieval, runner, zero_shot
+from align_tf.evaluation.embed import Encoder, KerasEncoder, encoder_for_model, load_encoder
 
 
 # ----------------------------------------------------------------------------------- prompts
@@ -35,9 +41,24 @@ def test_clip_templates_are_80_distinct_with_one_slot():
     assert prompts.get_templates("none") == ("{}",)
     assert prompts.get_templates("simple") == ("a photo of a {}.",)
     assert prompts.get_templates("auto", "cifar10") == templates
-    assert prompts.get_templates("auto", "synthetic")[0].count("{}") == 1
-    with pytest.raises(ValueError, match="unknown prompt template set"):
+    assert prompts.get_templates("auto", "synthetic") == prompts.get_templates("synthetic") \
+        == synthetic.PROMPTS
+    with pytest.raises(ValueError, match="unknown templates 'clip81'"):
         prompts.get_templates("clip81")
+
+
+def test_templates_have_one_owner():
+    # export takes its choices and lookup from align_tf.prompts, and imports no evaluation code.
+    assert export.TEMPLATE_CHOICES is prompts.TEMPLATE_CHOICES
+    assert export.get_templates is prompts.get_templates
+    source = open(export.__file__).read()
+    assert "align_tf.evaluation" not in source and "TEMPLATE_SETS" not in source
+    assert prompts.check_templates(["a {}.", "{} art"]) == ("a {}.", "{} art")
+    for bad in ([], ["no slot"], ["{} and {}"], "a {}.", [3]):
+        with pytest.raises(ValueError, match="templates must be"):
+            prompts.check_templates(bad)
+    with pytest.raises(ValueError, match="templates must be"):  # zero-shot validates the same way
+        zero_shot.class_embeddings(lambda t: np.ones((len(t), 2)), ["cat"], ["no slot"])
 
 
 def test_class_name_lists():
@@ -130,16 +151,30 @@ def test_blocked_equals_unblocked_reference(block_size):
     assert 0 < np.mean(i2t == 0) < 1 and 0 < np.mean(t2i == 0) < 1  # a non-trivial case
 
 
-def test_faiss_matches_exact_recall():
+@pytest.mark.parametrize("galleries", [None, np.arange(60) % 3])
+def test_faiss_matches_exact_recall(galleries):
     pytest.importorskip("faiss")
     rng = np.random.default_rng(1)
     images = rng.normal(size=(60, 8)).astype(np.float32)
     text_to_image = np.repeat(np.arange(60), 5)
     texts = images[text_to_image] + 1.5 * rng.normal(size=(300, 8)).astype(np.float32)
-    exact = retrieval.recall_at_k(images, texts, text_to_image)
-    fast = retrieval.recall_at_k_faiss(images, texts, text_to_image)
+    exact = retrieval.recall_at_k(images, texts, text_to_image, galleries=galleries)
+    fast = retrieval.recall_at_k_faiss(images, texts, text_to_image, galleries=galleries)
     assert fast == {k: v for k, v in exact.items() if "@" in k}
     assert 0 < exact["i2t_R@1"] < 1
+
+
+def test_galleries_rank_within_their_own_images():
+    # Two galleries holding the same two images; each caption equals its image's embedding.
+    e0, e1 = np.eye(2)
+    images = np.stack([e0, e1, e0, e1])
+    texts = images.copy()
+    # One pool: captions 2 and 3 tie with images 0 and 1, which have lower indices and win.
+    pooled = retrieval.recall_at_k(images, texts, ks=(1,))
+    assert pooled["t2i_R@1"] == 0.5 and pooled["i2t_R@1"] == 0.5
+    # Galleries [0, 0, 1, 1]: every query ranks only its gallery's candidates.
+    split = retrieval.recall_at_k(images, texts, ks=(1,), galleries=[0, 0, 1, 1])
+    assert split["t2i_R@1"] == split["i2t_R@1"] == 1.0 and split["t2i_mean_rank"] == 1.0
 
 
 # ----------------------------------------------------------------------------------- zero-shot
@@ -263,6 +298,10 @@ class FakeEncoder(Encoder):
         return np.stack(out)
 
 
+def _plans(**overrides):
+    return runner.plans_from_config(base.get_config(), **overrides)
+
+
 def _image(i, size=16):
     return np.full((size, size, 3), 10 + 20 * i, np.uint8)
 
@@ -293,9 +332,9 @@ def test_tfds_classification_zeroshot_knn_linear():
 
     encoder = FakeEncoder(prompts.CIFAR10_CLASSNAMES)
     with _mock_tfds(examples):
-        opts = runner.EvalOptions(templates="clip7", knn_k=3, linear_c=1.0, cache=True)
-        evaluators = runner.build_evaluators("cifar10", ["zeroshot", "knn", "linear"], opts)
-        results = runner.run_evaluators(encoder, evaluators)
+        plans = _plans(datasets="cifar10", tasks="zeroshot,knn,linear", templates="clip7", knn_k=3,
+                       linear_c=1.0)
+        results = runner.run_plans(encoder, plans)["cifar10"]
     assert results["zeroshot"]["top1"] == 1.0 and results["zeroshot"]["num_examples"] == 10
     assert results["zeroshot"]["num_templates"] == 7 and results["zeroshot"]["num_classes"] == 10
     assert results["knn"]["top1"] == 1.0 and results["knn"]["num_train"] == 30
@@ -303,8 +342,8 @@ def test_tfds_classification_zeroshot_knn_linear():
     # With class names in the wrong order, zero-shot must fail: labels and names are paired.
     shifted = FakeEncoder(prompts.CIFAR10_CLASSNAMES[1:] + prompts.CIFAR10_CLASSNAMES[:1])
     with _mock_tfds(examples):
-        evaluators = runner.build_evaluators("cifar10", ["zeroshot"], runner.EvalOptions())
-        assert runner.run_evaluators(shifted, evaluators)["zeroshot"]["top1"] == 0.0
+        plans = _plans(datasets="cifar10", tasks="zeroshot")
+        assert runner.run_plans(shifted, plans)["cifar10"]["zeroshot"]["top1"] == 0.0
 
 
 def test_tfds_captions_retrieval_keeps_five_captions():
@@ -315,10 +354,10 @@ def test_tfds_captions_retrieval_keeps_five_captions():
             for i in range(4)]
 
     with _mock_tfds(examples):
-        evaluators = runner.build_evaluators("coco_captions", ["auto"], runner.EvalOptions())
-        assert [t for t, _ in evaluators] == ["retrieval"]
-        out = runner.run_evaluators(FakeEncoder(), evaluators)["retrieval"]
-    assert out["num_images"] == 4 and out["num_captions"] == 20
+        plans = _plans(datasets="coco_captions")
+        assert [t for t, _ in plans[0][1]] == ["retrieval"]  # auto: what a captioned set supports
+        out = runner.run_plans(FakeEncoder(), plans)["coco_captions"]["retrieval"]
+    assert out["num_images"] == 4 and out["num_captions"] == 20 and out["num_galleries"] == 1
     assert out["i2t_R@1"] == 1.0 and out["t2i_R@1"] == 1.0
 
 
@@ -339,49 +378,174 @@ def test_tfrecord_retrieval_groups_identical_images(tmp_path):
                     value=[c.encode() for c in captions])),
             })).SerializeToString())
     name = f"tfrecord:{tmp_path}/eval-*.tfrecord"
-    out = runner.run_evaluators(FakeEncoder(), runner.build_evaluators(name, ["retrieval"]))
+    out = runner.run_plans(FakeEncoder(), _plans(datasets=name, tasks="retrieval"))[name]
     assert out["retrieval"]["num_images"] == 3 and out["retrieval"]["num_captions"] == 7
     assert out["retrieval"]["i2t_R@1"] == 1.0 and out["retrieval"]["t2i_R@1"] == 1.0
 
 
-def test_unknown_dataset_and_wrong_task_are_clear_errors():
-    with pytest.raises(datasets.UnknownDatasetError, match="unknown dataset 'no_such_set'"):
-        runner.build_evaluators("no_such_set", ["auto"])
-    with pytest.raises(ValueError, match="needs a retrieval dataset"):
-        runner.build_evaluators("cifar10", ["retrieval"])
-    with pytest.raises(ValueError, match="unknown task"):
-        runner.build_evaluators("synthetic", ["zero_shot"])
+# ----------------------------------------------------------------------------------- config
+
+
+def test_synthetic_protocol_from_the_config():
+    config = base.get_config()
+    (name, evaluators), = runner.plans_from_config(config)  # the defaults: synthetic, auto
+    assert name == "synthetic" and [t for t, _ in evaluators] == ["retrieval", "zeroshot"]
+    ret, zs = evaluators[0][1], evaluators[1][1]
+    assert zs.templates == synthetic.PROMPTS and zs.topk == (1, 5)
+    assert zs.data.classnames == tuple(synthetic.class_name(p) for p in synthetic.CLASSES)
+    assert [zs.data.classnames[i] for i in zs.groups["heldout"]] == [
+        synthetic.class_name(p) for p in synthetic.HELD_OUT]
+    assert len(zs.groups["heldout"]) + len(zs.groups["seen"]) == len(synthetic.CLASSES) == 30
+    assert ret.ks == (1, 5, 10) and ret.data.captions_per_image == 5
+
+    class Size8(Encoder):
+        image_size = 8
+
+    # Rendering is seeded by eval.synthetic_seed: the same images every time, others per seed.
+    def pixels(plans, task):
+        data = dict(plans[0][1])[task].data
+        return np.stack([ex["image"] for ex in data.make_dataset(Size8()).as_numpy_iterator()])
+
+    small = dict(synthetic_examples_per_class=2, synthetic_retrieval_rounds=3)
+    first, again = _plans(**small), _plans(**small)
+    np.testing.assert_array_equal(pixels(first, "zeroshot"), pixels(again, "zeroshot"))
+    np.testing.assert_array_equal(pixels(first, "retrieval"), pixels(again, "retrieval"))
+    assert pixels(first, "zeroshot").shape == (60, 8, 8, 3)
+    assert pixels(first, "retrieval").shape == (90, 8, 8, 3)
+    other = _plans(synthetic_seed=7, **small)
+    assert not np.array_equal(pixels(first, "zeroshot"), pixels(other, "zeroshot"))
+    assert config.eval.synthetic_examples_per_class == 40  # overrides never touch the config
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"tasks": "zeroshot,zero_shot"}, r"eval\.tasks: unknown task 'zero_shot'"),
+    ({"datasets": " , "}, r"eval\.datasets is empty"),
+    ({"templates": "clip81"}, r"eval\.templates: unknown templates 'clip81'"),
+    ({"synthetic_examples_per_class": 0}, r"eval\.synthetic_examples_per_class must be an integer"),
+    ({"synthetic_retrieval_rounds": 1.5}, r"eval\.synthetic_retrieval_rounds must be an integer"),
+    ({"every_steps": -1}, r"eval\.every_steps must be an integer >= 0"),
+    ({"max_examples": 0}, r"eval\.max_examples must be an integer >= 1 or None"),
+    ({"recall_ks": "1,x"}, r"eval\.recall_ks must be positive integers"),
+    ({"linear_backend": "torch"}, r"eval\.linear_backend must be one of"),
+    ({"knn_temperature": -1.0}, r"eval\.knn_temperature must be >= 0"),
+    ({"captions_per_image": 0}, r"eval\.captions_per_image must be >= 1 with the synthetic"),
+    ({"num_examples_per_class": 40}, r"unknown eval field\(s\) \['num_examples_per_class'\]"),
+    ({"datasets": "no_such_set"}, r"eval\.datasets: unknown dataset 'no_such_set'"),
+    ({"datasets": "cifar10", "tasks": "retrieval"}, r"eval\.tasks: 'retrieval' needs a retrieval"),
+])
+def test_config_errors_name_the_field(overrides, error):
+    with pytest.raises(ValueError, match=error) as info:
+        _plans(**overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_every_eval_field_read_is_declared():
+    import ml_collections
+    fields = set(base.get_config().eval.keys())
+    root = os.path.dirname(runner.__file__)
+    sources = [os.path.join(root, f) for f in os.listdir(root) if f.endswith(".py")]
+    sources += [os.path.join(root, "..", f) for f in ("evaluate.py", "trainer.py", "train.py")]
+    read = set()
+    for path in sources:
+        text = open(path).read()
+        assert not re.search(r"\.eval\.get\(|get\(\"eval\"", text), path  # read fields directly
+        read |= set(re.findall(r"\b(?:config\.eval|ev|_EVAL)\.([a-z_]+)\b", text))
+    read -= set(dir(ml_collections.ConfigDict))  # methods (keys, ignore_type, ...)
+    assert read and read <= fields, read - fields
+
+
+def test_flatten_and_report():
+    results = {"synthetic": {"zeroshot": {"top1": np.float32(0.5), "num_examples": 90.0},
+                             "retrieval": {"i2t_R@1": 1.0, "num_images": 30.0}}}
+    assert runner.flatten(results) == {"synthetic/zeroshot/top1": 0.5,
+                                       "synthetic/retrieval/i2t_R@1": 1.0}
+    report = runner.make_report(results, {"image_size": 32}, seconds=1.234)
+    assert report == {"model": {"image_size": 32}, "seconds": 1.2, "results": {"synthetic": {
+        "zeroshot": {"top1": 0.5, "num_examples": 90.0},
+        "retrieval": {"i2t_R@1": 1.0, "num_images": 30.0}}}}
+    assert json.loads(json.dumps(report)) == report
 
 
 # ----------------------------------------------------------------------------------- model + CLI
 
+# Small enough for 2 CPU cores: 2 images per class, one retrieval gallery, 2 captions per image.
+TINY_EVAL = dict(synthetic_examples_per_class=2, synthetic_retrieval_rounds=1,
+                 captions_per_image=2, batch_size=16)
+
+
+def _vocabulary():
+    from align_tf.tokenizer import RESERVED_TOKENS
+    words = {w for pair in synthetic.CLASSES for w in pair} | {
+        w for t in synthetic.TEMPLATES + synthetic.PROMPTS for w in re.findall(r"[a-z]+", t)}
+    return RESERVED_TOKENS + sorted(words) + ["dark", "light", "big", "small"]
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A randomly initialised nano model saved as a training model_dir and as a SavedModel."""
-    from align_tf import trainer
-    from align_tf.configs import base
-    from align_tf.data import synthetic
+    """A randomly initialised nano model saved as a run directory (its config.json asking for
+    ``TINY_EVAL``) and as a SavedModel inside it."""
     from align_tf.export import export_saved_model
-    from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor, save_vocabulary
+    from align_tf.models.dual_encoder import build_dual_encoder
+    from align_tf.run_dir import RunDir
+    from align_tf.tokenizer import TextPreprocessor
 
-    model_dir = str(tmp_path_factory.mktemp("tiny_run"))
+    run = RunDir(str(tmp_path_factory.mktemp("tiny_run"))).makedirs()
     config = base.get_config()
     config.model.text_size_name = "nano"
     config.data.image_size = 32
-    words = {w for pair in synthetic.CLASSES for w in pair} | {
-        w for t in synthetic.TEMPLATES + synthetic.PROMPTS for w in re.findall(r"[a-z]+", t)}
-    vocab = RESERVED_TOKENS + sorted(words) + ["dark", "light", "big", "small"]
-    save_vocabulary(vocab, os.path.join(model_dir, "vocab.txt"))
-    with open(os.path.join(model_dir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    model = trainer.build_model(config, len(vocab))
-    tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
-        os.path.join(model_dir, "checkpoints", "ckpt"))
-    preprocessor = TextPreprocessor(os.path.join(model_dir, "vocab.txt"),
-                                    sequence_length=config.data.max_tokens)
-    export_saved_model(model, preprocessor, os.path.join(model_dir, "savedmodel"))
-    return model_dir, config, model, preprocessor
+    config.eval.update(TINY_EVAL)
+    run.save_config(config)
+    run.save_vocabulary(_vocabulary())
+    model = build_dual_encoder(config.model, len(_vocabulary()))
+    tf.train.Checkpoint(model=model).save(os.path.join(run.checkpoint_dir, "ckpt"))
+    preprocessor = TextPreprocessor(run.vocab_path, sequence_length=config.data.max_tokens)
+    export_saved_model(model, preprocessor, run.savedmodel_path)
+    return run.path, config, model, preprocessor
+
+
+def test_run_plans_tracks_the_weights_and_matches_the_checkpoint(tiny_run):
+    model_dir, config, model, preprocessor = tiny_run
+    plans = runner.plans_from_config(config)
+    encoder = encoder_for_model(model, preprocessor, config)
+    first = runner.run_plans(encoder, plans)["synthetic"]
+    assert first["zeroshot"]["num_examples"] == 60 and first["retrieval"]["num_captions"] == 60
+    assert {"top1", "top5", "heldout_top1", "seen_top5"} <= set(first["zeroshot"])
+    assert {"i2t_R@10", "t2i_mean_rank"} <= set(first["retrieval"])
+    # The model_dir loader builds the same encoder: bit-identical numbers from the checkpoint.
+    loaded = load_encoder(model_dir=model_dir)
+    assert isinstance(loaded, KerasEncoder) and loaded.info()["checkpoint"].endswith("ckpt-1")
+    assert runner.run_plans(loaded, plans)["synthetic"] == first
+    # New weights → new numbers: nothing is cached across calls; old weights → the same again.
+    old = [v.numpy() for v in model.image_encoder.weights]
+    try:
+        for v in model.image_encoder.trainable_weights:
+            v.assign(tf.random.stateless_normal(v.shape, seed=(7, 7), dtype=v.dtype) * 0.2)
+        changed = runner.run_plans(encoder, plans)["synthetic"]
+        assert changed["retrieval"]["i2t_mean_rank"] != first["retrieval"]["i2t_mean_rank"]
+    finally:
+        for v, value in zip(model.image_encoder.weights, old):
+            v.assign(value)
+    assert runner.run_plans(encoder, plans)["synthetic"] == first
+
+
+def test_evaluating_twice_traces_each_tower_once(tiny_run):
+    _, config, model, preprocessor = tiny_run
+    # 60 images and 60 captions in batches of 16: the last batch of each is smaller.
+    plans = runner.plans_from_config(config, tasks="zeroshot,retrieval,knn")
+    encoder = encoder_for_model(model, preprocessor, config)
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        for _ in range(2):
+            runner.run_plans(encoder, plans)
+        encoder.embed_texts(["a red star"])  # a batch of one
+    finally:
+        logger.removeHandler(handler)
+    assert "retracing" not in logs.getvalue()
+    assert encoder._image_fn.experimental_get_tracing_count() == 1
+    assert encoder._text_fn.experimental_get_tracing_count() == 1
 
 
 def _cli(*args):
@@ -390,10 +554,10 @@ def _cli(*args):
                           text=True, env=env, timeout=300)
 
 
-def test_cli_checkpoint_and_savedmodel_give_the_same_numbers(tiny_run, tmp_path):
+def test_cli_takes_config_json_and_checkpoint_equals_savedmodel(tiny_run, tmp_path):
     model_dir = tiny_run[0]
-    common = ["--dataset=synthetic", "--tasks=retrieval,zeroshot,knn,linear",
-              "--synthetic_examples_per_class=3", "--linear_c=1.0"]
+    # Only the tasks are given: sizes, counts and seeds come from the run's config.json.
+    common = ["--dataset=synthetic", "--tasks=retrieval,zeroshot,knn,linear", "--linear_c=1.0"]
     reports = {}
     for kind, arg in (("ckpt", f"--model_dir={model_dir}"),
                       ("saved", f"--savedmodel={model_dir}/savedmodel")):
@@ -401,12 +565,14 @@ def test_cli_checkpoint_and_savedmodel_give_the_same_numbers(tiny_run, tmp_path)
         proc = _cli(arg, *common, f"--output={out}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "synthetic retrieval: i2t_R@1=" in proc.stdout
+        assert "retracing" not in proc.stderr
         reports[kind] = json.loads(out.read_text())
     ckpt, saved = reports["ckpt"]["results"]["synthetic"], reports["saved"]["results"]["synthetic"]
     assert set(ckpt) == {"retrieval", "zeroshot", "knn", "linear"}
-    assert ckpt["retrieval"]["num_images"] == 60 and ckpt["retrieval"]["num_captions"] == 300
-    assert ckpt["zeroshot"]["num_examples"] == 90 and ckpt["knn"]["num_train"] == 90
+    assert ckpt["retrieval"]["num_images"] == 30 and ckpt["retrieval"]["num_captions"] == 60
+    assert ckpt["zeroshot"]["num_examples"] == 60 and ckpt["knn"]["num_train"] == 60
     assert reports["ckpt"]["model"]["checkpoint"].endswith("ckpt-1")
+    assert reports["ckpt"]["model"]["batch_size"] == 16
     assert reports["saved"]["model"]["image_size"] == 32  # read from the model_dir's config.json
     for task in ckpt:
         assert saved[task] == pytest.approx(ckpt[task], abs=1e-6), task
@@ -415,51 +581,51 @@ def test_cli_checkpoint_and_savedmodel_give_the_same_numbers(tiny_run, tmp_path)
 def test_cli_errors_are_one_line(tiny_run):
     proc = _cli(f"--model_dir={tiny_run[0]}", "--dataset=no_such_set")
     assert proc.returncode != 0
-    assert "align_tf.evaluate: error: unknown dataset 'no_such_set'" in proc.stderr
+    assert "align_tf.evaluate: error: eval.datasets: unknown dataset 'no_such_set'" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_periodic_evaluator_tracks_the_weights(tiny_run):
-    from align_tf.evaluation.periodic import make_periodic_evaluator
-    from align_tf.evaluation.embed import KerasEncoder, load_encoder
-    model_dir, config, model, preprocessor = tiny_run
-    with config.unlocked():
-        config.eval.periodic_examples_per_class = 2
-    evaluate = make_periodic_evaluator(config, preprocessor)
-    first = evaluate(model)
-    assert {"synthetic/zeroshot/top1", "synthetic/zeroshot/heldout_top1",
-            "synthetic/retrieval/i2t_R@10", "synthetic/retrieval/t2i_mean_rank"} <= set(first)
-    assert all(isinstance(v, float) for v in first.values())
-    assert not any("num_" in k for k in first)
-    # Same numbers as the checkpoint on disk (same weights), through the model_dir loader.
-    loaded = load_encoder(model_dir=model_dir)
-    assert isinstance(loaded, KerasEncoder)
-    again = make_periodic_evaluator(config, preprocessor)(loaded.model)
-    assert again == pytest.approx(first, abs=1e-6)
-    # New weights → new numbers: nothing is cached across calls.
-    old = [v.numpy() for v in model.image_encoder.weights]
-    try:
-        for v in model.image_encoder.trainable_weights:
-            v.assign(tf.random.stateless_normal(v.shape, seed=(7, 7), dtype=v.dtype) * 0.2)
-        changed = evaluate(model)
-        assert changed["synthetic/retrieval/i2t_mean_rank"] != first["synthetic/retrieval/i2t_mean_rank"]
-    finally:
-        for v, value in zip(model.image_encoder.weights, old):
-            v.assign(value)
 
 
 def test_savedmodel_elsewhere_needs_image_size_and_embeds_like_the_checkpoint(tiny_run, tmp_path):
     import shutil
-    from align_tf.evaluation.embed import load_encoder
     model_dir = tiny_run[0]
     copy = str(tmp_path / "sm")
     shutil.copytree(os.path.join(model_dir, "savedmodel"), copy)  # no config.json beside it
     with pytest.raises(ValueError, match="--image_size"):
         load_encoder(savedmodel=copy)
     saved = load_encoder(savedmodel=copy, image_size=32)
+    assert saved.batch_size == base.get_config().eval.batch_size
     ckpt = load_encoder(model_dir=model_dir)
     images = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
     texts = ["a red star", "a photo of a blue circle.", "zzz unknown words"]
     np.testing.assert_allclose(saved.embed_images(images), ckpt.embed_images(images), atol=1e-5)
     np.testing.assert_allclose(saved.embed_texts(texts), ckpt.embed_texts(texts), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(saved.embed_texts(texts), axis=1), 1.0, atol=1e-5)
+
+
+# TRAINER WIRING: this test depends on align_tf.trainer writing RUN/eval.json with
+# runner.make_report(runner.run_plans(encoder_for_model(model, preprocessor, config),
+# runner.plans_from_config(config)), ...). If it fails while the tests above pass, look at the
+# trainer's side first.
+def test_cli_reproduces_the_trainers_eval_json_exactly(tmp_path):
+    from test_scale import _tiny_config
+
+    from align_tf import trainer
+    from align_tf.run_dir import RunDir
+
+    config = _tiny_config(steps=4, steps_per_loop=2)
+    config.eval.update(TINY_EVAL)
+    config.export.enabled = False
+    model_dir = str(tmp_path / "run")
+    result = trainer.train(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"), verbose=0)
+    trainer.evaluate(result, config, model_dir)
+    written = RunDir(model_dir).read_eval()
+
+    out = tmp_path / "cli.json"
+    proc = _cli(f"--model_dir={model_dir}", "--dataset=synthetic", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert set(again) == set(written) == {"model", "results", "seconds"}
+    assert again["results"] == written["results"]  # every metric and count, bit for bit
+    metrics = runner.flatten(written["results"])
+    assert {"synthetic/zeroshot/heldout_top1", "synthetic/zeroshot/seen_top1",
+            "synthetic/retrieval/i2t_R@1", "synthetic/retrieval/t2i_R@1"} <= set(metrics)

@@ -3,7 +3,9 @@
 
 Dataset names:
   * ``synthetic``: the built-in coloured-shapes corpus (``align_tf.data.synthetic``), rendered
-    fresh with seeds the training set never uses; classes are all (colour, shape) pairs.
+    fresh from seeded generators (the config's ``eval.synthetic_seed``, far from training's
+    ``seed``), so every evaluation of a model sees the same images; classes are all 30
+    (colour, shape) pairs, retrieval is scored within galleries of one image per class.
   * ``tfrecord:GLOB``: our ``tf.train.Example`` shards (``image/encoded`` + ``caption``), for
     retrieval. Records with byte-identical images are one image with several captions, so a
     caption set written one pair per record (MSCOCO's 5 per image) keeps the 5-caption protocol;
@@ -25,14 +27,12 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from align_tf import prompts
 from align_tf.data import synthetic
-from align_tf.evaluation import prompts
 
 SYNTHETIC = "synthetic"
 TFRECORD_PREFIX = "tfrecord:"
 CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
-# Seeds far from training's (config.seed, usually small) so evaluation images are fresh draws.
-SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, SYNTHETIC_RETRIEVAL_SEED = 20_000, 30_000, 40_000
 
 
 class UnknownDatasetError(ValueError):
@@ -46,24 +46,18 @@ class ClassificationData:
       name: for reports.
       make_dataset: ``f(encoder) -> tf.data.Dataset`` of unbatched ``{"image", "label"}``.
       classnames: names in label order (used for prompts; their count is the label space).
-      cache: keep the embeddings of the first encoder passed (the CLI runs kNN and linear probe on
-        one model); never set it for an encoder whose weights change (periodic evaluation).
     """
 
-    def __init__(self, name: str, make_dataset: Callable, classnames, cache: bool = False):
+    def __init__(self, name: str, make_dataset: Callable, classnames):
         self.name, self.make_dataset, self.classnames = name, make_dataset, tuple(classnames)
-        self.cache = cache
-        self._cached = None
 
     def embed_images(self, encoder) -> tuple:
-        """``(embeddings (N, D), labels (N,) int64)``."""
-        if self.cache and self._cached is not None and self._cached[0] is encoder:
-            return self._cached[1]
-        emb, extras = encoder.embed_image_dataset(self.make_dataset(encoder), keys=("label",))
-        result = (emb, extras["label"].astype(np.int64))
-        if self.cache:
-            self._cached = (encoder, result)
-        return result
+        """``(embeddings (N, D), labels (N,) int64)``; once per ``encoder.fixed_weights()`` block,
+        so zero-shot, kNN and the linear probe share the test images' embeddings."""
+        def embed():
+            emb, extras = encoder.embed_image_dataset(self.make_dataset(encoder), keys=("label",))
+            return emb, extras["label"].astype(np.int64)
+        return encoder.memoize(self, embed)
 
 
 class RetrievalData:
@@ -72,7 +66,8 @@ class RetrievalData:
     Args:
       name: for reports.
       make_dataset: ``f(encoder) -> tf.data.Dataset`` of unbatched ``{"image", "captions"}``
-        (``captions``: a string vector, non-empty).
+        (``captions``: a string vector, non-empty), optionally with an int ``"gallery"``: images
+        and captions are then ranked only within their gallery (the synthetic set's rounds).
       captions_per_image: keep at most this many captions per image (the MSCOCO/Flickr30K
         protocol uses 5; some MSCOCO images have 6 or 7); None keeps all.
     """
@@ -81,22 +76,24 @@ class RetrievalData:
         self.name, self.make_dataset, self.captions_per_image = name, make_dataset, captions_per_image
 
     def embed_images(self, encoder) -> tuple:
-        """``(image embeddings (N, D), captions list[str], text_to_image (N_txt,))``."""
+        """``(image embeddings (N, D), captions list[str], text_to_image (N_txt,),
+        gallery (N,) int64)``; ``gallery`` is all zeros for a set without galleries."""
         limit = self.captions_per_image
 
         def count(ex):
             captions = ex["captions"] if limit is None else ex["captions"][:limit]
-            return dict(ex, captions=captions, num_captions=tf.size(captions))
+            gallery = tf.cast(ex.get("gallery", 0), tf.int64)
+            return dict(ex, captions=captions, num_captions=tf.size(captions), gallery=gallery)
 
         emb, extras = encoder.embed_image_dataset(self.make_dataset(encoder).map(count),
-                                                  keys=("captions", "num_captions"))
+                                                  keys=("captions", "num_captions", "gallery"))
         captions, text_to_image = [], []
         for i, (row, n) in enumerate(zip(extras["captions"], extras["num_captions"])):
             if n == 0:
                 raise ValueError(f"{self.name}: image {i} has no caption")
             captions.extend(c.decode("utf-8") for c in row[:n])
             text_to_image.extend([i] * int(n))
-        return emb, captions, np.asarray(text_to_image, np.int64)
+        return emb, captions, np.asarray(text_to_image, np.int64), extras["gallery"]
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -113,11 +110,9 @@ def _synthetic_arrays(seed: int, num_per_class: int, size: int) -> dict:
     return {"image": np.stack(images), "label": np.asarray(labels, np.int64)}
 
 
-def synthetic_classification(split: str = "test", num_per_class: int = 20,
-                             cache: bool = False) -> ClassificationData:
-    """All (colour, shape) classes of the synthetic corpus; ``split`` "train" or "test" differ
-    only in their seed (both unseen in training)."""
-    seed = SYNTHETIC_TRAIN_SEED if split == "train" else SYNTHETIC_TEST_SEED
+def synthetic_classification(split: str, num_per_class: int, seed: int) -> ClassificationData:
+    """``num_per_class`` clean renders of each (colour, shape) class from ``seed``; ``split`` only
+    names the set (zero-shot tests on one seed, kNN and the linear probe fit on another)."""
     rendered = {}  # image size → arrays: rendered once, re-embedded every call
 
     def make(encoder):
@@ -126,26 +121,29 @@ def synthetic_classification(split: str = "test", num_per_class: int = 20,
         return tf.data.Dataset.from_tensor_slices(rendered[encoder.image_size])
 
     return ClassificationData(f"{SYNTHETIC}/{split}", make,
-                              [synthetic.class_name(p) for p in synthetic.CLASSES], cache)
+                              [synthetic.class_name(p) for p in synthetic.CLASSES])
 
 
-def synthetic_retrieval(rounds: int = 2, captions_per_image: int = 5) -> RetrievalData:
-    """``rounds`` images of every class, each with ``captions_per_image`` clean captions in
-    varied wording (the multi-caption protocol on the built-in corpus)."""
+def synthetic_retrieval(rounds: int, captions_per_image: int, seed: int) -> RetrievalData:
+    """``rounds`` galleries of one image per class, each image with ``captions_per_image`` clean
+    captions in varied wording. Retrieval is scored within a gallery, so every query has one right
+    answer: two renders of a class differ only in size and background, often described alike."""
     rendered = {}
 
     def make(encoder):
         size = encoder.image_size
         if size not in rendered:
-            rng = np.random.default_rng(SYNTHETIC_RETRIEVAL_SEED)
-            images, captions = [], []
-            for _ in range(rounds):
+            rng = np.random.default_rng(seed)
+            images, captions, galleries = [], [], []
+            for gallery in range(rounds):
                 for pair in synthetic.CLASSES:
                     image, frac, bg = synthetic.render(pair, size, rng)
                     images.append(image)
                     captions.append([synthetic.caption(pair, frac, bg, rng, noise=0.0, partial=0.0)
                                      for _ in range(captions_per_image)])
-            rendered[size] = {"image": np.stack(images), "captions": np.asarray(captions, object)}
+                    galleries.append(gallery)
+            rendered[size] = {"image": np.stack(images), "captions": np.asarray(captions, object),
+                              "gallery": np.asarray(galleries, np.int64)}
         return tf.data.Dataset.from_tensor_slices(rendered[size])
 
     return RetrievalData(f"{SYNTHETIC}/retrieval", make, captions_per_image)
@@ -245,7 +243,7 @@ def _tfds_split(name: str, split: str | None, train: bool, data_dir: str | None,
 def tfds_classification(name: str, split: str | None = None, train: bool = False,
                         data_dir: str | None = None, download: bool = True,
                         max_examples: int | None = None, image_key: str = "image",
-                        label_key: str = "label", cache: bool = False) -> ClassificationData:
+                        label_key: str = "label") -> ClassificationData:
     """A TFDS classification split; class names from ``prompts`` (CIFAR, ImageNet) or TFDS.
 
     ``split`` None: ``train`` if ``train`` else test, validation or val (the first that exists).
@@ -260,7 +258,7 @@ def tfds_classification(name: str, split: str | None = None, train: bool = False
         return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
 
     return ClassificationData(f"{name}/{split or ('train' if train else 'test')}", make,
-                              classnames, cache)
+                              classnames)
 
 
 def tfds_retrieval(name: str, split: str | None = None, data_dir: str | None = None,

@@ -91,6 +91,6 @@ class KnnEvaluator:
         out = knn_accuracy(train_emb, train_labels, test_emb, test_labels, self.k,
                            self.temperature, num_classes=len(self.test_data.classnames),
                            topk=self.topk)
-        out.update(k=float(self.k), num_train=float(len(train_labels)),
+        out.update(num_neighbours=float(self.k), num_train=float(len(train_labels)),
                    num_examples=float(len(test_labels)))
         return out

@@ -10,6 +10,10 @@ larger one) never exists at once: memory is ``block_size × num_candidates`` flo
 Ties are broken deterministically by index: among candidates with equal similarity the one with the
 lower index ranks first (what a stable sort of the scores, descending, gives). A rank is therefore
 ``#{candidates scoring higher} + #{lower-indexed candidates scoring the same}``, 0-based.
+
+Images may be split into galleries (``galleries=``): each query is then ranked among its own
+gallery's candidates only, and R@K is over all queries (the synthetic set's rounds of one image per
+class, which without galleries would hold look-alike images whose captions read alike).
 """
 
 from __future__ import annotations
@@ -83,8 +87,24 @@ def metrics_from_ranks(i2t_ranks, t2i_ranks, ks=(1, 5, 10)) -> dict:
     return out
 
 
+def _galleries(text_to_image, galleries, num_images):
+    """Per gallery: ``(image indices, caption indices, each caption's image within the gallery)``.
+
+    ``galleries`` (``(N_img,)`` ints, default one gallery) restricts every query to the
+    candidates of its own gallery; a caption belongs to its image's gallery.
+    """
+    text_to_image = np.asarray(text_to_image, np.int64)
+    galleries = (np.zeros(num_images, np.int64) if galleries is None
+                 else np.asarray(galleries, np.int64))
+    text_gallery = galleries[text_to_image]
+    for gallery in np.unique(galleries):
+        images = np.flatnonzero(galleries == gallery)
+        texts = np.flatnonzero(text_gallery == gallery)
+        yield images, texts, np.searchsorted(images, text_to_image[texts])
+
+
 def recall_at_k(image_embeddings, text_embeddings, text_to_image=None, ks=(1, 5, 10),
-                block_size: int = 512) -> dict:
+                block_size: int = 512, galleries=None) -> dict:
     """Recall@K both ways, plus mean and median rank (exact, blocked, ties broken by index).
 
     Args:
@@ -94,43 +114,55 @@ def recall_at_k(image_embeddings, text_embeddings, text_to_image=None, ks=(1, 5,
         per image).
       ks: the K values.
       block_size: queries scored at once.
+      galleries: ``(N_img,)`` gallery of each image; a query is ranked among its own gallery's
+        candidates only. Default: one gallery.
 
     Returns:
       ``{"i2t_R@1": ..., "t2i_R@1": ..., "i2t_mean_rank": ..., ...}``; recalls in [0, 1].
     """
+    images, texts = _as_f32(image_embeddings), _as_f32(text_embeddings)
     if text_to_image is None:
-        text_to_image = np.arange(len(text_embeddings))
-    return metrics_from_ranks(
-        image_to_text_ranks(image_embeddings, text_embeddings, text_to_image, block_size),
-        text_to_image_ranks(image_embeddings, text_embeddings, text_to_image, block_size), ks)
+        text_to_image = np.arange(len(texts))
+    i2t, t2i = np.empty(len(images), np.int64), np.empty(len(texts), np.int64)
+    for img, txt, local in _galleries(text_to_image, galleries, len(images)):
+        i2t[img] = image_to_text_ranks(images[img], texts[txt], local, block_size)
+        t2i[txt] = text_to_image_ranks(images[img], texts[txt], local, block_size)
+    return metrics_from_ranks(i2t, t2i, ks)
 
 
 def recall_at_k_faiss(image_embeddings, text_embeddings, text_to_image=None,
-                      ks=(1, 5, 10)) -> dict:
+                      ks=(1, 5, 10), galleries=None) -> dict:
     """Recall@K both ways with exact faiss inner-product search (``faiss-cpu`` or ``faiss-gpu``).
 
     Only the top ``max(ks)`` neighbours are searched, so no ranks are reported; faiss orders
     exactly tied scores in its own way, so with ties this may differ from ``recall_at_k``.
+    ``galleries`` as in ``recall_at_k``.
     """
     import faiss  # optional dependency
 
     images, texts = _as_f32(image_embeddings), _as_f32(text_embeddings)
     if text_to_image is None:
         text_to_image = np.arange(len(texts))
-    text_to_image = np.asarray(text_to_image, np.int64)
     kmax = max(ks)
-    text_index = faiss.IndexFlatIP(texts.shape[1])
-    text_index.add(texts)
-    _, nearest_texts = text_index.search(images, min(kmax, len(texts)))
-    image_index = faiss.IndexFlatIP(images.shape[1])
-    image_index.add(images)
-    _, nearest_images = image_index.search(texts, min(kmax, len(images)))
-    i2t_hit = text_to_image[nearest_texts] == np.arange(len(images))[:, None]  # (N_img, kmax)
-    t2i_hit = nearest_images == text_to_image[:, None]  # (N_txt, kmax)
+
+    def first_hits(queries, candidates, is_hit):
+        """Position of each query's first hit among its ``kmax`` nearest (``kmax``: none)."""
+        index = faiss.IndexFlatIP(candidates.shape[1])
+        index.add(candidates)
+        _, nearest = index.search(queries, min(kmax, len(candidates)))
+        hits = is_hit(nearest)
+        return np.where(hits.any(axis=1), hits.argmax(axis=1), kmax)
+
+    i2t, t2i = [], []
+    for img, txt, local in _galleries(text_to_image, galleries, len(images)):
+        own = np.arange(len(img))[:, None]
+        i2t.append(first_hits(images[img], texts[txt], lambda n: local[n] == own))
+        t2i.append(first_hits(texts[txt], images[img], lambda n: n == local[:, None]))
+    i2t, t2i = np.concatenate(i2t), np.concatenate(t2i)
     out = {}
     for k in ks:
-        out[f"i2t_R@{k}"] = float(np.mean(i2t_hit[:, :k].any(axis=1)))
-        out[f"t2i_R@{k}"] = float(np.mean(t2i_hit[:, :k].any(axis=1)))
+        out[f"i2t_R@{k}"] = float(np.mean(i2t < k))
+        out[f"t2i_R@{k}"] = float(np.mean(t2i < k))
     return out
 
 
@@ -138,7 +170,7 @@ class RetrievalEvaluator:
     """Named evaluator: embeds a captioned image set and reports Recall@K both ways.
 
     Args:
-      data: a ``datasets.RetrievalData`` (images with several captions each).
+      data: a ``datasets.RetrievalData`` (images with several captions each, maybe in galleries).
       ks: the K values.
       block_size: queries scored at once.
       use_faiss: search with faiss (R@K only) instead of the exact blocked ranks.
@@ -151,12 +183,14 @@ class RetrievalEvaluator:
 
     def run(self, encoder) -> dict:
         """``encoder``: an ``align_tf.evaluation.embed.Encoder``. Returns a flat dict of floats."""
-        image_emb, captions, text_to_image = self.data.embed_images(encoder)
+        image_emb, captions, text_to_image, galleries = self.data.embed_images(encoder)
         text_emb = encoder.embed_texts(captions)
         if self.use_faiss:
-            out = recall_at_k_faiss(image_emb, text_emb, text_to_image, self.ks)
+            out = recall_at_k_faiss(image_emb, text_emb, text_to_image, self.ks, galleries)
         else:
-            out = recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size)
+            out = recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size,
+                              galleries)
         out["num_images"] = float(len(image_emb))
         out["num_captions"] = float(len(text_emb))
+        out["num_galleries"] = float(len(np.unique(galleries)))
         return out

@@ -1,140 +1,232 @@
-"""Builds the named evaluators for a dataset and runs them on an encoder.
+"""Evaluators declared in the config (as big_vision's ``evaluators/common.py:from_config``).
 
-Tasks (big_vision-style named units, each an object with ``name`` and ``run(encoder) -> dict``):
+``plans_from_config(config)`` reads ``config.eval`` (every field is documented in
+``configs/base.py``) and builds, for each dataset of ``eval.datasets``, the named evaluators of
+``eval.tasks``; ``run_plans`` runs them on an ``embed.Encoder``; ``flatten`` gives TensorBoard
+scalars and ``make_report`` the JSON of ``RUN/eval.json`` and ``python -m align_tf.evaluate
+--output``. The trainer and the command line both go through these, so one config gives one set of
+numbers.
+
+Tasks (each evaluator has ``name`` and ``run(encoder) -> {metric: float}``):
   * ``retrieval``: image↔text Recall@K, mean/median rank (``retrieval.RetrievalEvaluator``).
-  * ``zeroshot``: zero-shot top-1/top-5 with prompt ensembling (``zero_shot.ZeroShotEvaluator``).
+  * ``zeroshot``: zero-shot top-1/top-5 with prompt ensembling (``zero_shot.ZeroShotEvaluator``);
+    on ``synthetic`` also ``heldout_top*`` / ``seen_top*`` over the held-out and seen pairs.
   * ``knn``: kNN top-1/top-5 on frozen image embeddings (``knn.KnnEvaluator``).
   * ``linear``: linear probe top-1/top-5 on frozen image embeddings
     (``linear_probe.LinearProbeEvaluator``).
-``auto`` picks what a dataset supports without a training split: retrieval for captioned sets,
+``auto`` picks what a dataset supports without a fit split: retrieval for captioned sets,
 zero-shot for labelled ones (both for ``synthetic``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ml_collections
 
-from align_tf.evaluation import datasets, prompts
+from align_tf import prompts
+from align_tf.evaluation import datasets
 from align_tf.evaluation.knn import KnnEvaluator
 from align_tf.evaluation.linear_probe import LinearProbeEvaluator
 from align_tf.evaluation.retrieval import RetrievalEvaluator
 from align_tf.evaluation.zero_shot import ZeroShotEvaluator
 
 TASKS = ("retrieval", "zeroshot", "knn", "linear")
+AUTO = "auto"
 NEEDS = {"retrieval": datasets.RETRIEVAL, "zeroshot": datasets.CLASSIFICATION,
          "knn": datasets.CLASSIFICATION, "linear": datasets.CLASSIFICATION}
+TOPK = (1, 5)  # classification k's
+LINEAR_BACKENDS = ("sklearn", "keras")
 
 
-@dataclasses.dataclass
-class EvalOptions:
-    """Everything that shapes an evaluation besides the model (CLI flags map onto these).
-
-    Attributes:
-      split: evaluation split (None: the dataset's test/validation split).
-      train_split: split kNN and the linear probe fit on (None: ``train``).
-      max_examples: cap on evaluated images (None: all).
-      max_train_examples: cap on kNN/linear-probe training images (None: all).
-      templates: prompt set name (``prompts.get_templates``).
-      topk: classification k's.
-      recall_ks: retrieval K's.
-      captions_per_image: retrieval captions kept per image (None: all).
-      block_size: retrieval queries scored at once.
-      use_faiss: retrieval R@K with faiss instead of exact blocked ranks.
-      knn_k, knn_temperature: kNN neighbours and vote temperature (None: majority vote).
-      linear_backend, linear_c: linear probe backend and sklearn C (None: swept).
-      data_dir, download: TFDS data directory and whether TFDS may download.
-      synthetic_examples_per_class: synthetic images per class per split.
-      synthetic_retrieval_rounds: synthetic retrieval images per class.
-      cache: reuse image embeddings between tasks (one fixed model only).
-    """
-    split: str | None = None
-    train_split: str | None = None
-    max_examples: int | None = None
-    max_train_examples: int | None = None
-    templates: str = "auto"
-    topk: tuple = (1, 5)
-    recall_ks: tuple = (1, 5, 10)
-    captions_per_image: int | None = 5
-    block_size: int = 512
-    use_faiss: bool = False
-    knn_k: int = 20
-    knn_temperature: float | None = 0.07
-    linear_backend: str = "sklearn"
-    linear_c: float | None = None
-    data_dir: str | None = None
-    download: bool = True
-    synthetic_examples_per_class: int = 20
-    synthetic_retrieval_rounds: int = 2
-    cache: bool = False
-
-
-def resolve_tasks(dataset: str, tasks, data_dir: str | None = None) -> list:
-    """The task names to run on ``dataset``; raises ``ValueError`` for one it cannot support.
+def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``eval.NAME = value`` for each override (lists allowed where the
+    field is a comma list).
 
     Raises:
-      datasets.UnknownDatasetError: an unknown dataset name.
-      ValueError: an unknown task, or one the dataset cannot support.
+      ValueError: an override names no ``eval`` field.
     """
+    unknown = sorted(set(overrides) - set(config.eval.keys()))
+    if unknown:
+        raise ValueError(f"unknown eval field(s) {unknown}; the fields are in configs/base.py")
+    config = ml_collections.ConfigDict(config.to_dict())
+    with config.eval.ignore_type():
+        for name, value in overrides.items():
+            config.eval[name] = value
+    return config
+
+
+def _names(value, field: str) -> list:
+    """A comma list (string or sequence) as a list of unique, stripped names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = list(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    if not names:
+        raise ValueError(f"eval.{field} is empty")
+    return names
+
+
+def _check_int(ev, field: str, minimum: int, optional: bool = False):
+    value = ev[field]
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"eval.{field} must be an integer >= {minimum}"
+                         f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _recall_ks(value) -> tuple:
+    try:
+        ks = tuple(int(k) for k in _names(value, "recall_ks"))
+    except ValueError:
+        raise ValueError(f"eval.recall_ks must be positive integers, got {value!r}") from None
+    if min(ks) < 1:
+        raise ValueError(f"eval.recall_ks must be positive integers, got {value!r}")
+    return ks
+
+
+def _check_fields(ev):
+    """One-line ``ValueError`` naming the first bad field of ``ev`` (the ``eval`` section)."""
+    _check_int(ev, "every_steps", 0)
+    for field in ("batch_size", "block_size", "knn_k", "synthetic_examples_per_class",
+                  "synthetic_retrieval_rounds"):
+        _check_int(ev, field, 1)
+    _check_int(ev, "captions_per_image", 0)
+    _check_int(ev, "synthetic_seed", 0)
+    _check_int(ev, "max_examples", 1, optional=True)
+    _check_int(ev, "max_train_examples", 1, optional=True)
+    if not ev.knn_temperature >= 0:
+        raise ValueError(f"eval.knn_temperature must be >= 0 (0: majority vote), "
+                         f"got {ev.knn_temperature!r}")
+    if ev.linear_c is not None and not ev.linear_c > 0:
+        raise ValueError(f"eval.linear_c must be > 0 or None (swept), got {ev.linear_c!r}")
+    if ev.linear_backend not in LINEAR_BACKENDS:
+        raise ValueError(f"eval.linear_backend must be one of {list(LINEAR_BACKENDS)}, "
+                         f"got {ev.linear_backend!r}")
+    try:
+        prompts.get_templates(ev.templates)
+    except ValueError as e:
+        raise ValueError(f"eval.templates: {e}") from None
+
+
+def plans_from_config(config, download: bool = False, **overrides) -> list:
+    """The evaluation ``config.eval`` declares: ``[(dataset, [(task, evaluator), ...]), ...]``.
+
+    Everything is checked here, before any model is built or image rendered; the synthetic images
+    are rendered at the first ``run_plans`` and reused by every later one.
+
+    Args:
+      config: a training config (``configs/base.py``; ``eval`` and nothing else is read).
+      download: let TFDS download and prepare missing datasets (never inside training).
+      **overrides: ``eval`` fields to replace (``with_eval_overrides``).
+
+    Raises:
+      ValueError: a bad field, with its name; ``datasets.UnknownDatasetError`` (a ``ValueError``)
+        for a dataset that is not synthetic, a ``tfrecord:`` glob or a TFDS name.
+    """
+    if overrides:
+        config = with_eval_overrides(config, **overrides)
+    ev = config.eval
+    _check_fields(ev)
+    names = _names(ev.datasets, "datasets")
+    tasks = _names(ev.tasks, "tasks")
+    for task in tasks:
+        if task not in TASKS + (AUTO,):
+            raise ValueError(f"eval.tasks: unknown task {task!r}; choose from {list(TASKS) + [AUTO]}")
+    ks = _recall_ks(ev.recall_ks)
+    if datasets.SYNTHETIC in names and ev.captions_per_image == 0:
+        raise ValueError("eval.captions_per_image must be >= 1 with the synthetic dataset "
+                         "(captions are generated, not kept)")
+    plans = []
+    for name in names:
+        try:
+            plans.append((name, _evaluators(name, tasks, ev, ks, download)))
+        except datasets.UnknownDatasetError as e:
+            raise datasets.UnknownDatasetError(f"eval.datasets: {e}") from None
+    return plans
+
+
+def _resolve_tasks(dataset: str, tasks: list, data_dir: str | None) -> list:
     kinds = datasets.dataset_kinds(dataset, data_dir)
-    tasks = list(tasks)
-    if "auto" in tasks:
+    if AUTO in tasks:
         tasks = [t for t in ("retrieval", "zeroshot") if NEEDS[t] in kinds]
     for task in tasks:
-        if task not in NEEDS:
-            raise ValueError(f"unknown task {task!r}; choose from {list(TASKS) + ['auto']}")
         if NEEDS[task] not in kinds:
-            raise ValueError(f"task {task!r} needs a {NEEDS[task]} dataset; {dataset!r} is "
-                             f"{' and '.join(sorted(kinds))}")
+            raise ValueError(f"eval.tasks: {task!r} needs a {NEEDS[task]} dataset; {dataset!r} "
+                             f"is {' and '.join(sorted(kinds))}")
     return tasks
 
 
-def _classification(dataset: str, opts: EvalOptions, train: bool):
+def _classification(dataset: str, ev, train: bool, download: bool):
     if dataset == datasets.SYNTHETIC:
         return datasets.synthetic_classification("train" if train else "test",
-                                                 opts.synthetic_examples_per_class, opts.cache)
+                                                 ev.synthetic_examples_per_class,
+                                                 ev.synthetic_seed + int(train))
     return datasets.tfds_classification(
-        dataset, opts.train_split if train else opts.split, train=train, data_dir=opts.data_dir,
-        download=opts.download, max_examples=opts.max_train_examples if train else opts.max_examples,
-        cache=opts.cache)
+        dataset, ev.train_split if train else ev.split, train=train, data_dir=ev.data_dir,
+        download=download, max_examples=ev.max_train_examples if train else ev.max_examples)
 
 
-def _retrieval(dataset: str, opts: EvalOptions):
+def _retrieval(dataset: str, ev, download: bool):
     if dataset == datasets.SYNTHETIC:
-        return datasets.synthetic_retrieval(opts.synthetic_retrieval_rounds,
-                                            opts.captions_per_image or 5)
+        return datasets.synthetic_retrieval(ev.synthetic_retrieval_rounds, ev.captions_per_image,
+                                            ev.synthetic_seed + 2)
+    captions = ev.captions_per_image or None  # 0: all
     if dataset.startswith(datasets.TFRECORD_PREFIX):
         return datasets.tfrecord_retrieval(dataset[len(datasets.TFRECORD_PREFIX):],
-                                           opts.max_examples, opts.captions_per_image)
-    return datasets.tfds_retrieval(dataset, opts.split, opts.data_dir, opts.download,
-                                   opts.max_examples, opts.captions_per_image)
+                                           ev.max_examples, captions)
+    return datasets.tfds_retrieval(dataset, ev.split, ev.data_dir, download, ev.max_examples,
+                                   captions)
 
 
-def build_evaluators(dataset: str, tasks, opts: EvalOptions | None = None) -> list:
-    """``[(task, evaluator), ...]`` for ``dataset``; tasks as in ``resolve_tasks``."""
-    opts = opts or EvalOptions()
-    tasks = resolve_tasks(dataset, tasks, opts.data_dir)
+def _evaluators(dataset: str, tasks: list, ev, ks: tuple, download: bool) -> list:
+    """``[(task, evaluator), ...]`` for ``dataset``."""
     out, test, train = [], None, None
-    for task in tasks:
+    for task in _resolve_tasks(dataset, tasks, ev.data_dir):
         if task == "retrieval":
-            out.append((task, RetrievalEvaluator(_retrieval(dataset, opts), opts.recall_ks,
-                                                 opts.block_size, opts.use_faiss)))
+            out.append((task, RetrievalEvaluator(_retrieval(dataset, ev, download), ks,
+                                                 ev.block_size, ev.faiss)))
             continue
-        # One data object per split, shared by the tasks, so cached embeddings are reused.
-        test = test or _classification(dataset, opts, train=False)
+        # One data object per split, shared by the tasks, so its embeddings are computed once.
+        test = test or _classification(dataset, ev, False, download)
         if task == "zeroshot":
             groups = datasets.synthetic_groups() if dataset == datasets.SYNTHETIC else None
-            out.append((task, ZeroShotEvaluator(test, prompts.get_templates(opts.templates, dataset),
-                                                opts.topk, groups)))
+            out.append((task, ZeroShotEvaluator(test, prompts.get_templates(ev.templates, dataset),
+                                                TOPK, groups)))
             continue
-        train = train or _classification(dataset, opts, train=True)
+        train = train or _classification(dataset, ev, True, download)
         if task == "knn":
-            out.append((task, KnnEvaluator(train, test, opts.knn_k, opts.knn_temperature, opts.topk)))
+            out.append((task, KnnEvaluator(train, test, ev.knn_k, ev.knn_temperature or None,
+                                           TOPK)))
         else:
-            out.append((task, LinearProbeEvaluator(train, test, backend=opts.linear_backend,
-                                                   c=opts.linear_c, topk=opts.topk)))
+            out.append((task, LinearProbeEvaluator(train, test, backend=ev.linear_backend,
+                                                   c=ev.linear_c, topk=TOPK)))
     return out
 
 
-def run_evaluators(encoder, evaluators) -> dict:
-    """``{task: metrics}`` from ``[(task, evaluator), ...]``."""
-    return {task: evaluator.run(encoder) for task, evaluator in evaluators}
+def run_plans(encoder, plans) -> dict:
+    """``{dataset: {task: {metric: value}}}``: every evaluator of ``plans`` on ``encoder``.
+
+    The weights are read once per call (``encoder.fixed_weights``): images shared by tasks are
+    embedded once, and a later call after training steps sees the new weights.
+    """
+    with encoder.fixed_weights():
+        return {name: {task: evaluator.run(encoder) for task, evaluator in evaluators}
+                for name, evaluators in plans}
+
+
+def flatten(results: dict) -> dict:
+    """``{"dataset/task/metric": float}`` for TensorBoard; counts (``num_*``) are left out."""
+    return {f"{name}/{task}/{metric}": float(value)
+            for name, tasks in results.items() for task, metrics in tasks.items()
+            for metric, value in metrics.items() if not metric.startswith("num_")}
+
+
+def make_report(results: dict, model_info: dict, seconds: float) -> dict:
+    """The evaluation report (``RUN/eval.json``, ``python -m align_tf.evaluate --output``).
+
+    ``{"model": model_info, "results": {dataset: {task: {metric: float}}}, "seconds": ...}``;
+    ``model_info`` is ``encoder.info()`` plus what the caller knows (``model_dir``, steps...).
+    """
+    return {"model": dict(model_info),
+            "results": {name: {task: {m: float(v) for m, v in metrics.items()}
+                               for task, metrics in tasks.items()}
+                        for name, tasks in results.items()},
+            "seconds": round(float(seconds), 1)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from align_tf.prompts import check_templates
+
 
 def _normalize(x, axis=-1):
     return x / np.linalg.norm(x, axis=axis, keepdims=True)
@@ -27,9 +29,7 @@ def class_embeddings(embed_text, classnames, templates, max_texts_per_call: int 
     Returns:
       ``(num_classes, D)`` float32 unit-norm embeddings.
     """
-    templates = tuple(templates)
-    if not templates or not all(t.count("{}") == 1 for t in templates):
-        raise ValueError("templates must be a non-empty list of strings with one '{}' each")
+    templates = check_templates(templates)
     per_call = max(1, max_texts_per_call // len(templates))
     out = []
     for start in range(0, len(classnames), per_call):
@@ -66,17 +66,12 @@ def topk_accuracy(image_embeddings, class_emb, labels, topk=(1, 5), block_size: 
     return {f"top{k}": float(np.mean(ranks < k)) for k in topk if k <= class_emb.shape[0]}
 
 
-def accuracy(image_embeddings, class_emb, labels, topk=(1,)) -> dict:
-    """Alias of ``topk_accuracy`` (``{"top1": ...}``) kept for existing callers."""
-    return topk_accuracy(image_embeddings, class_emb, labels, topk)
-
-
 class ZeroShotEvaluator:
     """Named evaluator: zero-shot top-k accuracy on a labelled image set with prompt ensembling.
 
     Args:
       data: a ``datasets.ClassificationData`` (images, labels and class names).
-      templates: prompt templates (see ``prompts.get_templates``).
+      templates: prompt templates (see ``align_tf.prompts.get_templates``).
       topk: the k values.
       groups: optional ``{name: label ids}``; adds ``{name}_top{k}`` over the images whose label
         is in the group (e.g. the synthetic set's held-out colour/shape pairs).

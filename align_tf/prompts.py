@@ -1,5 +1,9 @@
 """Zero-shot prompt templates and class names (facts typed in from their public sources).
 
+The one owner of prompt templates: the named sets (``TEMPLATE_CHOICES``), their lookup
+(``get_templates``) and the validation of custom template sequences (``check_templates``), used by
+evaluation and export. It imports neither, so both can import it.
+
 ``CLIP_IMAGENET_TEMPLATES`` are the 80 ImageNet prompt templates of CLIP (Radford et al., 2021,
 ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``), which ALIGN (§5.2) uses for its zero-shot
 ImageNet number: each class embedding is the mean of the L2-normalised embeddings of the class name
@@ -11,6 +15,8 @@ better in a prompt than WordNet synonyms ("tench" rather than "tench, Tinca tinc
 """
 
 from __future__ import annotations
+
+from align_tf.data.synthetic import PROMPTS as SYNTHETIC_TEMPLATES  # the corpus' own wording
 
 CLIP_IMAGENET_TEMPLATES = (
     "a bad photo of a {}.",
@@ -112,27 +118,41 @@ TEMPLATE_SETS = {
     "clip80": CLIP_IMAGENET_TEMPLATES,
     "clip7": CLIP_IMAGENET_TEMPLATES_7,
     "simple": SIMPLE_TEMPLATES,
-    "none": ("{}",),
+    "none": ("{}",),  # the bare class name
+    "synthetic": tuple(SYNTHETIC_TEMPLATES),
 }
+# The names ``get_templates`` takes besides ``AUTO`` (export's --templates choices).
+TEMPLATE_CHOICES = tuple(TEMPLATE_SETS)
+# Chosen by dataset: "synthetic" for the built-in corpus, "clip80" for everything else.
+AUTO = "auto"
 
 
 def get_templates(name: str, dataset: str | None = None) -> tuple:
-    """Prompt templates by name: ``"clip80"`` (CLIP's 80), ``"clip7"``, ``"simple"``, ``"none"``,
-    ``"synthetic"`` (the built-in corpus' prompts) or ``"auto"``.
+    """The templates of a set in ``TEMPLATE_CHOICES``, or of ``"auto"`` for ``dataset``.
 
-    ``"none"`` is ``("{}",)``: the bare class name. ``"auto"`` is ``"synthetic"`` for the
-    ``dataset`` "synthetic" and ``"clip80"`` otherwise. Raises ``ValueError`` for other names.
+    Raises:
+      ValueError: an unknown name.
     """
-    if name == "auto":
+    if name == AUTO:
         name = "synthetic" if dataset == "synthetic" else "clip80"
-    if name == "synthetic":
-        from align_tf.data.synthetic import PROMPTS  # the captions' own wording
-        return tuple(PROMPTS)
-    try:
-        return TEMPLATE_SETS[name]
-    except KeyError:
-        raise ValueError(f"unknown prompt template set {name!r}; choose from "
-                         f"{sorted(TEMPLATE_SETS) + ['auto', 'synthetic']}") from None
+    if name not in TEMPLATE_SETS:
+        raise ValueError(f"unknown templates {name!r}; choose from "
+                         f"{list(TEMPLATE_CHOICES) + [AUTO]}")
+    return TEMPLATE_SETS[name]
+
+
+def check_templates(templates) -> tuple:
+    """``templates`` as a tuple, if it is a non-empty sequence of strings with one ``"{}"`` each.
+
+    Raises:
+      ValueError: otherwise (a bare string, an empty sequence, a template without its slot).
+    """
+    if isinstance(templates, str):
+        raise ValueError(f"templates must be a sequence of strings, not the string {templates!r}")
+    templates = tuple(templates)
+    if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
+        raise ValueError("templates must be a non-empty sequence of strings with one '{}' each")
+    return templates
 
 
 CIFAR10_CLASSNAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
