@@ -22,8 +22,9 @@ ops *before* loading) and optionally ``tensorflow_hub`` -- never align_tf or ker
 Signatures (also callable as attributes of the loaded object; ``export/SIGNATURES.md``):
 
 * ``image_embed(images)``: float32 ``[B, H, W, 3]`` RGB in [0, 1] (TF Hub image convention), any
-  ``H``/``W``; resized and centre-cropped inside exactly as in evaluation
-  (``align_tf.data.pipeline.preprocess_image``) → ``{"embeddings": float32 [B, D]}``, unit norm.
+  ``H``/``W``; resized and centre-cropped inside by the layer evaluation uses
+  (``align_tf.data.preprocessing.ImagePreprocessor``) → ``{"embeddings": float32 [B, D]}``, unit
+  norm.
 * ``image_embed_encoded(encoded)``: string ``[B]`` of JPEG/PNG/GIF/BMP bytes (GIF: first frame;
   grayscale replicated, alpha dropped) → ``{"embeddings": [B, D]}``.
 * ``text_embed(texts)``: string ``[B]`` → WordPiece ids with the model's vocabulary, truncated to the
@@ -53,9 +54,8 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from align_tf import losses
-
-# Template sets selectable with --templates. "none" embeds the bare class name.
-TEMPLATE_CHOICES = ("clip80", "clip7", "simple", "none")
+from align_tf.data.preprocessing import ImagePreprocessor
+from align_tf.prompts import TEMPLATE_CHOICES, check_templates, get_templates
 
 # zero_shot_classify embeds at most this many prompts per text-tower call, so 1000 classes × 80
 # templates never sit in memory as one batch of activations.
@@ -64,47 +64,6 @@ MAX_PROMPTS_PER_CALL = 1024
 # image_embed rejects pixels outside this range: [0, 255] images or [-1, 1]-normalised images would
 # otherwise give silently wrong embeddings. The slack admits resampling overshoot of [0, 1] images.
 PIXEL_RANGE = (-0.5, 1.5)
-
-
-def get_templates(name: str) -> tuple:
-    """The prompt templates of a ``--templates`` choice (``"none"``: the class name alone)."""
-    if name == "none":
-        return ("{}",)
-    from align_tf.evaluation.prompts import TEMPLATE_SETS
-    if name not in TEMPLATE_SETS or name not in TEMPLATE_CHOICES:
-        raise ValueError(f"unknown templates {name!r}; choose one of {list(TEMPLATE_CHOICES)}")
-    return tuple(TEMPLATE_SETS[name])
-
-
-def _check_templates(templates) -> tuple:
-    templates = tuple(templates)
-    if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
-        raise ValueError("templates must be a non-empty sequence of strings with one '{}' each")
-    return templates
-
-
-def eval_resize_crop(images, image_size: int, resize_size: int | None = None):
-    """Batched evaluation preprocessing: ``[B, H, W, 3]`` in [0, 1] → ``[B, S, S, 3]``.
-
-    The same arithmetic as ``align_tf.data.pipeline.preprocess_image(training=False)``: without
-    ``resize_size`` an antialiased resize to ``S × S`` (skipped when already that size); with it, a
-    resize to ``resize_size`` then the centre ``S × S`` crop, clipped to [0, 1].
-    """
-    s = int(image_size)
-    if not resize_size or int(resize_size) == s:
-        shape = tf.shape(images)
-        same = tf.logical_and(tf.equal(shape[1], s), tf.equal(shape[2], s))
-        out = tf.cond(same, lambda: tf.identity(images),
-                      lambda: tf.image.resize(images, (s, s), antialias=True))
-        out.set_shape([None, s, s, 3])
-        return out
-    r = int(resize_size)
-    if r < s:
-        raise ValueError(f"resize_size {r} is smaller than image_size {s}")
-    out = tf.image.resize(images, (r, r), antialias=True)
-    offset = (r - s) // 2
-    out = out[:, offset:offset + s, offset:offset + s, :]
-    return tf.clip_by_value(out, 0.0, 1.0)
 
 
 def _ensure_shape(x, shape):
@@ -180,7 +139,7 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
     def __init__(self, model, preprocessor, image_size=None, resize_size=None,
                  templates=("{}",), vocab_dir=None):
         super().__init__()
-        templates = _check_templates(templates)
+        templates = check_templates(templates)
         self._image_size = int(image_size) if image_size else None
         self._resize_size = int(resize_size) if resize_size else None
         self._templates = templates
@@ -188,6 +147,9 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
         dim = int(model.image_encoder.output_shape[-1])
         self._dim, self._seq_len = dim, seq_len
         images_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+        # A local, not an attribute: the SavedModel needs the layer's ops, not a Keras object.
+        preprocess = (ImagePreprocessor(self._image_size, self._resize_size)
+                      if self._image_size is not None else None)
 
         def tokenize(texts):
             tokens = preprocessor(_ensure_shape(texts, [None]))
@@ -198,7 +160,7 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
             images = _check_pixels(images)
             if self._image_size is None:
                 return images
-            return eval_resize_crop(images, self._image_size, self._resize_size)
+            return preprocess(images, training=False)
 
         # The towers (and the tokenizer's compiled vocabulary) as tf.functions of their own: every
         # signature calls the same library function, so the SavedModel stores each graph once
@@ -228,7 +190,7 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
             image = tf.io.decode_image(encoded, channels=3, dtype=tf.float32,
                                        expand_animations=False)
             image.set_shape([None, None, 3])
-            return eval_resize_crop(image[None], self._image_size, self._resize_size)[0]
+            return preprocess(image, training=False)
 
         def image_embed_encoded(encoded):
             s = self._image_size
@@ -394,60 +356,29 @@ def export_saved_model(model, preprocessor, path: str, *, image_size: int | None
 
 def config_export_kwargs(config) -> dict:
     """``export_saved_model`` keyword arguments from a training config (image sizes, templates)."""
-    data = config.data
-    export = config.get("export") or {}
-    return {"image_size": data.image_size, "resize_size": data.get("resize_size"),
-            "templates": export.get("templates", "clip80")}
+    return {"image_size": config.data.image_size, "resize_size": config.data.resize_size,
+            "templates": config.export.templates}
 
 
-def load_model_dir(model_dir: str, checkpoint: str | None = None):
-    """Rebuilds ``(model, preprocessor, config)`` from a training ``model_dir``.
-
-    Reads ``config.json`` and ``vocab.txt`` and restores the model weights only (the optimizer's
-    slots are not needed) from ``checkpoint`` or the newest checkpoint in ``model_dir/checkpoints``.
-    """
-    import keras
-    import ml_collections
-
-    from align_tf.models.dual_encoder import build_dual_encoder
-    from align_tf.tokenizer import TextPreprocessor
-
-    config_path = os.path.join(model_dir, "config.json")
-    if not tf.io.gfile.exists(config_path):
-        raise FileNotFoundError(f"no config.json in {model_dir} (is it a training model_dir?)")
-    with tf.io.gfile.GFile(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    ckpt = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not ckpt:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
-    preprocessor = TextPreprocessor(os.path.join(model_dir, "vocab.txt"),
-                                    sequence_length=config.data.max_tokens)
-    # Float32 weights and compute whatever the run trained with (bf16 checkpoints hold f32 vars).
-    keras.config.set_dtype_policy("float32")
-    model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
-    status = tf.train.Checkpoint(model=model).restore(ckpt)
-    status.expect_partial()  # the optimizer's variables are in the checkpoint, not needed here
-    status.assert_existing_objects_matched()  # but every model variable must be
-    return model, preprocessor, config
-
-
-def export_model_dir(model_dir: str, output: str | None = None, templates="clip80",
+def export_model_dir(model_dir: str, output: str | None = None, templates=None,
                      checkpoint: str | None = None, image_size: int | None = None,
                      resize_size: int | None = None) -> str:
-    """What ``python -m align_tf.export`` does: ``load_model_dir`` then ``export_saved_model``.
+    """What ``python -m align_tf.export`` does: ``run_dir.load_model`` then ``export_saved_model``.
 
-    ``image_size`` / ``resize_size`` default to the config's ``data.image_size`` /
-    ``data.resize_size``; ``output`` to ``{model_dir}/savedmodel``.
+    ``templates``, ``image_size`` / ``resize_size`` default to the config's ``export.templates``,
+    ``data.image_size`` / ``data.resize_size``; ``output`` to ``{model_dir}/savedmodel``.
     """
-    model, preprocessor, config = load_model_dir(model_dir, checkpoint)
+    from align_tf import run_dir
+    model, preprocessor, config = run_dir.load_model(model_dir, checkpoint)
     kwargs = config_export_kwargs(config)
-    kwargs["templates"] = templates
+    if templates is not None:
+        kwargs["templates"] = templates
     if image_size:
         kwargs["image_size"] = image_size
     if resize_size is not None:
         kwargs["resize_size"] = resize_size or None
-    return export_saved_model(model, preprocessor, output or os.path.join(model_dir, "savedmodel"),
-                              config=config, **kwargs)
+    output = output or run_dir.RunDir(model_dir).savedmodel_path
+    return export_saved_model(model, preprocessor, output, config=config, **kwargs)
 
 
 def _define_flags():
@@ -460,7 +391,8 @@ def _define_flags():
     flags.DEFINE_enum("templates", "clip80", list(TEMPLATE_CHOICES),
                       "Prompt templates baked into zero_shot_classify: clip80 (CLIP's 80 ImageNet "
                       "templates, ALIGN §5.2), clip7 (CLIP's 7-template subset), simple "
-                      "('a photo of a {}.') or none (the bare class name).")
+                      "('a photo of a {}.'), none (the bare class name) or synthetic (the "
+                      "built-in corpus' prompts).")
     flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export; default the newest in "
                         "{model_dir}/checkpoints.")
     flags.DEFINE_integer("image_size", None, "Image tower input side; default the config's "

@@ -33,6 +33,8 @@ LEGACY_MODEL_FIELDS = {
     "distillation_alpha_ramp_steps": "alpha_ramp_steps",
     "distillation_queue_size": "queue_size",
 }
+# Renamed eval fields: old name → new name.
+LEGACY_EVAL_FIELDS = {"num_examples_per_class": "synthetic_examples_per_class"}
 
 
 class RunDir:
@@ -85,6 +87,16 @@ class RunDir:
     def checkpoint_manager(self, checkpoint: tf.train.Checkpoint, max_to_keep: int):
         return tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=max_to_keep)
 
+    def save_model(self, model, config, vocabulary) -> str:
+        """Writes a model-only run directory: config.json, vocab.txt and a checkpoint of the model's
+        weights (no optimizer: enough to evaluate, export or ``load_model``, not to resume).
+        Returns the checkpoint path."""
+        self.makedirs()
+        self.save_vocabulary(vocabulary)
+        self.save_config(config)
+        return self.checkpoint_manager(tf.train.Checkpoint(model=model), max_to_keep=1).save(
+            checkpoint_number=0)
+
     def write_eval(self, report: dict) -> str:
         with tf.io.gfile.GFile(self.eval_path, "w") as f:
             json.dump(report, f, indent=2)
@@ -97,8 +109,8 @@ class RunDir:
 
 def migrate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Moves pre-objectives fields (``model.momentum_distillation``, ``model.distillation_*``,
-    ``model.label_smoothing``) into the ``objective`` section, on top of ``configs/base.py``'s
-    defaults for any section or field an older config.json lacks."""
+    ``model.label_smoothing``) into the ``objective`` section and renames old ``eval`` fields, on
+    top of ``configs/base.py``'s defaults for any section or field an older config.json lacks."""
     from align_tf.configs import base
     merged = base.get_config()
     data = config.to_dict()
@@ -110,6 +122,10 @@ def migrate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         for old, new in LEGACY_MODEL_FIELDS.items():
             if old in model:
                 objective[new] = model.pop(old)
+    evaluation = data.get("eval", {})
+    for old, new in LEGACY_EVAL_FIELDS.items():
+        if old in evaluation:
+            evaluation[new] = evaluation.pop(old)
     _update(merged, data, "")
     return merged
 

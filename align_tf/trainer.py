@@ -14,7 +14,6 @@ The run directory's layout belongs to ``align_tf.run_dir``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import threading
 import time
@@ -119,7 +118,7 @@ def validate_config(config, num_replicas: int = 1) -> None:
     if config.eval.enabled:
         from align_tf.evaluation import runner
         try:
-            runner.plans_from_config(config, build=False)
+            runner.plans_from_config(config)  # checks the fields; renders and embeds nothing
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -480,9 +479,8 @@ def evaluate(result: TrainResult, config, model_dir: str) -> dict:
     encoder = encoder_for_model(result.model, result.preprocessor, config)
     results = runner.run_plans(encoder, runner.plans_from_config(config))
     run = RunDir(model_dir)
-    report = runner.make_report(results, {"model_dir": model_dir,
-                                          "checkpoint": run.latest_checkpoint(),
-                                          "train_steps": config.train.steps},
-                                time.time() - start)
+    encoder.checkpoint = run.latest_checkpoint()
+    info = dict(encoder.info(), model_dir=model_dir, train_steps=config.train.steps)
+    report = runner.make_report(results, info, time.time() - start)
     run.write_eval(report)
     return report

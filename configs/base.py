@@ -20,16 +20,20 @@ def get_config():
     c.model.sync_batch_norm = False    # BN statistics over the global batch (exact multi-replica)
     c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
-    c.model.label_smoothing = 0.1      # paper: 0.1
-    # ALBEF's momentum distillation (ITC-MoD): soft targets from EMA towers, optional feature queue.
-    c.model.momentum_distillation = False
-    c.model.distillation_momentum = 0.995      # EMA momentum m (ALBEF: 0.995)
-    c.model.distillation_alpha = 0.4           # weight α of the momentum soft targets (ALBEF: 0.4)
-    c.model.distillation_alpha_ramp_steps = 256  # α ramps 0 → α linearly; ALBEF: the first epoch
-    c.model.distillation_queue_size = 0        # queued momentum negatives; 0: none (ALBEF: 65536)
+    c.model.min_temperature = 1e-3     # σ is clipped from below at this in the logits (never 0)
+
+    # How a batch becomes gradients (align_tf/objectives/). Parameters export needs (σ) stay in model.
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = "contrastive"   # "contrastive" (the paper) | "momentum_distillation"
+    c.objective.label_smoothing = 0.1  # paper: 0.1
+    # momentum_distillation only (ALBEF's ITC-MoD): soft targets from EMA towers, optional queue.
+    c.objective.momentum = 0.995       # EMA momentum m (ALBEF: 0.995)
+    c.objective.alpha = 0.4            # weight α of the momentum soft targets (ALBEF: 0.4)
+    c.objective.alpha_ramp_steps = 256  # α ramps 0 → α linearly; ALBEF: the first epoch
+    c.objective.queue_size = 0         # queued momentum negatives; 0: none (ALBEF: 65536)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic"          # "synthetic" | "tfrecord"
+    c.data.name = "synthetic"          # "synthetic" (built-in corpus) | "tfrecord" (our shards)
     c.data.train_pattern = ""          # TFRecord glob for data.name == "tfrecord"
     c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
     c.data.vocab_size = 2000
@@ -62,10 +66,39 @@ def get_config():
     c.optim.warmup_steps = 100         # paper: 10k
     c.optim.weight_decay = 1e-5        # paper: 1e-5
 
+    # Evaluation: align_tf.evaluation.runner.plans_from_config. `python -m align_tf.evaluate` has a
+    # flag of the same name for each field but enabled/every_steps; a flag not given takes the
+    # run's config.json value, so the command reproduces RUN/eval.json.
+    placeholder = ml_collections.config_dict.placeholder
     c.eval = ml_collections.ConfigDict()
-    c.eval.enabled = True
-    c.eval.num_examples_per_class = 40  # synthetic zero-shot eval images per (colour, shape)
+    c.eval.enabled = True              # evaluate at the end of training → RUN/eval.json
+    c.eval.every_steps = 0             # also every this many steps → TensorBoard eval/; 0: end only
+    c.eval.datasets = "synthetic"      # comma list: synthetic, tfrecord:GLOB, TFDS names (cifar10)
+    c.eval.tasks = "auto"              # comma list: retrieval, zeroshot, knn, linear; auto: what
+    #                                    each dataset supports without a fit split
+    c.eval.templates = "auto"          # zero-shot prompts (align_tf.prompts); auto: synthetic's
+    #                                    own for synthetic, else clip80
+    c.eval.batch_size = 256            # images or texts embedded per call
+    c.eval.max_examples = placeholder(int)        # images evaluated per dataset; None: all
+    c.eval.split = placeholder(str)               # TFDS split; None: test, else validation
+    c.eval.train_split = placeholder(str)         # kNN/linear probe fit split; None: train
+    c.eval.max_train_examples = placeholder(int)  # kNN/linear probe fit images; None: all
+    c.eval.data_dir = placeholder(str)            # TFDS data_dir; None: TFDS's default
+    c.eval.recall_ks = "1,5,10"        # retrieval Recall@K
+    c.eval.captions_per_image = 5      # retrieval captions per image (MSCOCO/Flickr30K: 5); 0: all
+    c.eval.block_size = 512            # retrieval queries scored at once (memory, not results)
+    c.eval.faiss = False               # retrieval R@K with faiss (no ranks reported)
+    c.eval.knn_k = 20                  # kNN neighbours
+    c.eval.knn_temperature = 0.07      # kNN vote weight exp(similarity / T); 0: majority vote
+    c.eval.linear_backend = "sklearn"  # linear probe: "sklearn" | "keras"
+    c.eval.linear_c = placeholder(float)  # sklearn C; None: swept on 20% of the fit split
+    # The synthetic dataset: fresh seeded renders of all 30 (colour, shape) classes; zero-shot is
+    # also reported over the held-out and the seen pairs.
+    c.eval.synthetic_examples_per_class = 40  # zero-shot images per class (kNN/probe: as many)
+    c.eval.synthetic_retrieval_rounds = 4     # retrieval galleries of one image per class
+    c.eval.synthetic_seed = 20_000     # test images; kNN/probe fit images seed+1, retrieval seed+2
 
     c.export = ml_collections.ConfigDict()
-    c.export.enabled = True
+    c.export.enabled = True            # write RUN/savedmodel after training
+    c.export.templates = "clip80"      # prompts baked into zero_shot_classify (align_tf.prompts)
     return c

@@ -2,7 +2,7 @@
 
 Not a test: trains the embedded default (tiny EfficientNet + BERT on the synthetic shapes corpus)
 with ``data.caption_noise`` raised (40% junk captions by default) for a few seeds, once with the
-plain loss and once with ``model.momentum_distillation``, then evaluates zero-shot accuracy on the
+plain loss and once with ``objective.name=momentum_distillation``, then evaluates zero-shot accuracy on the
 held-out (colour, shape) pairs. Both variants of a seed share the data, the initial towers and the
 batch order. Results go to ``{out_dir}/results.json`` (updated after every run, so a partial run
 keeps its numbers) and a Markdown table is printed.
@@ -21,9 +21,11 @@ import numpy as np
 
 from align_tf import trainer
 from align_tf.configs import base
+from align_tf.evaluation import runner
 
-METRICS = ("zero_shot_heldout_top1", "zero_shot_heldout_top5", "zero_shot_seen_top1",
-           "retrieval_i2t_R@1", "retrieval_t2i_R@1")
+HELDOUT = "synthetic/zeroshot/heldout_top1"
+METRICS = (HELDOUT, "synthetic/zeroshot/heldout_top5", "synthetic/zeroshot/seen_top1",
+           "synthetic/retrieval/i2t_R@1", "synthetic/retrieval/t2i_R@1")
 
 
 def make_config(seed: int, variant: str, args):
@@ -33,14 +35,14 @@ def make_config(seed: int, variant: str, args):
     c.data.caption_noise = args.caption_noise
     c.train.steps = args.steps
     c.train.checkpoint_every = args.steps  # checkpoints only at the end
-    c.eval.num_examples_per_class = args.eval_per_class
+    c.eval.synthetic_examples_per_class = args.eval_per_class
     if args.image_size:
         c.data.image_size = args.image_size
-    c.model.momentum_distillation = variant != "plain"
+    c.objective.name = "contrastive" if variant == "plain" else "momentum_distillation"
     if variant == "mod_queue":
-        c.model.distillation_queue_size = args.queue_size
+        c.objective.queue_size = args.queue_size
     if args.ramp_steps is not None:
-        c.model.distillation_alpha_ramp_steps = args.ramp_steps
+        c.objective.alpha_ramp_steps = args.ramp_steps
     return c
 
 
@@ -59,7 +61,7 @@ def summarise(results: dict) -> str:
               "|---" * (len(variants) + 1) + "|"]
     for s in seeds:
         lines.append(f"| {s} | " + " | ".join(
-            f"{results[v][s]['zero_shot_heldout_top1']:.3f}" if s in results[v] else "—"
+            f"{results[v][s][HELDOUT]:.3f}" if s in results[v] else "—"
             for v in variants) + " |")
     return "\n".join(lines)
 
@@ -89,14 +91,16 @@ def main():
             model_dir = os.path.join(args.out_dir, f"{variant}_seed{seed}")
             start = time.time()
             result = trainer.train(config, model_dir, verbose=0)
-            metrics = trainer.evaluate(result, config, model_dir)
+            report = trainer.evaluate(result, config, model_dir)
+            metrics = runner.flatten(report["results"])
+            metrics["temperature"] = report["model"]["temperature"]
             metrics["train_seconds"] = time.time() - start
-            metrics["final_loss"] = result.metrics.get("loss")
+            metrics["final_loss"] = result.metrics["loss"]
             results.setdefault(variant, {})[str(seed)] = {
                 k: metrics[k] for k in METRICS + ("temperature", "train_seconds", "final_loss")}
             with open(path, "w") as f:
                 json.dump({"args": vars(args), **results}, f, indent=2)
-            print(f"seed {seed} {variant}: held-out top-1 {metrics['zero_shot_heldout_top1']:.3f} "
+            print(f"seed {seed} {variant}: held-out top-1 {metrics[HELDOUT]:.3f} "
                   f"({metrics['train_seconds']:.0f}s)", flush=True)
     print(summarise(results))
 

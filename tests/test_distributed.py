@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from align_tf import optim
+from align_tf import objectives, optim
 from align_tf.configs import base
 from align_tf.models.dual_encoder import build_dual_encoder
 
@@ -39,8 +39,8 @@ def _one_step(strategy, initial_weights):
     config, batch = _config(), _batch()
     with strategy.scope():
         model = build_dual_encoder(config.model, VOCAB)
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
-        model.optimizer.build(model.trainable_variables)
+        objective = objectives.build_objective(config.objective, model,
+                                               keras.optimizers.SGD(learning_rate=0.5))
     model.set_weights(initial_weights)
     n = strategy.num_replicas_in_sync
     per_replica = GLOBAL_BATCH // n
@@ -53,7 +53,7 @@ def _one_step(strategy, initial_weights):
 
     @tf.function
     def step(data):
-        out = strategy.run(model.train_step, args=(data,))
+        out = strategy.run(objective.train_step, args=(data,))
         return {k: strategy.reduce("MEAN", out[k], axis=None) for k in ("loss", "grad_norm")}
 
     out = step(data)
@@ -90,8 +90,9 @@ def test_train_step_compiles_with_xla():
     config.model.sync_batch_norm = False
     keras.utils.set_random_seed(0)
     model = build_dual_encoder(config.model, VOCAB)
-    model.compile(optimizer=optim.build_optimizer(config.optim, total_steps=10))
-    step = tf.function(model.train_step, jit_compile=True)
+    objective = objectives.build_objective(config.objective, model,
+                                           optim.build_optimizer(config.optim, total_steps=10))
+    step = tf.function(objective.train_step, jit_compile=True)
     batch = tf.nest.map_structure(tf.constant, _batch())
     first = step(batch)
     assert np.isfinite(first["loss"].numpy())
@@ -110,23 +111,23 @@ def test_non_finite_step_is_skipped_and_counted(replicas):
     strategy = tf.distribute.MirroredStrategy(devices, tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = build_dual_encoder(config.model, VOCAB)
-        model.compile(optimizer=optim.build_optimizer(config.optim, total_steps=10))
-        model.optimizer.build(model.trainable_variables)
+        objective = objectives.build_objective(config.objective, model,
+                                               optim.build_optimizer(config.optim, total_steps=10))
     batch = _batch()
     batch["image"][1, 3, 3, 0] = np.nan
     per_replica = GLOBAL_BATCH // replicas
     data = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.nest.map_structure(
             lambda x: x[ctx.replica_id_in_sync_group * per_replica:][:per_replica], batch))
-    before = [v.numpy().copy() for v in model.trainable_variables + model.optimizer.variables]
+    before = [v.numpy().copy() for v in model.trainable_variables + objective.optimizer.variables]
 
     @tf.function
     def step(data):
-        out = strategy.run(model.train_step, args=(data,))
+        out = strategy.run(objective.train_step, args=(data,))
         return strategy.reduce("MEAN", out["skipped_steps"], axis=None)
 
     assert float(step(data)) == 1.0 and float(step(data)) == 2.0
-    after = [v.numpy() for v in model.trainable_variables + model.optimizer.variables]
+    after = [v.numpy() for v in model.trainable_variables + objective.optimizer.variables]
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
-    assert int(model.consecutive_skips.numpy()) == 2
+    assert int(objective.consecutive_skips.numpy()) == 2

@@ -22,14 +22,17 @@ import tensorflow as tf
 
 from align_tf import export
 from align_tf.configs import base
-from align_tf.data.pipeline import preprocess_image
-from align_tf.evaluation.prompts import CLIP_IMAGENET_TEMPLATES
+from align_tf.data.preprocessing import ImagePreprocessor
+from align_tf.prompts import CLIP_IMAGENET_TEMPLATES
 from align_tf.evaluation.zero_shot import class_embeddings
 from align_tf.models.dual_encoder import build_dual_encoder
-from align_tf.tokenizer import TextPreprocessor, build_vocabulary, save_vocabulary
+from align_tf.run_dir import RunDir
+from align_tf.tokenizer import TextPreprocessor, build_vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE, RESIZE_SIZE = 32, 40
+# One image at a time, against the exported signatures' batched preprocessing.
+EVAL_PREPROCESSING = ImagePreprocessor(IMAGE_SIZE, RESIZE_SIZE)
 TEMPERATURE = 0.05
 ATOL = 1e-5
 
@@ -112,13 +115,10 @@ def exported(tmp_path_factory):
     config.model.image_size_name = "nano"
     config.data.image_size, config.data.resize_size = IMAGE_SIZE, RESIZE_SIZE
     vocab = build_vocabulary(CORPUS, vocab_size=120)
-    save_vocabulary(vocab, os.path.join(model_dir, "vocab.txt"))
-    with open(os.path.join(model_dir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
     model = build_dual_encoder(config.model, len(vocab))
     _randomize(model)
     model.temperature.assign(TEMPERATURE)
-    tf.train.Checkpoint(model=model).save(os.path.join(model_dir, "checkpoints", "ckpt"))
+    RunDir(model_dir).save_model(model, config, vocab)
     preprocessor = TextPreprocessor(vocab, sequence_length=config.data.max_tokens)
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
@@ -322,8 +322,7 @@ def test_image_embed_matches_keras_with_eval_preprocessing(exported, consumer):
     outputs, _, inputs, _ = consumer
     model = exported["model"]
     for key in ("images_a", "images_b", "images_c"):
-        pixels = tf.stack([preprocess_image(im, IMAGE_SIZE, RESIZE_SIZE, training=False)
-                           for im in inputs[key]])
+        pixels = tf.stack([EVAL_PREPROCESSING(im) for im in inputs[key]])
         ref = model.embed_image(pixels, training=False).numpy()
         np.testing.assert_allclose(outputs[f"image_embed/{key}"], ref, atol=ATOL, err_msg=key)
         np.testing.assert_allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-5)
@@ -335,7 +334,7 @@ def test_image_embed_encoded_matches_keras(exported, consumer):
     outputs, _, _, encoded = consumer
     model = exported["model"]
     ref = np.concatenate([
-        model.embed_image(preprocess_image(array, IMAGE_SIZE, RESIZE_SIZE)[None]).numpy()
+        model.embed_image(EVAL_PREPROCESSING(array)[None]).numpy()
         for _, _, array in encoded])
     got = outputs["image_embed_encoded"]
     for i, (name, _, _) in enumerate(encoded):
@@ -362,7 +361,7 @@ def test_zero_shot_classify_uses_templates_and_learned_temperature(exported, con
 
     classes = class_embeddings(embed_text, CLASS_NAMES, CLIP_IMAGENET_TEMPLATES)
     np.testing.assert_allclose(outputs["class_embeddings"], classes, atol=ATOL)
-    pixels = tf.stack([preprocess_image(im, IMAGE_SIZE, RESIZE_SIZE) for im in inputs["images_a"]])
+    pixels = tf.stack([EVAL_PREPROCESSING(im) for im in inputs["images_a"]])
     logits = model.embed_image(pixels).numpy() @ classes.T / TEMPERATURE
     probs = tf.nn.softmax(logits).numpy()
     np.testing.assert_allclose(outputs["zero_shot/logits"], logits, atol=ATOL * 10, rtol=1e-5)
@@ -505,16 +504,6 @@ def test_saved_model_cli_lists_signatures(exported):
 
 
 # ------------------------------------------------------------------ in-process unit tests and CLI
-
-@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 50, 45, 3), (3, 7, 9, 3), (1, 40, 40, 3)])
-@pytest.mark.parametrize("resize_size", [None, 40])
-def test_eval_resize_crop_equals_pipeline_preprocessing(shape, resize_size):
-    images = tf.random.stateless_uniform(shape, seed=(1, len(shape)))
-    got = tf.function(lambda x: export.eval_resize_crop(x, 32, resize_size),
-                      input_signature=[tf.TensorSpec([None, None, None, 3])])(images)
-    ref = tf.stack([preprocess_image(im, 32, resize_size, training=False) for im in images])
-    np.testing.assert_array_equal(got.numpy(), ref.numpy())
-
 
 def test_templates():
     assert export.get_templates("clip80") == tuple(CLIP_IMAGENET_TEMPLATES)

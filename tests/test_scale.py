@@ -174,20 +174,17 @@ def _write_numbered_pairs(root):
 
 
 def _read_records(path):
-    """``{global batch index: sorted pair ids}`` and the loop records (last line may be torn by
-    SIGKILL)."""
-    loops = []
+    """``{global batch index: sorted pair ids}`` of the batches a run's pipeline produced (the last
+    line may be torn by SIGKILL)."""
+    batches = {}
     if os.path.exists(path):
         for line in open(path).read().splitlines():
             try:
-                loops.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
-                pass
-    batches = {}
-    for loop in loops:
-        for i, ids in enumerate(loop["ids"]):
-            batches[loop["first_batch"] + i] = sorted(ids)
-    return batches, loops
+                continue
+            batches[entry["batch"]] = sorted(entry["ids"])
+    return batches
 
 
 def _wait_for(predicate, proc, what, timeout=PROCESS_TIMEOUT):
@@ -204,9 +201,11 @@ def _wait_for(predicate, proc, what, timeout=PROCESS_TIMEOUT):
 def test_sigkill_and_sigterm_resume_exactly(tmp_path, procs):
     """Numbered pairs: run A is SIGKILLed after a checkpoint; the same command (run B) resumes and
     gets SIGTERM, which writes a checkpoint and exits; the same command again (run C) finishes.
-    The pairs consumed (per global batch, up to each restored checkpoint) equal an uninterrupted
-    run's, no pair repeats or goes missing within an epoch, the final step count is exact, and
-    the final weights equal the uninterrupted run's (optimizer slots, σ, schedule restored)."""
+    The pairs of every global batch (up to each restored checkpoint) equal an uninterrupted run's,
+    no pair repeats or goes missing within an epoch, each run resumes at its checkpoint's batch,
+    the final step count is exact, and the final weights equal the uninterrupted run's (optimizer
+    slots, σ, schedule restored). Batches are observed through the input pipeline
+    (``scale_worker.py --record``)."""
     data = tmp_path / "data"
     data.mkdir()
     _write_numbered_pairs(data)
@@ -218,12 +217,12 @@ def test_sigkill_and_sigterm_resume_exactly(tmp_path, procs):
         "model.drop_connect_rate": 0.0, "model.text_dropout": 0.0,
         "train.batch_size": BATCH, "train.steps": STEPS, "train.steps_per_loop": 2,
         "train.checkpoint_every": 4, "train.log_every": 2, "train.keep_checkpoints": 10,
-        "optim.warmup_steps": 2,
+        "optim.warmup_steps": 2, "eval.enabled": False,
     }
 
     def command(model_dir, record, delay):
         return [sys.executable, WORKER, f"--model_dir={model_dir}", f"--config_json={json.dumps(config)}",
-                f"--record={record}", f"--loop_delay={delay}"]
+                f"--record={record}", f"--input_delay={delay}"]
 
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     ref_record, run_records = tmp_path / "reference.jsonl", [tmp_path / f"run{i}.jsonl" for i in "ABC"]
@@ -232,26 +231,24 @@ def test_sigkill_and_sigterm_resume_exactly(tmp_path, procs):
     latest = lambda: tf.train.latest_checkpoint(run_dir / "checkpoints")  # noqa: E731
     step_of = lambda path: int(path.rsplit("-", 1)[1])  # noqa: E731
 
-    # Run A: SIGKILL as soon as a checkpoint exists (the loop delay keeps the run from ending).
-    run_a = procs.start(command(run_dir, run_records[0], 0.7), tmp_path / "A.log", _env())
+    # Run A: SIGKILL as soon as a checkpoint exists (the input delay keeps the run from ending).
+    run_a = procs.start(command(run_dir, run_records[0], 0.35), tmp_path / "A.log", _env())
     _wait_for(lambda: latest() is not None, run_a, "run A's first checkpoint")
     run_a.send_signal(signal.SIGKILL)
     assert run_a.wait(timeout=60) == -signal.SIGKILL
     k_a = step_of(latest())
     assert 0 < k_a < STEPS
 
-    # Run B (same command) resumes; SIGTERM right after a loop that ends off the checkpoint grid,
-    # so the checkpoint found afterwards can only be the one SIGTERM wrote.
-    run_b = procs.start(command(run_dir, run_records[1], 0.7), tmp_path / "B.log", _env())
-    _wait_for(lambda: any(loop["step"] % 4 == 2 and loop["step"] > k_a
-                          for loop in _read_records(run_records[1])[1]), run_b, "run B's progress")
+    # Run B (same command) resumes; SIGTERM once its pipeline is a few batches past k_a.
+    run_b = procs.start(command(run_dir, run_records[1], 0.35), tmp_path / "B.log", _env())
+    _wait_for(lambda: max(_read_records(run_records[1]), default=-1) >= k_a + 5, run_b,
+              "run B's progress")
     run_b.send_signal(signal.SIGTERM)
     assert procs.wait(run_b) == 75, _tail(run_b)
-    assert "preempted: SIGTERM" in _tail(run_b)
     k_b = step_of(latest())
-    b_loops = _read_records(run_records[1])[1]
-    assert b_loops[0]["first_batch"] == k_a  # resumed from A's checkpoint, not from scratch
-    assert k_b == b_loops[-1]["step"] and k_b % 4 != 0, (k_b, b_loops[-1])
+    assert f"preempted: SIGTERM at step {k_b}; saved {latest()}" in _tail(run_b)
+    assert k_a < k_b < STEPS
+    assert min(_read_records(run_records[1])) == k_a  # resumed from A's checkpoint, not from scratch
 
     # Run C (same command) finishes.
     run_c = procs.start(command(run_dir, run_records[2], 0.0), tmp_path / "C.log", _env())
@@ -260,17 +257,17 @@ def test_sigkill_and_sigterm_resume_exactly(tmp_path, procs):
     assert f"done: step {STEPS}" in _tail(run_c)
     assert step_of(latest()) == STEPS
 
-    expected, _ = _read_records(ref_record)
+    # The pipeline reads ahead: keep the batches the STEPS steps consumed.
+    expected = {i: ids for i, ids in _read_records(ref_record).items() if i < STEPS}
     assert sorted(expected) == list(range(STEPS))
     for epoch in range(STEPS * BATCH // NUM_PAIRS):  # every pair exactly once per epoch
         per_epoch = NUM_PAIRS // BATCH
         ids = sum((expected[b] for b in range(epoch * per_epoch, (epoch + 1) * per_epoch)), [])
         assert sorted(ids) == list(range(NUM_PAIRS))
-    a, _ = _read_records(run_records[0])
-    b, _ = _read_records(run_records[1])
-    c, c_loops = _read_records(run_records[2])
-    assert c_loops[0]["first_batch"] == k_b
-    resumed = {**{i: a[i] for i in range(k_a)}, **{i: b[i] for i in range(k_a, k_b)}, **c}
+    a, b, c = (_read_records(r) for r in run_records)
+    assert min(c) == k_b
+    resumed = {**{i: a[i] for i in range(k_a)}, **{i: b[i] for i in range(k_a, k_b)},
+               **{i: c[i] for i in range(k_b, STEPS)}}
     assert resumed == expected
 
     final, ref_final = (_checkpoint_values(tf.train.latest_checkpoint(d / "checkpoints"))
@@ -298,7 +295,7 @@ def _tiny_config(**train):
 
 
 def _inject_nan(bad_batches):
-    """``TrainHooks.map_batches`` that puts a NaN pixel into the given (pipeline) batch indices."""
+    """A ``train(wrap_inputs=...)`` wrapper that puts NaN pixels into the given batch indices."""
     bad = tf.constant(sorted(bad_batches), tf.int64)
 
     def map_batches(dataset, input_context, first_batch):
@@ -328,19 +325,17 @@ def test_consecutive_non_finite_steps_stop_with_last_good_checkpoint(tmp_path):
     config = _tiny_config(steps=10, steps_per_loop=2, checkpoint_every=2, log_every=10,
                           max_consecutive_skips=3, jit_compile=True, keep_checkpoints=5)
     # Batch 0 ok, 1 NaN (skipped), 2-4 ok (steps 2..4, ckpt-4), then NaNs: the loop of batches
-    # 5-6 leaves 2 in a row, the next loop stops after batch 7 (3 in a row) instead of 2 batches.
-    loops = []
-    hooks = trainer.TrainHooks(map_batches=_inject_nan([1, 5, 6, 7, 8, 9]), on_loop_end=loops.append)
+    # 5-6 leaves 2 in a row, the next loop stops after batch 7 (3 in a row) instead of 2 batches:
+    # 4 skipped steps (1, 5, 6, 7) in TensorBoard below; a 5th would mean NaN batch 8 was used.
     with pytest.raises(FloatingPointError, match=r"3 consecutive steps had non-finite loss or "
                                                  r"gradients .* at step 4.*ckpt-4"):
         trainer.train(config, str(tmp_path), tf.distribute.OneDeviceStrategy("/cpu:0"), verbose=0,
-                      hooks=hooks)
-    assert loops[-1].first_batch + loops[-1].num_batches == 8  # stopped at once, batch 8 unused
+                      wrap_inputs=_inject_nan([1, 5, 6, 7, 8, 9]))
     latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
     assert latest.endswith("ckpt-4")
     saved = _checkpoint_values(latest)
     (iterations,) = [v for k, v in saved.items() if k.startswith("optimizer/_iterations")]
-    (skipped,) = [v for k, v in saved.items() if k.startswith("model/skipped_steps")]
+    (skipped,) = [v for k, v in saved.items() if k.startswith("objective/skipped_steps")]
     assert int(iterations) == 4 and int(skipped) == 1
     skips = _scalar_events(tmp_path / "train", "skipped_steps")
     assert skips[0] == (1, 1.0) and skips[-1] == (4, 4.0), skips

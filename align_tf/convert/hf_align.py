@@ -459,13 +459,9 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
     ignored = copy_hf_weights(model, state)
     del state
 
-    run = RunDir(output).makedirs()
-    vocab_path = run.save_vocabulary(vocabulary)
-    run.save_config(config)
-    # Model weights only: a run directory's evaluate, export and load_model read just these.
-    manager = run.checkpoint_manager(tf.train.Checkpoint(model=model), max_to_keep=1)
-    ckpt = manager.save(checkpoint_number=0)
-    preprocessor = TextPreprocessor(vocab_path, sequence_length=config.data.max_tokens)
+    run = RunDir(output)
+    ckpt = run.save_model(model, config, vocabulary)
+    preprocessor = TextPreprocessor(run.vocab_path, sequence_length=config.data.max_tokens)
     saved = None
     if export:
         saved = export_model(model, preprocessor, export_dir or run.savedmodel_path,

@@ -4,20 +4,21 @@ An ``Encoder`` embeds batches of preprocessed images (float32 pixels in [0, 1], 
 ``image_size``) and lists of strings; evaluators only talk to this interface, so a training
 checkpoint and a SavedModel (ours, or converted public weights) are evaluated by the same code.
 
-``load_encoder`` builds one from a training ``model_dir`` (``config.json``, ``vocab.txt``,
-``checkpoints/``) or from a SavedModel directory with the ``image_embed`` / ``text_embed``
-signatures of ``align_tf.export``.
+``encoder_for_model`` wraps a model in memory (the trainer's); ``load_encoder`` builds one from a
+run directory (``align_tf.run_dir``) or from a SavedModel directory with the ``image_embed`` /
+``text_embed`` signatures of ``align_tf.export``. Both read the image sizes and the batch size from
+the training config the same way, so a run's numbers are reproduced bit for bit from its checkpoint.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from align_tf.data.pipeline import preprocess_image
+from align_tf.data.preprocessing import ImagePreprocessor
 
 
 class Encoder:
@@ -32,6 +33,7 @@ class Encoder:
     image_size: int
     resize_size: int | None = None
     batch_size: int = 256
+    _memo: dict | None = None  # set inside ``fixed_weights``
 
     def embed_image_batch(self, pixels) -> np.ndarray:
         """``(B, image_size, image_size, 3)`` float pixels in [0, 1] → ``(B, D)`` unit-norm."""
@@ -41,9 +43,33 @@ class Encoder:
         """``(B,)`` strings → ``(B, D)`` unit-norm."""
         raise NotImplementedError
 
+    def info(self) -> dict:
+        """What an evaluation report records about the model (``runner.make_report``)."""
+        return {"image_size": self.image_size, "resize_size": self.resize_size,
+                "batch_size": self.batch_size}
+
+    @contextlib.contextmanager
+    def fixed_weights(self):
+        """Within the block the weights are taken not to change, so ``memoize`` computes each key
+        once (``runner.run_plans``: test images embedded once for zero-shot, kNN and probe)."""
+        outer = self._memo
+        self._memo = {} if outer is None else outer
+        try:
+            yield self
+        finally:
+            self._memo = outer
+
+    def memoize(self, key, compute):
+        """``compute()``, cached under ``key`` inside a ``fixed_weights`` block."""
+        if self._memo is None:
+            return compute()
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def preprocess(self, image):
         """One uint8 or [0, 1] float image ``(H, W, 3)`` → float32 ``(S, S, 3)`` (eval crop)."""
-        return preprocess_image(image, self.image_size, self.resize_size, training=False)
+        return ImagePreprocessor(self.image_size, self.resize_size)(image, training=False)
 
     def embed_texts(self, texts) -> np.ndarray:
         """A list of strings → ``(N, D)`` unit-norm float32, in ``batch_size`` chunks."""
@@ -101,24 +127,53 @@ def _concat_padded(arrays) -> np.ndarray:
 class KerasEncoder(Encoder):
     """A ``DualEncoder`` (e.g. the model being trained) with its ``TextPreprocessor``.
 
-    Weights are read at call time, so one instance follows a model through training.
+    Weights are read at call time, so one instance follows a model through training: build it
+    once per model (``encoder_for_model``) and reuse it. Each tower is traced once, for any batch
+    size (the last, smaller batch included), by a ``tf.function`` with a fixed input signature.
     """
 
     def __init__(self, model, preprocessor, image_size: int, resize_size: int | None = None,
                  batch_size: int = 256):
         self.model, self.preprocessor = model, preprocessor
         self.image_size, self.resize_size, self.batch_size = image_size, resize_size, batch_size
-        # reduce_retracing: the last, smaller batch reuses a shape-generic trace.
-        self._image_fn = tf.function(lambda x: model.embed_image(x, training=False),
-                                     reduce_retracing=True)
-        self._text_fn = tf.function(lambda t: model.embed_text(preprocessor(t), training=False),
-                                    reduce_retracing=True)
+        self.checkpoint = None  # the checkpoint the weights came from, when known
+        self._image_fn = tf.function(self._embed_image, input_signature=[
+            tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+        self._text_fn = tf.function(self._embed_text, input_signature=[
+            tf.TensorSpec([None], tf.string)])
+
+    def _embed_image(self, pixels):
+        return self.model.embed_image(pixels, training=False)
+
+    def _embed_text(self, texts):
+        return self.model.embed_text(self.preprocessor(texts), training=False)
 
     def embed_image_batch(self, pixels) -> np.ndarray:
         return self._image_fn(tf.convert_to_tensor(pixels, tf.float32)).numpy()
 
     def embed_text_batch(self, texts) -> np.ndarray:
         return self._text_fn(tf.convert_to_tensor(texts, tf.string)).numpy()
+
+    def info(self) -> dict:
+        return dict(super().info(), checkpoint=self.checkpoint,
+                    temperature=float(np.asarray(self.model.temperature)))
+
+
+def encoder_for_model(model, preprocessor, config, image_size: int | None = None,
+                      resize_size: int | None = None,
+                      batch_size: int | None = None) -> KerasEncoder:
+    """The evaluation encoder of a model trained with ``config``, as the trainer and
+    ``python -m align_tf.evaluate --model_dir`` build it.
+
+    Images are preprocessed at ``data.image_size`` (centre crop of ``data.resize_size``) and
+    embedded ``eval.batch_size`` at a time. ``image_size`` replaces both sizes (with
+    ``resize_size``, else resize only); ``resize_size`` alone the crop's; ``batch_size`` the batch.
+    """
+    if image_size is None:
+        image_size = config.data.image_size
+        resize_size = config.data.resize_size if resize_size is None else resize_size
+    return KerasEncoder(model, preprocessor, image_size, resize_size,
+                        batch_size or config.eval.batch_size)
 
 
 def _saved_function(loaded, name: str):
@@ -173,33 +228,36 @@ class SavedModelEncoder(Encoder):
     def embed_text_batch(self, texts) -> np.ndarray:
         return np.asarray(self._text_fn(tf.convert_to_tensor(texts, tf.string)), np.float32)
 
-
-def load_config(model_dir: str):
-    """``model_dir/config.json`` as an ``ml_collections.ConfigDict``."""
-    import ml_collections
-    path = os.path.join(model_dir, "config.json")
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"no config.json in {model_dir} (is it a training model_dir?)")
-    with tf.io.gfile.GFile(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    def info(self) -> dict:
+        temperature = getattr(self.loaded, "temperature", None)
+        return dict(super().info(), savedmodel=self.path,
+                    temperature=None if temperature is None else float(np.asarray(temperature)))
 
 
 def _saved_model_config(path: str):
-    """The training config next to a SavedModel: in it, or in its parent (``model_dir/savedmodel``)."""
+    """The training config next to a SavedModel: in it, or in its parent (``model_dir/savedmodel``);
+    None if neither has one."""
+    from align_tf import run_dir
     for d in (path, os.path.dirname(os.path.normpath(path))):
-        if d and tf.io.gfile.exists(os.path.join(d, "config.json")):
-            return load_config(d)
+        if d and tf.io.gfile.exists(run_dir.RunDir(d).config_path):
+            return run_dir.load_config(d)
     return None
+
+
+def model_config(model_dir: str | None = None, savedmodel: str | None = None):
+    """The training config of a run directory, or the one beside a SavedModel (None if none)."""
+    from align_tf import run_dir
+    return run_dir.load_config(model_dir) if model_dir is not None else _saved_model_config(savedmodel)
 
 
 def load_encoder(model_dir: str | None = None, savedmodel: str | None = None,
                  checkpoint: str | None = None, image_size: int | None = None,
-                 resize_size: int | None = None, batch_size: int = 256) -> Encoder:
-    """An ``Encoder`` from a training ``model_dir`` or an exported ``savedmodel`` (exactly one).
+                 resize_size: int | None = None, batch_size: int | None = None) -> Encoder:
+    """An ``Encoder`` from a run directory ``model_dir`` or an exported ``savedmodel`` (exactly one).
 
     Args:
-      model_dir: has ``config.json``, ``vocab.txt`` and ``checkpoints/`` (a training run, or the
-        output of ``align_tf.convert.hf_align``).
+      model_dir: a run directory (``align_tf.run_dir``: a training run, or the output of
+        ``align_tf.convert.hf_align``); the model is built as ``encoder_for_model`` does.
       savedmodel: a SavedModel directory with ``image_embed``/``text_embed`` signatures.
       checkpoint: a checkpoint path (prefix) to restore instead of the newest in
         ``model_dir/checkpoints``.
@@ -207,59 +265,40 @@ def load_encoder(model_dir: str | None = None, savedmodel: str | None = None,
         ``data.image_size``/``data.resize_size`` (for a SavedModel: its ``image_size`` /
         ``resize_size`` attributes if it has them, else a ``config.json`` in its directory or
         the parent's, else ``image_size`` must be given).
-      batch_size: embedding batch size.
+      batch_size: embedding batch size; default the config's ``eval.batch_size``.
     """
     if (model_dir is None) == (savedmodel is None):
         raise ValueError("give exactly one of model_dir and savedmodel")
     if savedmodel is not None:
-        if not tf.io.gfile.exists(os.path.join(savedmodel, "saved_model.pb")):
-            raise FileNotFoundError(f"no saved_model.pb in {savedmodel}")
-        config = _saved_model_config(savedmodel)
-        encoder = SavedModelEncoder(savedmodel, image_size or 0, resize_size, batch_size)
-        if image_size is None:
-            # A SavedModel may record its input size itself; else the training config beside it.
-            stored = {k: getattr(encoder.loaded, k, None) for k in ("image_size", "resize_size")}
-            if stored["image_size"] is not None:
-                encoder.image_size = int(np.asarray(stored["image_size"]))
-                if resize_size is None and stored["resize_size"] is not None:
-                    encoder.resize_size = int(np.asarray(stored["resize_size"])) or None
-            elif config is not None:
-                encoder.image_size = config.data.image_size
-                if resize_size is None:
-                    encoder.resize_size = config.data.get("resize_size")
-            else:
-                raise ValueError(f"no config.json found with {savedmodel}; pass the image size "
-                                 "the model expects (--image_size)")
-        return encoder
-
-    from align_tf.models.dual_encoder import build_dual_encoder
-    from align_tf.tokenizer import TextPreprocessor
-
-    config = load_config(model_dir)
-    ckpt = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not ckpt:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
-    preprocessor = TextPreprocessor(os.path.join(model_dir, "vocab.txt"),
-                                    sequence_length=config.data.max_tokens)
-    model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
-    # Only the model: the optimizer's slots in the checkpoint are not needed to embed.
-    status = tf.train.Checkpoint(model=model).restore(ckpt)
-    status.expect_partial()
-    status.assert_existing_objects_matched()  # every model variable was in the checkpoint
-    if image_size is None:
-        image_size = config.data.image_size
-        resize_size = resize_size if resize_size is not None else config.data.get("resize_size")
-    encoder = KerasEncoder(model, preprocessor, image_size, resize_size, batch_size)
-    encoder.checkpoint = ckpt
+        return _load_savedmodel_encoder(savedmodel, image_size, resize_size, batch_size)
+    from align_tf import run_dir
+    model, preprocessor, config = run_dir.load_model(model_dir, checkpoint)
+    encoder = encoder_for_model(model, preprocessor, config, image_size, resize_size, batch_size)
+    encoder.checkpoint = checkpoint or run_dir.RunDir(model_dir).latest_checkpoint()
     return encoder
 
 
-# Kept for existing callers (synthetic_eval): the model's own embedding of arrays and strings.
-def embed_images(model, images, image_size: int, batch_size: int = 256) -> np.ndarray:
-    """uint8 or [0, 1] float images ``(N, H, W, 3)`` → ``(N, D)`` unit-norm embeddings."""
-    return KerasEncoder(model, None, image_size, batch_size=batch_size).embed_images(images)
-
-
-def embed_texts(model, preprocessor, texts, batch_size: int = 256) -> np.ndarray:
-    """Strings → ``(N, D)`` unit-norm embeddings (tokenized with ``preprocessor``)."""
-    return KerasEncoder(model, preprocessor, 0, batch_size=batch_size).embed_texts(texts)
+def _load_savedmodel_encoder(savedmodel: str, image_size, resize_size, batch_size):
+    """``load_encoder`` for a SavedModel (sizes: arguments, its attributes, or a config beside)."""
+    if not tf.io.gfile.exists(os.path.join(savedmodel, "saved_model.pb")):
+        raise FileNotFoundError(f"no saved_model.pb in {savedmodel}")
+    config = _saved_model_config(savedmodel)
+    if batch_size is None:
+        from align_tf.configs import base
+        batch_size = (config or base.get_config()).eval.batch_size
+    encoder = SavedModelEncoder(savedmodel, image_size or 0, resize_size, batch_size)
+    if image_size is None:
+        # A SavedModel may record its input size itself; else the training config beside it.
+        stored = {k: getattr(encoder.loaded, k, None) for k in ("image_size", "resize_size")}
+        if stored["image_size"] is not None:
+            encoder.image_size = int(np.asarray(stored["image_size"]))
+            if resize_size is None and stored["resize_size"] is not None:
+                encoder.resize_size = int(np.asarray(stored["resize_size"])) or None
+        elif config is not None:
+            encoder.image_size = config.data.image_size
+            if resize_size is None:
+                encoder.resize_size = config.data.resize_size
+        else:
+            raise ValueError(f"no config.json found with {savedmodel}; pass the image size "
+                             "the model expects (--image_size)")
+    return encoder
