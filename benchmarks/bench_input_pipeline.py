@@ -13,7 +13,7 @@ shards, then measures, for each thread count (tf.data's private thread pool size
   tokenization, batching — what training consumes.
 * ``pipeline_decode_first``: the same with ``read_pairs(decode=True)`` (decode before shuffle).
 * ``pipeline_before`` (``--before``): ``pipeline`` with the whole image resized before the random
-  crop (``pipeline.CROP_WINDOW_RESIZE = False``), as before issue 9's crop-window resize.
+  crop (``batch_pairs(crop_window_resize=False)``), as before issue 9's crop-window resize.
 
 Each figure is the median images/s over ``--repeats`` windows of about ``--seconds`` each, after
 warm-up; per-core figures divide by the thread count. The datasets are measured one after the
@@ -126,12 +126,11 @@ def main(argv=None) -> dict:
         if args.before:
             variants.append(("pipeline_before", False, False))
         for name, decode, crop_window in variants:
-            pipeline.CROP_WINDOW_RESIZE = crop_window  # read when batch_pairs traces its map
             datasets[name] = pipeline.batch_pairs(
                 tfrecord.read_pairs(pattern, seed=0, decode=decode), preprocessor,
                 args.batch_size, args.image_size, args.resize_size, training=True,
-                shuffle_buffer=256, seed=0).with_options(options(threads))
-        pipeline.CROP_WINDOW_RESIZE = True
+                shuffle_buffer=256, seed=0,
+                crop_window_resize=crop_window).with_options(options(threads))
         per_element = {"decode": 1, **{name: args.batch_size for name, _, _ in variants}}
         # One dataset at a time: an idle iterator's prefetch threads would keep filling its
         # buffers while another is timed (and steal its cores).

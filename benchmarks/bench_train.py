@@ -4,16 +4,17 @@ dense matmul limit.
     python benchmarks/bench_train.py              # B0 @ 128 px + BERT-mini, batch 32, 32 tokens
     python benchmarks/bench_train.py --image_size=224 --text=small --repeats=10
 
-Ours: ``DualEncoder.train_step`` (towers, loss, gradients, finiteness check, AdamW update) as a
-``tf.function``, with and without XLA (``jit_compile``); the faster one is the headline. Peer:
-open_clip's ``CustomTextCLIP`` — a timm ``efficientnet_b0`` trunk with average pooling and an HF
-``BertModel`` built from a local ``BertConfig`` (random init, no download) with [CLS] pooling and
-a linear projection — trained with ``open_clip.ClipLoss`` and ``torch.optim.AdamW``, the way
-open_clip's training loop does it (eager PyTorch, float32, NCHW). The timm trunk's 1×1 head conv
-(320 → 1280 + BN) is removed so both image towers end, like ALIGN's, at the last MBConv stage
-(320-d), the text projection maps BERT's [CLS] to 320. Both get the same in-memory batch (no input
-pipeline), dropout 0.1 in BERT and stochastic depth 0.2 in the EfficientNet, and run on all cores.
-Steps alternate between the implementations (``common.time_interleaved``).
+Ours: the contrastive objective's ``train_step`` (towers, loss, gradients, finiteness check, AdamW
+update) as a ``tf.function``, with and without XLA (``jit_compile``); the faster one is the
+headline. Peer: open_clip's ``CustomTextCLIP`` — a timm ``efficientnet_b0`` trunk with average
+pooling and an HF ``BertModel`` built from a local ``BertConfig`` (random init, no download) with
+[CLS] pooling and a linear projection — trained with ``open_clip.ClipLoss`` and
+``torch.optim.AdamW``, the way open_clip's training loop does it (eager PyTorch, float32, NCHW).
+The timm trunk's 1×1 head conv (320 → 1280 + BN) is removed so both image towers end, like ALIGN's,
+at the last MBConv stage (320-d), the text projection maps BERT's [CLS] to 320. Both get the same
+in-memory batch (no input pipeline), dropout 0.1 in BERT and stochastic depth 0.2 in the
+EfficientNet, and run on all cores. Steps alternate between the implementations
+(``common.time_interleaved``).
 
 FLOPs per step: the forward pass (towers and loss) counted on the PyTorch twin with
 ``torch.utils.flop_counter`` (convolutions, matmuls, attention; the architectures are the same,
@@ -91,14 +92,13 @@ def make_batch(batch: int, image_size: int, seq_len: int, seed: int = 0) -> dict
 
 
 def build_ours(text: str, seq_len: int, lr: float, before: bool = False):
-    """Our model and optimizer; ``before``: without the issue-9 speed-ups (Keras' own
-    BatchNormalization, swish gradient and AdamW update), to time both in one run."""
+    """``(model, objective)``: our model and its contrastive objective with AdamW; ``before``:
+    without the issue-9 speed-ups (Keras' own BatchNormalization, swish gradient and AdamW
+    update), to time both in one run."""
     import keras
 
-    from align_tf import optim
+    from align_tf import objectives, optim, trainer
     from align_tf.configs import base
-    from align_tf.models import efficientnet
-    from align_tf.trainer import build_model
 
     keras.utils.set_random_seed(0)
     config = base.get_config()
@@ -109,14 +109,30 @@ def build_ours(text: str, seq_len: int, lr: float, before: bool = False):
     config.model.bn_momentum = 0.99
     config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", lr, 0
     config.train.steps = 10**6
-    fast = (efficientnet.FUSED_BATCH_NORM, efficientnet.FUSED_SWISH_GRAD, optim.AdamW)
-    if before:
-        efficientnet.FUSED_BATCH_NORM = efficientnet.FUSED_SWISH_GRAD = False
-        optim.AdamW = keras.optimizers.AdamW
-    try:
-        return build_model(config, VOCAB)
-    finally:
-        efficientnet.FUSED_BATCH_NORM, efficientnet.FUSED_SWISH_GRAD, optim.AdamW = fast
+    if not before:
+        return trainer.build(config, VOCAB)
+
+    from align_tf.models.dual_encoder import DualEncoder
+    from align_tf.models.efficientnet import efficientnet
+    from align_tf.models.text_encoder import bert_text_encoder
+
+    # build_dual_encoder and build_optimizer as trainer.build calls them, with the speed-ups off
+    # (build_dual_encoder has no switch for the image tower's fused layers).
+    m = config.model
+    image_encoder = efficientnet(m.image_size_name, drop_connect_rate=m.drop_connect_rate,
+                                 bn_momentum=m.bn_momentum, fused_batch_norm=False,
+                                 fused_swish_grad=False)
+    text_encoder = bert_text_encoder(m.text_size_name, vocabulary_size=VOCAB,
+                                     embed_dim=image_encoder.output_shape[-1],
+                                     max_sequence_length=m.max_sequence_length,
+                                     dropout=m.text_dropout)
+    model = DualEncoder(image_encoder, text_encoder, temperature_init=m.temperature_init,
+                        min_temperature=m.min_temperature, name="align")
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=optim.WarmupLinearDecay(lr, 0, config.train.steps),
+        weight_decay=config.optim.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=optim.NO_DECAY)
+    return model, objectives.build_objective(config.objective, model, optimizer)
 
 
 def build_open_clip(text: str, image_size: int, seq_len: int, lr: float):
@@ -192,7 +208,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     lr = 1e-4
     data = make_batch(args.batch_size, args.image_size, args.seq_len)
-    ours = build_ours(args.text, args.seq_len, lr)
+    model, ours = build_ours(args.text, args.seq_len, lr)
     batch = {"image": tf.constant(data["pixels"]),
              "text": {"token_ids": tf.constant(data["ids"]),
                       "padding_mask": tf.constant((data["ids"] != 0).astype(np.int32)),
@@ -204,7 +220,7 @@ def main(argv=None) -> dict:
         steps["ours_xla"] = tf.function(ours.train_step, jit_compile=True)
     if args.before:
         steps["ours_before"] = tf.function(build_ours(args.text, args.seq_len, lr,
-                                                      before=True).train_step)
+                                                      before=True)[1].train_step)
     fns = {name: (lambda s=s: s(batch)["loss"].numpy()) for name, s in steps.items()}
     probe = {}
     if args.xla == "auto":
@@ -231,7 +247,7 @@ def main(argv=None) -> dict:
     with FlopCounterMode(display=False) as counter:
         clip_loss(*peer(images, ids))
     step_flops = 3 * counter.get_total_flops()
-    params = {"ours": sum(int(np.prod(v.shape)) for v in ours.trainable_variables),
+    params = {"ours": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
               "open_clip": sum(p.numel() for p in peer.parameters() if p.requires_grad)}
     print(f"B0 @ {args.image_size} px + BERT-{args.text} ({args.seq_len} tokens), batch "
           f"{args.batch_size}: {step_flops / 1e9:.1f} GFLOP per training step; trainable "

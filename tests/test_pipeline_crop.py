@@ -1,11 +1,11 @@
-"""Training crops computed from the crop window only (pipeline._random_crop_of_resized) are the
+"""Training crops computed from the crop window only (preprocessing.random_crop_of_resized) are the
 crops of the resized image that resize-then-random-crop produces."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from align_tf.data import pipeline
+from align_tf.data.preprocessing import ImagePreprocessor, random_crop_of_resized
 
 
 def _resize_then_crop(image, image_size, resize_size, oy, ox):
@@ -22,20 +22,21 @@ def test_crop_window_equals_resize_then_crop(shape, dtype):
         image = tf.image.convert_image_dtype(image, tf.float32)
     size, resize = 29, 35
     for oy, ox in [(0, 0), (6, 6), (2, 5)]:
-        got = pipeline._random_crop_of_resized(image, size, resize, offset=tf.constant([oy, ox]))
+        got = random_crop_of_resized(image, size, resize, offset=tf.constant([oy, ox]))
         assert got.shape == (size, size, 3) and got.dtype == tf.float32
         np.testing.assert_allclose(got.numpy(), _resize_then_crop(image, size, resize, oy, ox),
                                    atol=1e-4)
 
 
 def test_training_crops_are_uniform_over_offsets():
-    """preprocess_image(training=True) returns one of the (resize - size + 1)² crops, each often."""
+    """Training returns one of the (resize - size + 1)² crops, each often."""
     image = tf.constant(np.random.default_rng(1).integers(0, 256, (23, 17, 3)), tf.uint8)
     size, resize = 8, 10
     crops = {(oy, ox): _resize_then_crop(image, size, resize, oy, ox)
              for oy in range(3) for ox in range(3)}
     counts = dict.fromkeys(crops, 0)
-    fn = tf.function(lambda x: pipeline.preprocess_image(x, size, resize, training=True))
+    layer = ImagePreprocessor(size, resize, random_flip=False)
+    fn = tf.function(lambda x: layer(x, training=True))
     for _ in range(270):
         got = fn(image).numpy()
         match = [k for k, crop in crops.items() if np.abs(got - crop).max() < 1e-4]

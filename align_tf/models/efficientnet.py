@@ -148,33 +148,27 @@ def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
     return ((before, half), (before, half))
 
 
-# Training-speed replacements with the same weights and values (benchmarks/bench_train.py
-# --before turns them off to time the step without them):
-# BatchNorm on TF's fused kernel (align_tf.models.batch_norm; synchronized BatchNorm runs Keras'
-# own), and swish with an XLA-fused gradient (align_tf.models.activations).
-FUSED_BATCH_NORM = True
-FUSED_SWISH_GRAD = True
-
-
-def _bn(name, synchronized=False, momentum=0.99):
-    cls = BatchNormalization if FUSED_BATCH_NORM else keras.layers.BatchNormalization
+def _bn(name, synchronized=False, momentum=0.99, fused=True):
+    # fused: TF's fused kernel (align_tf.models.batch_norm; synchronized BatchNorm runs Keras' own).
+    cls = BatchNormalization if fused else keras.layers.BatchNormalization
     return cls(axis=-1, epsilon=1e-3, momentum=momentum, synchronized=synchronized, name=name)
 
 
-def _swish(name):
-    return keras.layers.Activation(swish if FUSED_SWISH_GRAD else "swish", name=name)
+def _swish(name, fused_grad=True):
+    # fused_grad: swish with an XLA-fused gradient (align_tf.models.activations).
+    return keras.layers.Activation(swish if fused_grad else "swish", name=name)
 
 
 def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, residual, drop_rate,
-            se_ratio, symmetric_pad, sync_bn, bn_momentum, name):
+            se_ratio, symmetric_pad, sync_bn, bn_momentum, fused_bn, fused_swish, name):
     """Mobile inverted bottleneck with squeeze-excitation (keras.applications ``block``)."""
     inputs = x
     filters = filters_in * expand_ratio
     if expand_ratio != 1:
         x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
                                 kernel_initializer=_conv_init(), name=name + "expand_conv")(x)
-        x = _bn(name + "expand_bn", sync_bn, bn_momentum)(x)
-        x = _swish(name + "expand_activation")(x)
+        x = _bn(name + "expand_bn", sync_bn, bn_momentum, fused_bn)(x)
+        x = _swish(name + "expand_activation", fused_swish)(x)
     if strides == 2:
         x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
                                        name=name + "dwconv_pad")(x)
@@ -182,8 +176,8 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
                                      padding="valid" if strides == 2 else "same",
                                      use_bias=False, depthwise_initializer=_conv_init(),
                                      name=name + "dwconv")(x)
-    x = _bn(name + "bn", sync_bn, bn_momentum)(x)
-    x = _swish(name + "activation")(x)
+    x = _bn(name + "bn", sync_bn, bn_momentum, fused_bn)(x)
+    x = _swish(name + "activation", fused_swish)(x)
 
     filters_se = max(1, int(filters_in * se_ratio))
     se = keras.layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
@@ -196,7 +190,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
 
     x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False,
                             kernel_initializer=_conv_init(), name=name + "project_conv")(x)
-    x = _bn(name + "project_bn", sync_bn, bn_momentum)(x)
+    x = _bn(name + "project_bn", sync_bn, bn_momentum, fused_bn)(x)
     if residual:
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
@@ -240,7 +234,8 @@ def get_size(size) -> tuple:
 
 
 def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=None,
-                 sync_batch_norm=False, bn_momentum=0.99, name=None) -> keras.Model:
+                 sync_batch_norm=False, bn_momentum=0.99, fused_batch_norm=True,
+                 fused_swish_grad=True, name=None) -> keras.Model:
     """Builds the ALIGN image tower.
 
     Args:
@@ -255,6 +250,10 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
         replica's share; makes multi-replica training match one device exactly, at a cost.
       bn_momentum: BatchNorm moving-average momentum. 0.99 (Keras/ALIGN) needs ~1k steps before the
         inference-mode statistics are usable; short runs want a smaller value.
+      fused_batch_norm, fused_swish_grad: training-speed replacements with the same weights and
+        values: BatchNorm on TF's fused kernel (``align_tf.models.batch_norm``) and swish with an
+        XLA-fused gradient (``align_tf.models.activations``). ``False``: Keras' own layers
+        (``benchmarks/bench_train.py --before`` times the step without them).
       name: model name, default ``efficientnet_{size}``.
 
     Returns:
@@ -273,13 +272,14 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
     x = keras.layers.Conv2D(round_filters(32, size.width, size.depth_divisor), 3, strides=2,
                             padding="valid", use_bias=False, kernel_initializer=_conv_init(),
                             name="stem_conv")(x)
-    x = _bn("stem_bn", sync_batch_norm, bn_momentum)(x)
-    x = _swish("stem_activation")(x)
+    x = _bn("stem_bn", sync_batch_norm, bn_momentum, fused_batch_norm)(x)
+    x = _swish("stem_activation", fused_swish_grad)(x)
 
     specs = block_specs(size)
     for i, spec in enumerate(specs):
         x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs), se_ratio=size.se_ratio,
                     symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm,
-                    bn_momentum=bn_momentum, **spec)
+                    bn_momentum=bn_momentum, fused_bn=fused_batch_norm,
+                    fused_swish=fused_swish_grad, **spec)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, x, name=name or f"efficientnet_{size_name}")

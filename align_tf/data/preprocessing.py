@@ -1,0 +1,154 @@
+"""Image preprocessing of training, evaluation and export, as one Keras layer.
+
+``ImagePreprocessor`` (modelled on keras-hub's ``ImageConverter``: one layer serves ``tf.data`` and
+the exported SavedModel graph) maps uint8 or [0, 1] float RGB images to float32 ``image_size``
+squares in [0, 1]. It follows the paper (§5): training takes a uniformly random ``image_size`` crop
+of the image resized to ``resize_size`` (346 → 289) and flips it horizontally at random;
+evaluation resizes to ``resize_size`` and takes the centre crop. Without ``resize_size`` both only
+resize to ``image_size``. All resizes are antialiased bilinear
+(``tf.image.resize(antialias=True)``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def random_crop_of_resized(image, image_size: int, resize_size: int, seed=None, offset=None):
+    """``random_crop(resize(image, resize_size), image_size)`` computing only the crop window.
+
+    The window is computed with the kernel ``tf.image.resize(antialias=True)`` uses
+    (``ScaleAndTranslate``, triangle), translated by the crop offset, straight from the image's
+    pixels (uint8 ones without a float copy). That equals resize-then-crop up to float rounding
+    (~3e-5) at a fraction of the cost: the full 346 px resize was most of the per-image time.
+
+    Args:
+      image: uint8 or [0, 1] float ``(H, W, 3)``.
+      image_size, resize_size: the crop side, and the side of the (virtual) resized square.
+      seed: op seed of the offset draw.
+      offset: the crop's ``(y, x)`` in resized pixels; default uniform in
+        ``[0, resize_size - image_size]`` each, like ``tf.image.random_crop``.
+
+    Returns:
+      float32 ``(image_size, image_size, 3)`` in [0, 1].
+    """
+    if offset is None:
+        offset = tf.random.uniform((2,), maxval=resize_size - image_size + 1, dtype=tf.int32,
+                                   seed=seed)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    if image.dtype == tf.uint8:
+        scale = 1.0 / 255.0  # ScaleAndTranslate reads uint8 and returns float32
+    else:
+        image, scale = tf.image.convert_image_dtype(image, tf.float32), 1.0
+    window = tf.raw_ops.ScaleAndTranslate(
+        images=image[None], size=tf.constant([image_size, image_size]),
+        scale=float(resize_size) / shape, translation=-tf.cast(offset, tf.float32),
+        kernel_type="triangle", antialias=True)[0]
+    return tf.clip_by_value(window * scale, 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="align_tf")
+class ImagePreprocessor(keras.layers.Layer):
+    """Images → float32 ``(…, image_size, image_size, 3)`` in [0, 1], training or evaluation.
+
+    Args:
+      image_size: side of the square output (the image tower's input; the paper: 289).
+      resize_size: side the image is resized to before the crop (the paper: 346). ``None``, 0 or
+        ``image_size``: no crop, images are resized straight to ``image_size``.
+      random_flip: training flips each image horizontally with probability 1/2.
+      crop_window_resize: training computes only the crop window of the resized image
+        (``random_crop_of_resized``); ``False`` resizes the whole image and then crops (the same
+        augmentation up to float rounding, slower; ``benchmarks/bench_input_pipeline.py --before``
+        times it).
+      seed: op-level seed (``tf.random``'s ``seed=``) of the crop offset and the flip draws; with
+        the same global seed, the same seed gives the same crops and flips.
+      **kwargs: ``keras.layers.Layer`` arguments (``name``, ...).
+
+    Call arguments:
+      images: one image ``(H, W, 3)`` or a batch ``(B, H, W, 3)`` of equal-sized images; uint8, or
+        float in [0, 1].
+      training: random crop and flip (each image of a batch its own) instead of the centre crop.
+
+    Evaluation skips the resize of images already ``image_size`` square, and clips to [0, 1]
+    after a crop; a single image gives exactly the numbers of the same image in a batch.
+    """
+
+    def __init__(self, image_size: int, resize_size: int | None = None, random_flip: bool = True,
+                 crop_window_resize: bool = True, seed: int | None = None, **kwargs):
+        # No autocast: under a mixed-precision policy float pixels must still be resized in
+        # float32 (the numbers of training and export must not depend on the policy).
+        super().__init__(autocast=False, **kwargs)
+        # Like keras-hub's preprocessing layers: numpy/uint8 inputs reach `call` unconverted.
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+        self.image_size = int(image_size)
+        self.resize_size = int(resize_size) if resize_size else None
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ValueError(f"resize_size {self.resize_size} is smaller than image_size "
+                             f"{self.image_size}")
+        self.random_flip = bool(random_flip)
+        self.crop_window_resize = bool(crop_window_resize)
+        self.seed = seed
+        self.built = True
+
+    @property
+    def _crops(self) -> bool:
+        return self.resize_size is not None and self.resize_size > self.image_size
+
+    def call(self, images, training=False):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank not in (3, 4):
+            raise ValueError(f"images must be (H, W, 3) or (B, H, W, 3); got shape {images.shape}")
+        if images.shape.rank == 3:
+            return self._train_one(images) if training else self._evaluate(images[None])[0]
+        if training:
+            side = self.image_size
+            return tf.map_fn(self._train_one, images,
+                             fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
+        return self._evaluate(images)
+
+    def _evaluate(self, images):
+        """Batched evaluation preprocessing of ``(B, H, W, 3)``."""
+        images = tf.image.convert_image_dtype(images, tf.float32)
+        s = self.image_size
+        if not self._crops:
+            height, width = images.shape[1:3]
+            if height is not None and width is not None:
+                if height == s and width == s:
+                    return images
+                return tf.image.resize(images, (s, s), antialias=True)
+            shape = tf.shape(images)
+            same = tf.logical_and(tf.equal(shape[1], s), tf.equal(shape[2], s))
+            out = tf.cond(same, lambda: tf.identity(images),
+                          lambda: tf.image.resize(images, (s, s), antialias=True))
+            out.set_shape([images.shape[0], s, s, 3])
+            return out
+        r = self.resize_size
+        images = tf.image.resize(images, (r, r), antialias=True)
+        offset = (r - s) // 2
+        return tf.clip_by_value(images[:, offset:offset + s, offset:offset + s, :], 0.0, 1.0)
+
+    def _train_one(self, image):
+        """Random crop (and flip) of one ``(H, W, 3)`` image. The ops and their ``seed=`` are
+        those the training pipeline has always drawn from: a seeded run repeats its augmentation."""
+        s, r = self.image_size, self.resize_size
+        if not self._crops:
+            image = self._evaluate(image[None])[0]
+        elif self.crop_window_resize:
+            image = random_crop_of_resized(image, s, r, self.seed)
+        else:
+            image = tf.image.convert_image_dtype(image, tf.float32)
+            image = tf.image.resize(image, (r, r), antialias=True)
+            image = tf.image.random_crop(image, (s, s, 3), seed=self.seed)
+            image = tf.clip_by_value(image, 0.0, 1.0)
+        if self.random_flip:
+            image = tf.image.random_flip_left_right(image, seed=self.seed)
+        return image
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(image_size=self.image_size, resize_size=self.resize_size,
+                      random_flip=self.random_flip, crop_window_resize=self.crop_window_resize,
+                      seed=self.seed)
+        return config
