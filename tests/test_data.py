@@ -3,6 +3,10 @@
 Every image is generated here with PIL — JPEG/PNG/GIF, RGB/grayscale/RGBA/palette/CMYK, sizes on
 both sides of each threshold, and broken files — and every count below is derived by hand from
 the corpus definition in ``corpus``.
+
+The three command lines (``python -m align_tf.data.build|vocab|tfds_captions``) run as
+subprocesses for what only a real process shows (absl's entry point, --help, exit status, stderr);
+their flag parsing is also checked in-process (``parse_args``), which is much cheaper.
 """
 
 import functools
@@ -11,6 +15,8 @@ import http.server
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -36,6 +42,28 @@ def image_bytes(width, height, mode="RGB", fmt="JPEG", seed=0):
     out = io.BytesIO()
     image.save(out, fmt)
     return out.getvalue()
+
+
+def _cli(module, *args, timeout=300):
+    """``python -m align_tf.data.<module> ARGS`` in a subprocess (CPU only, quiet TensorFlow)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+    return subprocess.run([sys.executable, "-m", f"align_tf.data.{module}", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_one_line_error(proc, module, message):
+    """A user mistake: non-zero exit, no traceback, and stderr ends with one ``error:`` line."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"align_tf.data.{module}: error: ") and message in last, proc.stderr
+
+
+def cli_error(call, args):
+    """The one-line message ``call(args)`` (a ``parse_args``, or main after it) exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        call(args)
+    return str(exit_info.value.code)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -250,13 +278,60 @@ def test_shards_round_trip_captions_images_and_metadata(built, corpus):
 
 
 def test_rerun_through_cli_gives_byte_identical_shards(built, corpus, tmp_path):
+    """The command line, with Beam options among ours (both ``--flag=value`` and ``--flag value``)
+    and the argparse-era ``--no-`` switch spelling, reproduces the API's run byte for byte."""
     out, stats = built
-    again = build.main([f"--input={corpus['table']}", f"--output_dir={tmp_path}",
-                        "--num_shards=3", "--min_ngram_count=2",
-                        "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
-    assert again == stats
+    proc = _cli("build", f"--input={corpus['table']}", f"--output_dir={tmp_path}",
+                "--direct_num_workers=2", "--num_shards", "3", "--no-check_bigrams",
+                "--direct_running_mode", "multi_threading", "--min_ngram_count=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert printed == {k: stats[k] for k in ("rows", "kept", "dropped")}
+    assert json.loads((tmp_path / "stats.json").read_text()) == stats  # config included
     for path in sorted(out.glob("pairs-*.tfrecord")):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
+def test_build_flags_switches_and_beam_pass_through():
+    """Our flags become the ``BuildConfig``; every other flag goes to Beam, in order."""
+    input_pattern, output_dir, config, beam_args = build.parse_args([
+        "--input=t.jsonl", "--runner=DirectRunner", "--output_dir", "out", "--num_shards=7",
+        "--project", "p", "--check_bigrams", "--aspect_ratio_below=2.5", "--columns=image,text",
+        "--direct_num_workers=1"])
+    assert (input_pattern, output_dir) == ("t.jsonl", "out")
+    assert config == build.BuildConfig(num_shards=7, check_bigrams=True, aspect_ratio_below=2.5,
+                                       columns="image,text")
+    assert beam_args == ["--runner=DirectRunner", "--project", "p", "--direct_num_workers=1"]
+    base = ["--input=t.jsonl", "--output_dir=out"]
+    assert build.parse_args(base) == ("t.jsonl", "out", build.BuildConfig(), [])
+    for switch, value in [("--check_bigrams", True), ("--nocheck_bigrams", False),
+                          ("--no-check_bigrams", False), ("--check_bigrams=false", False)]:
+        assert build.parse_args(base + [switch])[2].check_bigrams is value, switch
+    for args, message in [
+            (["--output_dir=out"], "--input is required"),
+            (["--input=t.jsonl"], "--output_dir is required"),
+            (base + ["--num_shards=0"], "0 is not a positive integer"),
+            (base + ["--jpeg_quality=101"], "--jpeg_quality=101"),
+            (base + ["--min_words=few"], "--min_words=few"),
+            # Abbreviations (argparse took them) and typos must not reach Beam unnoticed.
+            (base + ["--num_shard=3"], "unknown flag --num_shard; did you mean --num_shards?"),
+            (["--input=t.jsonl", "--out=o"], "did you mean --output_dir?"),
+            (base + ["stray"], "unexpected argument 'stray'")]:
+        error = cli_error(build.parse_args, args)
+        assert error.startswith("align_tf.data.build: error: ") and message in error, (args, error)
+
+
+def test_build_cli_help_and_one_line_errors(corpus, tmp_path):
+    helped = _cli("build", "--help")  # absl exits 1 after printing the help
+    for flag in ("--input", "--output_dir", "--[no]check_bigrams", "--num_shards", "--image_root",
+                 "--max_images_per_text", "Beam pipeline option"):
+        assert flag in helped.stdout, flag
+    out = tmp_path / "out"
+    for args, message in [  # a flag mistake (caught by the parser), a bad input (caught by main)
+            ((f"--output_dir={out}", "--direct_num_workers=1"), "--input is required"),
+            ((f"--input={tmp_path}/nope/*.jsonl", f"--output_dir={out}"), "no input files match")]:
+        assert_one_line_error(_cli("build", *args), "build", message)
+    assert not out.exists()  # caught before anything is written
 
 
 def test_filters_are_configurable(corpus, tmp_path):
@@ -325,12 +400,13 @@ def test_csv_tsv_parquet_and_headerless_inputs_parse_alike(corpus, tmp_path):
 # ----------------------------------------------------------------------------- vocabulary
 
 
-def test_vocab_cli_from_shards_and_text_files(built, tmp_path):
+def test_vocab_cli_from_shards_and_text_files(built, tmp_path, capsys):
     out, _ = built
     path = tmp_path / "vocab.txt"
-    learned = vocab.main([f"--input_pattern={out}/pairs-*.tfrecord", f"--output={path}",
-                          "--vocab_size=300"])
-    assert tokenizer.load_vocabulary(str(path)) == learned
+    proc = _cli("vocab", f"--input={out}/pairs-*.tfrecord", f"--output={path}", "--vocab_size=300")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    learned = tokenizer.load_vocabulary(str(path))
+    assert f"wrote {len(learned)} tokens to {path}" in proc.stdout
     assert learned[:5] == tokenizer.RESERVED_TOKENS
     assert {"red", "car", "park", "the"} <= set(learned)
     pre = tokenizer.TextPreprocessor(str(path), sequence_length=8)
@@ -341,9 +417,41 @@ def test_vocab_cli_from_shards_and_text_files(built, tmp_path):
     texts.write_text("a zebra crossing\n\nzebra zebra stripes\n" * 50)
     assert len(list(vocab.read_texts(str(texts)))) == 100  # blank lines skipped
     assert len(list(vocab.read_texts(str(texts), max_texts=7))) == 7
-    learned = vocab.main([f"--input_pattern={texts}", f"--output={tmp_path / 'v2.txt'}",
-                          "--vocab_size=100", "--max_texts=60"])
+    # The CLI's main in-process (parsed flags handed over; absl's global FLAGS untouched).
+    path = tmp_path / "v2.txt"
+    vocab.main([vocab.PROG], vocab.parse_args([f"--input={texts}", f"--output={path}",
+                                               "--vocab_size=100", "--max_texts=60"]))
+    learned = tokenizer.load_vocabulary(str(path))
     assert {"zebra", "crossing", "stripes"} <= set(learned)
+    assert f"wrote {len(learned)} tokens to {path}" in capsys.readouterr().out
+
+
+def test_vocab_cli_spellings_and_one_line_errors(tmp_path):
+    """``--input`` as in the builder; the argparse-era ``--input_pattern``/``--no-lowercase``
+    still work (the first with a warning); mistakes are one line."""
+    parsed = vocab.parse_args(["--input=a", "--output=v.txt", "--nolowercase", "--max_texts=5"])
+    expected = {"input": "a", "output": "v.txt", "vocab_size": 30522, "max_texts": 5,
+                "lowercase": False}
+    assert parsed.flag_values_dict() == expected
+    old = vocab.parse_args(["--input_pattern=a", "--output=v.txt", "--no-lowercase", "--max_texts=5"])
+    assert old.flag_values_dict() == expected
+    assert vocab.parse_args(["--input=a", "--output=v"]).lowercase is True
+    for args, message in [(["--input=a"], "--output is required"),
+                          (["--input=a", "--output=v", "--vocab_size=big"], "--vocab_size=big"),
+                          (["--input=a", "--output=v", "--vocab=9"], "Unknown command line flag"),
+                          (["--input=a", "--output=v", "extra"], "unexpected arguments")]:
+        error = cli_error(vocab.parse_args, args)
+        assert error.startswith("align_tf.data.vocab: error: ") and message in error, (args, error)
+
+    # main's input check (in-process: the subprocess below stops in the parser, before the slow
+    # TensorFlow import; test_vocab_cli_from_shards_and_text_files runs main in a subprocess).
+    error = cli_error(lambda args: vocab.main([vocab.PROG], vocab.parse_args(args)),
+                      [f"--input={tmp_path}/nope-*.tfrecord", f"--output={tmp_path}/v"])
+    assert error == f"align_tf.data.vocab: error: no files match '{tmp_path}/nope-*.tfrecord'"
+    assert not (tmp_path / "v").exists()
+    proc = _cli("vocab", f"--input_pattern={tmp_path}/nope-*.tfrecord", "--max_texts=-1")
+    assert "--input_pattern is deprecated; use --input" in proc.stderr
+    assert_one_line_error(proc, "vocab", "--max_texts=-1")
 
 
 # ----------------------------------------------------------------------------- tf.data pipeline
@@ -476,7 +584,6 @@ def test_training_on_shards_with_corrupt_records_logs_the_skips(shards, tmp_path
     config.data.image_size, config.data.max_tokens, config.data.shuffle_buffer = 32, 8, 16
     config.train.batch_size, config.train.steps, config.train.log_every = 8, 6, 3
     config.train.steps_per_loop, config.eval.enabled, config.export.enabled = 3, False, False
-    tfrecord.STATS.reset()
     result = trainer.train(config, str(tmp_path / "run"), verbose=0)
     # 6 steps × 8 pairs = 48 > 24 valid pairs: every corrupt record was met at least once.
     assert result.metrics["skipped_records"] >= 3
@@ -526,3 +633,39 @@ def test_tfds_coco_captions_pairs_groups_and_export(tmp_path):
     with tfds.testing.mock_data(num_examples=3):
         grouped = list(tfds_captions.grouped_captions().as_numpy_iterator())  # 5-49 captions each
         assert len(grouped) == 3 and grouped[0]["image"].shape[-1] == 3
+
+
+def test_tfds_captions_cli(tmp_path, capsys):
+    """Flags spelt as in align_tf.evaluate/build (old ``--name``/``--no-download`` still work);
+    main exports a split; a mistake (--nodownload without prepared data) is one line."""
+    import tensorflow_datasets as tfds
+    args = ["--split=train+restval", f"--output_dir={tmp_path}", "--num_shards=2",
+            "--data_dir=/tfds", "--jpeg_quality=90"]
+    parsed = tfds_captions.parse_args(["--dataset=coco_captions", "--nodownload"] + args)
+    expected = {"dataset": "coco_captions", "split": "train+restval", "output_dir": str(tmp_path),
+                "num_shards": 2, "jpeg_quality": 90, "data_dir": "/tfds", "download": False}
+    assert parsed.flag_values_dict() == expected
+    old = tfds_captions.parse_args(["--name=coco_captions", "--no-download"] + args)
+    assert old.flag_values_dict() == expected
+    for bad, message in [([], "--output_dir is required"),
+                         (["--output_dir=o", "--num_shards=0"], "0 is not a positive integer"),
+                         (["--output_dir=o", "--download=maybe"], "--download=maybe")]:
+        error = cli_error(tfds_captions.parse_args, bad)
+        assert error.startswith("align_tf.data.tfds_captions: error: ") and message in error, error
+
+    with tfds.testing.mock_data(as_dataset_fn=_mock_coco):
+        tfds_captions.main([tfds_captions.PROG], tfds_captions.parse_args(
+            ["--split=train", f"--output_dir={tmp_path}", "--num_shards=2"]))
+    assert f"exported 26 pairs of coco_captions/train to {tmp_path}/train-*" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+
+    # --nodownload without prepared data: TFDS's AssertionError, as one line.
+    error = cli_error(lambda args: tfds_captions.main([tfds_captions.PROG],
+                                                      tfds_captions.parse_args(args)),
+                      ["--nodownload", f"--data_dir={tmp_path}/tfds", f"--output_dir={tmp_path}"])
+    assert error.startswith("align_tf.data.tfds_captions: error: Dataset coco_captions: could not "
+                            "find data") and "\n" not in error
+    # The real entry point (it stops in the parser, before TensorFlow is imported).
+    assert_one_line_error(_cli("tfds_captions", "--dataset=coco_captions", "--num_shards=2"),
+                          "tfds_captions", "--output_dir is required")

@@ -1,6 +1,8 @@
 r"""Builds training shards from raw image/alt-text pairs with the ALIGN filters, as a Beam job.
 
     python -m align_tf.data.build --input=pairs.jsonl --output_dir=corpus/
+    python -m align_tf.data.build --input='raw/*.tsv' --columns=image,text --output_dir=corpus/ \
+        --check_bigrams --direct_num_workers=0 --direct_running_mode=multi_processing
     python -m align_tf.data.build --input='gs://b/raw/*.parquet' --output_dir=gs://b/corpus \
         --num_shards=4096 --runner=DataflowRunner --project=P --region=R \
         --temp_location=gs://b/tmp --setup_file=./setup.py
@@ -37,29 +39,33 @@ parallelism. Each shard is assembled in one worker's memory: pick ``--num_shards
 is a few hundred MB. Shards are written to a temporary name and renamed, so retried bundles are
 harmless.
 
-Runs on Beam's DirectRunner by default (one machine); pass any Beam pipeline option (``--runner``,
-``--direct_num_workers=0 --direct_running_mode=multi_processing`` for all local cores, Dataflow/
-Flink/Spark options) after ours. Workers need this package and TensorFlow (``--setup_file``).
+Runs on Beam's DirectRunner by default (one machine). The builder's own flags are absl flags
+(``--help`` lists them; switches as ``--check_bigrams`` / ``--nocheck_bigrams``); every other flag
+is a Beam pipeline option and goes to Beam unchanged (``--runner``, ``--direct_num_workers=0
+--direct_running_mode=multi_processing`` for all local cores, Dataflow/Flink/Spark options).
+Workers need this package and TensorFlow (``--setup_file``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
+import difflib
 import hashlib
 import io
 import json
 import logging
 import os
 import posixpath
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import apache_beam as beam
+from absl import app, flags
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -93,27 +99,29 @@ class BuildConfig(filters.FilterConfig):
 
 
 HELP = {
-    "shorter_side_above": "keep images whose shorter side is > this many pixels (paper: 200); 0: off",
-    "aspect_ratio_below": "keep images whose longer/shorter side is < this (paper: 3); 0: off",
-    "min_words": "keep texts with >= this many unigrams (paper: 3); 0: off",
-    "max_words": "keep texts with <= this many unigrams (paper: 20); 0: off",
-    "max_images_per_text": "drop alt-texts shared by more distinct images than this (paper: 10); 0: off",
-    "ngram_vocab_size": "texts with a unigram outside the this-many most frequent unigrams+bigrams "
-                        "are dropped (paper: 100M); 0: no top-N limit",
-    "min_ngram_count": "n-grams seen fewer times than this are rare regardless of ngram_vocab_size",
-    "check_bigrams": "also drop texts whose bigrams are rare (default: unigrams only)",
-    "image_column": "column with the image path/URI/URL",
-    "text_column": "column with the alt-text",
-    "id_column": "optional column with a stable row id (default id: hash of image and text)",
-    "columns": "comma-separated column names of header-less CSV/TSV files",
-    "format": "input format: jsonl, csv, tsv or parquet (default: from the extension)",
-    "image_root": "directory that relative image paths are relative to (default: the input's)",
-    "num_shards": "number of output TFRecord shards",
-    "shard_prefix": "output shard file name prefix",
-    "max_shorter_side": "re-encode images whose shorter side exceeds this to that size (0: keep)",
-    "jpeg_quality": "JPEG quality of re-encoded images",
-    "fetch_timeout": "seconds per http(s) download attempt",
-    "fetch_retries": "extra download attempts after a timeout or server error",
+    "shorter_side_above": "Keep images whose shorter side is > this many pixels (paper: 200); 0: off.",
+    "aspect_ratio_below": "Keep images whose longer/shorter side is < this (paper: 3); 0: off.",
+    "min_words": "Keep texts with >= this many unigrams (paper: 3); 0: off.",
+    "max_words": "Keep texts with <= this many unigrams (paper: 20); 0: off.",
+    "max_images_per_text": "Drop alt-texts shared by more distinct images than this (paper: 10); "
+                           "0: off.",
+    "ngram_vocab_size": "Texts with a unigram outside the this-many most frequent unigrams+bigrams "
+                        "are dropped (paper: 100M); 0: no top-N limit.",
+    "min_ngram_count": "N-grams seen fewer times than this are rare regardless of "
+                       "--ngram_vocab_size.",
+    "check_bigrams": "Also drop texts whose bigrams are rare (default: unigrams only).",
+    "image_column": "Column with the image path/URI/URL.",
+    "text_column": "Column with the alt-text.",
+    "id_column": "Optional column with a stable row id (default id: hash of image and text).",
+    "columns": "Comma-separated column names of header-less CSV/TSV files.",
+    "format": "Input format: jsonl, csv, tsv or parquet (default: from the extension).",
+    "image_root": "Directory that relative image paths are relative to (default: the input's).",
+    "num_shards": "Number of output TFRecord shards.",
+    "shard_prefix": "Output shard file name prefix.",
+    "max_shorter_side": "Re-encode images whose shorter side exceeds this to that size (0: keep).",
+    "jpeg_quality": "JPEG quality of re-encoded images.",
+    "fetch_timeout": "Seconds per http(s) download attempt.",
+    "fetch_retries": "Extra download attempts after a timeout or server error.",
 }
 
 
@@ -358,9 +366,15 @@ def shard_of(example_id: str, num_shards: int) -> int:
 
 
 def _keyed_example(kept, num_shards: int):
+    import tensorflow as tf
+
     from align_tf.data.tfrecord import make_example
     row, encoded, width, height = kept
-    record = make_example(encoded, row.text, row.id, width, height)
+    # make_example's plain SerializeToString() orders the feature map by a per-process hash seed,
+    # so two processes (re-runs, multi_processing or Dataflow workers) wrote different bytes for
+    # the same example. Deterministic serialisation sorts the map: byte-identical re-runs.
+    record = tf.train.Example.FromString(make_example(encoded, row.text, row.id, width, height)
+                                         ).SerializeToString(deterministic=True)
     return shard_of(row.id, num_shards), (_digest(row.id), record)
 
 
@@ -514,6 +528,14 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
              shards=AsL(shards), threshold=AsS(threshold), shared=AsS(top_shared), config=config))
 
 
+def check_inputs(input_pattern: str, config: BuildConfig) -> None:
+    """Raises ``ValueError``/``OSError`` for settings that cannot work, before any Beam work."""
+    if config.num_shards < 1:
+        raise ValueError("num_shards must be >= 1")
+    input_format(input_pattern, config.format)
+    _first_file(input_pattern)
+
+
 def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None,
           pipeline_args: list | None = None) -> dict:
     """Runs the builder and returns the contents of ``stats.json``.
@@ -526,6 +548,7 @@ def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None
         default: the DirectRunner, in memory.
     """
     config = config or BuildConfig()
+    check_inputs(input_pattern, config)  # before makedirs: a bad input leaves no empty output_dir
     _gfile().makedirs(output_dir)
     args = list(pipeline_args or [])
     if not any(a.startswith("--runner") for a in args):
@@ -543,35 +566,128 @@ def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None
     return stats
 
 
-def parse_args(argv=None):
-    """Our flags (→ ``BuildConfig``) and the rest (Beam pipeline options)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m align_tf.data.build", description=__doc__.split("\n\n")[0],
-        epilog="Any other --flag is passed to Beam (e.g. --runner=DataflowRunner).")
-    parser.add_argument("--input", required=True, help="input table file or glob")
-    parser.add_argument("--output_dir", required=True, help="where shards and stats.json go")
+# ------------------------------------------------------------------------------------ CLI
+
+PROG = "align_tf.data.build"
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BuildConfig))
+_FLAG_NAMES = ("input", "output_dir") + _CONFIG_FIELDS
+_BOOL_FLAGS = frozenset(n for n in _CONFIG_FIELDS if isinstance(getattr(BuildConfig(), n), bool))
+_BOUNDS = {"num_shards": (1, None), "jpeg_quality": (1, 100)}  # other numbers: >= 0
+
+
+def _error(message) -> NoReturn:
+    sys.exit(f"{PROG}: error: {message}")
+
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
+    """``--input``, ``--output_dir`` and one flag per ``BuildConfig`` field."""
+    flags.DEFINE_string("input", None, "Input table file or glob (required).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("output_dir", None, "Where shards and stats.json go (required).",
+                        flag_values=flag_values)
     defaults = BuildConfig()
-    for field in dataclasses.fields(BuildConfig):
-        default = getattr(defaults, field.name)
+    for name in _CONFIG_FIELDS:
+        default, help_ = getattr(defaults, name), HELP.get(name, "")
         if isinstance(default, bool):
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction,
-                                default=default, help=HELP.get(field.name))
+            flags.DEFINE_bool(name, default, help_, flag_values=flag_values)
+        elif isinstance(default, str):
+            flags.DEFINE_string(name, default, help_, flag_values=flag_values)
         else:
-            parser.add_argument(f"--{field.name}", type=type(default), default=default,
-                                help=f"{HELP.get(field.name, '')} (default: {default!r})")
-    args, beam_args = parser.parse_known_args(argv)
-    config = BuildConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)})
-    return args.input, args.output_dir, config, beam_args
+            lower, upper = _BOUNDS.get(name, (0, None))
+            define = flags.DEFINE_integer if isinstance(default, int) else flags.DEFINE_float
+            define(name, default, help_, lower_bound=lower, upper_bound=upper,
+                   flag_values=flag_values)
 
 
-def main(argv=None) -> dict:
-    """CLI entry point; returns the stats."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    input_pattern, output_dir, config, beam_args = parse_args(argv)
-    stats = build(input_pattern, output_dir, config, beam_args)
+def _misspelt(name: str) -> str:
+    """Our flags that ``name`` abbreviates or nearly spells ("" if none, or if Beam knows it).
+
+    argparse accepted abbreviations (``--out``) and absl does not: without this check they, and
+    typos such as ``--num_shard``, would silently go to Beam as unknown pipeline options.
+    """
+    guesses = ([n for n in _FLAG_NAMES if n.startswith(name)]
+               or difflib.get_close_matches(name, _FLAG_NAMES, n=1, cutoff=0.8))
+    if not guesses or name in PipelineOptions([]).get_all_options():
+        return ""
+    return ", ".join(f"--{g}" for g in guesses)
+
+
+def _parse(argv: list, flag_values: flags.FlagValues) -> list:
+    """Parses our flags from ``argv`` (program name first); returns ``[program, *beam_args]``.
+
+    absl parses with ``known_only``: the flags we do not define (``--runner=...``, ``--project P``)
+    come back in order, untouched, for Beam's ``PipelineOptions``.
+    """
+    args = []
+    for arg in argv[1:]:
+        if arg.startswith("--no-") and arg[5:] in _BOOL_FLAGS:
+            arg = "--no" + arg[5:]  # argparse's --no-check_bigrams, as absl spells it
+        args.append(arg)
+    try:
+        rest = flag_values(argv[:1] + args, known_only=True)
+    except flags.Error as e:  # a bad value or a bound: one line, not absl's usage dump
+        _error(e)
+    for i, arg in enumerate(rest[1:], 1):
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            before = rest[i - 1]
+            if i == 1 or not before.startswith("-") or "=" in before:  # not a Beam flag's value
+                _error(f"unexpected argument {arg!r}")
+            continue
+        name = arg.lstrip("-").split("=", 1)[0]
+        guess = name and _misspelt(name)
+        if guess:
+            _error(f"unknown flag --{name}; did you mean {guess}? (flags the builder does not "
+                   "define go to Beam)")
+    for name in ("input", "output_dir"):
+        if not flag_values[name].value:
+            _error(f"--{name} is required")
+    return rest
+
+
+def _config(flag_values: flags.FlagValues) -> BuildConfig:
+    return BuildConfig(**{name: flag_values[name].value for name in _CONFIG_FIELDS})
+
+
+def parse_args(argv: list | None = None):
+    """Command-line args (no program name; default ``sys.argv[1:]``) → ``(input, output_dir,
+    config, beam_args)``, on a private ``FlagValues`` (absl's global ``FLAGS`` untouched).
+
+    Mistakes exit with the CLI's one-line error (``SystemExit``).
+    """
+    flag_values = flags.FlagValues()
+    _define_flags(flag_values)
+    rest = _parse([PROG] + list(sys.argv[1:] if argv is None else argv), flag_values)
+    return flag_values.input, flag_values.output_dir, _config(flag_values), rest[1:]
+
+
+def main(argv: list) -> None:
+    """absl main: ``run`` parsed our flags into ``FLAGS``; ``argv[1:]`` are Beam's options."""
+    f = flags.FLAGS
+    config = _config(f)
+    try:
+        check_inputs(f.input, config)
+    except (OSError, ValueError) as e:  # no input files, unknown --format, ...
+        _error(e)
+    try:
+        _gfile().makedirs(f.output_dir)
+    except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
+        _error(f"cannot create --output_dir {f.output_dir}: {e}")
+    stats = build(f.input, f.output_dir, config, argv[1:])
     print(json.dumps({k: stats[k] for k in ("rows", "kept", "dropped")}, indent=2))
-    return stats
+
+
+def run() -> None:
+    """``python -m align_tf.data.build``: our flags into absl's ``FLAGS``, the rest to Beam."""
+    _define_flags(flags.FLAGS)
+    for name in _FLAG_NAMES:  # --help lists the main module's flags; ours live in this module
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    app.run(main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module, not this __main__ copy: Beam pickles Row and the DoFns by module
+    # path, and worker processes (multi_processing, Dataflow) cannot import __main__.Row.
+    from align_tf.data import build as _build
+    _build.run()

@@ -1,4 +1,4 @@
-"""Captioned image sets from TensorFlow Datasets (``coco_captions`` and the like).
+r"""Captioned image sets from TensorFlow Datasets (``coco_captions`` and the like).
 
 Two shapes of the same data:
 
@@ -11,23 +11,40 @@ Two shapes of the same data:
 ``coco_captions`` in TFDS is the Karpathy split: ``train`` (+ ``restval``) for training,
 ``val``/``test`` 5k images each (``test`` is the ALIGN/CLIP "MSCOCO 5K" set). Preparing it
 downloads ~20 GB from cocodataset.org the first time (``download=True``); point ``data_dir`` at
-an existing TFDS directory to reuse a prepared copy. ``python -m align_tf.data.tfds_captions``
-writes a split as TFRecord shards of our corpus format, so the trainer can fine-tune on it
-(``--config.data.name=tfrecord``).
+an existing TFDS directory to reuse a prepared copy. The command line writes a split as TFRecord
+shards of our corpus format (``{output_dir}/{split}-00000-of-00016.tfrecord``), so the trainer can
+fine-tune on it (``--config.data.name=tfrecord``):
+
+    python -m align_tf.data.tfds_captions --dataset=coco_captions --split=train+restval \
+        --output_dir=coco_train --data_dir=/data/tfds --nodownload
+
+Its flags are spelt as in ``align_tf.evaluate`` (``--dataset`` a TFDS name, ``--split``,
+``--data_dir``, ``--download``) and ``align_tf.data.build`` (``--output_dir``, ``--num_shards``,
+``--jpeg_quality``); the older ``--name`` still works, with a warning.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import re
+import sys
+from typing import TYPE_CHECKING, NoReturn
 
-import tensorflow as tf
+from absl import app, flags
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
+PROG = "align_tf.data.tfds_captions"
+_RENAMED = {"--name": "--dataset"}  # argparse-era spelling → today's (as align_tf.evaluate)
+_BOOL_FLAGS = ("download",)
+# TensorFlow is imported inside the functions, not at the top: --help and flag errors answer at once.
 
 
 def _captions_of(example):
     """The caption strings of a TFDS example: ``captions/text`` (COCO) or ``caption``."""
+    import tensorflow as tf
     if "captions" in example:
         captions = example["captions"]
         return captions["text"] if isinstance(captions, dict) else captions
@@ -53,6 +70,8 @@ def caption_pairs(name: str = "coco_captions", split: str = "train", image_key: 
     ``load_kwargs`` go to ``load_split`` (``data_dir``, ``download``, ``shuffle_files``, ``seed``,
     ``input_context``).
     """
+    import tensorflow as tf
+
     def per_caption(example):
         captions = _captions_of(example)
         images = tf.data.Dataset.from_tensors(example[image_key]).repeat(tf.size(captions, out_type=tf.int64))
@@ -70,6 +89,8 @@ def grouped_captions(name: str = "coco_captions", split: str = "test",
     Images with fewer than ``captions_per_image`` captions are left out (none in COCO) so every
     element has the same static shape, ready for ``batch``.
     """
+    import tensorflow as tf
+
     def first_n(example):
         return {"image": example[image_key], "captions": _captions_of(example)[:captions_per_image]}
 
@@ -90,6 +111,8 @@ def export_pairs(name: str, split: str, output_prefix: str, num_shards: int = 16
     Each image is written once per caption, so its captions share byte-identical image bytes:
     ``align_tf.evaluate --dataset=tfrecord:GLOB`` groups them back into one image.
     """
+    import tensorflow as tf
+
     from align_tf.data import tfrecord
 
     def encode(example):
@@ -111,23 +134,86 @@ def export_pairs(name: str, split: str, output_prefix: str, num_shards: int = 16
     return count
 
 
-def main(argv=None) -> int:
-    """``python -m align_tf.data.tfds_captions --name=coco_captions --split=train --output_dir=D``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m align_tf.data.tfds_captions",
-                                     description="Export a TFDS captioned split as TFRecord shards.")
-    parser.add_argument("--name", default="coco_captions", help="TFDS dataset name")
-    parser.add_argument("--split", default="train", help="TFDS split, e.g. train, train+restval")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--num_shards", type=int, default=16)
-    parser.add_argument("--data_dir", default=None, help="TFDS data directory")
-    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                        help="download and prepare the dataset if needed")
-    args = parser.parse_args(argv)
-    prefix = tf.io.gfile.join(args.output_dir, args.split.replace("+", "_"))
-    return export_pairs(args.name, args.split, prefix, args.num_shards, data_dir=args.data_dir,
-                        download=args.download)
+def _error(message) -> NoReturn:
+    sys.exit(f"{PROG}: error: {message}")
+
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("dataset", "coco_captions", "TFDS dataset name.", flag_values=flag_values)
+    flags.DEFINE_string("split", "train", "TFDS split, e.g. train, train+restval, "
+                        "'train[:10%]'.", flag_values=flag_values)
+    flags.DEFINE_string("output_dir", None, "Where the TFRecord shards go (required).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_shards", 16, "Number of output TFRecord shards.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the re-encoded images.",
+                         lower_bound=1, upper_bound=100, flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory.", flag_values=flag_values)
+    flags.DEFINE_bool("download", True, "Let TFDS download and prepare the dataset if needed.",
+                      flag_values=flag_values)
+
+
+def _parse(argv: list, flag_values: flags.FlagValues) -> list:
+    """Parses ``argv`` (program name first) into ``flag_values``, with one-line errors.
+
+    The argparse-era spellings keep working: ``--name`` (warned) and ``--no-download``.
+    """
+    args = []
+    for arg in argv[1:]:
+        name, eq, value = arg.partition("=")
+        if name in _RENAMED:
+            print(f"{PROG}: warning: {name} is deprecated; use {_RENAMED[name]}", file=sys.stderr)
+            arg = _RENAMED[name] + eq + value
+        elif name.startswith("--no-") and name[5:] in _BOOL_FLAGS:
+            arg = "--no" + arg[5:]
+        args.append(arg)
+    try:
+        rest = flag_values(argv[:1] + args)
+    except flags.Error as e:  # unknown flag, bad value: one line, not absl's usage dump
+        _error(e)
+    if len(rest) > 1:
+        _error(f"unexpected arguments {rest[1:]}")
+    if not flag_values.output_dir:
+        _error("--output_dir is required")
+    return rest
+
+
+def parse_args(argv: list | None = None) -> flags.FlagValues:
+    """Command-line args (no program name; default ``sys.argv[1:]``) parsed into a private
+    ``FlagValues`` (absl's global ``FLAGS`` untouched), e.g. for ``main``; mistakes exit with one
+    line."""
+    flag_values = flags.FlagValues()
+    _define_flags(flag_values)
+    _parse([PROG] + list(sys.argv[1:] if argv is None else argv), flag_values)
+    return flag_values
+
+
+def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
+    """absl main; ``flag_values``: parsed flags (default absl's ``FLAGS``, as ``run`` sets them)."""
+    del argv  # _parse rejected positional arguments
+    import tensorflow as tf
+    f = flags.FLAGS if flag_values is None else flag_values
+    # File names from the split: "train+restval" -> train_restval, "train[:10%]" -> train_10_.
+    prefix = tf.io.gfile.join(f.output_dir, re.sub(r"[^\w.-]+", "_", f.split))
+    try:  # now, not after a long download
+        tf.io.gfile.makedirs(f.output_dir)
+    except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
+        _error(f"cannot create --output_dir {f.output_dir}: {e}")
+    try:
+        count = export_pairs(f.dataset, f.split, prefix, f.num_shards, f.jpeg_quality,
+                             data_dir=f.data_dir, download=f.download)
+    except (ValueError, AssertionError) as e:
+        # TFDS's user-facing errors: an unknown dataset (a ValueError whose later lines list every
+        # dataset), an unknown split, or --nodownload without prepared data (AssertionError).
+        _error(str(e).strip().split("\n", 1)[0])
+    print(f"exported {count} pairs of {f.dataset}/{f.split} to {prefix}-*.tfrecord")
+
+
+def run() -> None:
+    """``python -m align_tf.data.tfds_captions``."""
+    _define_flags(flags.FLAGS)
+    app.run(main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
 
 
 if __name__ == "__main__":
-    main()
+    run()

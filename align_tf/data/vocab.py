@@ -1,7 +1,8 @@
-"""Learns the WordPiece vocabulary from the corpus' captions.
+r"""Learns the WordPiece vocabulary from the corpus' captions.
 
-    python -m align_tf.data.vocab --input_pattern='corpus/pairs-*.tfrecord' --output=vocab.txt \
+    python -m align_tf.data.vocab --input='corpus/pairs-*.tfrecord' --output=vocab.txt \
         --vocab_size=100000
+    python -m align_tf.data.vocab --input=captions.txt.gz --output=vocab.txt --nolowercase
 
 The paper trains BERT from scratch with a WordPiece vocabulary learned from its own corpus (100k
 tokens). Captions are read from TFRecord shards (``caption`` feature) or from text files with one
@@ -9,28 +10,37 @@ text per line (``.txt``/``.txt.gz``), streamed through ``align_tf.tokenizer.buil
 (tensorflow-text's ``bert_vocab_from_dataset``, BERT-uncased normalisation by default), and saved
 one token per line with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` first. Train with it via
 ``--config.data.vocab_path=vocab.txt``.
+
+``--input`` is spelt as in ``align_tf.data.build`` (comma-separated globs allowed); the older
+``--input_pattern`` still works, with a warning.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
+import os
+import sys
 import time
+from typing import TYPE_CHECKING, NoReturn
 
-import tensorflow as tf
+from absl import app, flags
 
-from align_tf.tokenizer import build_vocabulary, save_vocabulary
+if TYPE_CHECKING:
+    import tensorflow as tf
 
-log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 100_000
+PROG = "align_tf.data.vocab"
+_RENAMED = {"--input_pattern": "--input"}  # argparse-era spelling → today's
+_BOOL_FLAGS = ("lowercase",)
 
 
 def read_texts(pattern: str, max_texts: int = 0, progress_every: int = _PROGRESS_EVERY) -> tf.data.Dataset:
     """Captions from TFRecord shards or ``.txt`` files matching ``pattern`` (comma-separated globs).
 
-    Records that fail to parse are skipped (``tfrecord.STATS`` counts them); ``max_texts`` > 0
+    Records that fail to parse are skipped (the first few logged); ``max_texts`` > 0
     stops after that many texts; progress is printed every ``progress_every`` texts.
     """
+    import tensorflow as tf  # imported here, not at the top: --help and flag errors answer at once
+
     from align_tf.data import tfrecord
     files = sorted({f for p in pattern.split(",") if p for f in tf.io.gfile.glob(p.strip())})
     if not files:
@@ -61,27 +71,84 @@ def read_texts(pattern: str, max_texts: int = 0, progress_every: int = _PROGRESS
     return ds
 
 
-def main(argv=None) -> list:
-    """CLI entry point; returns the vocabulary."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m align_tf.data.vocab",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input_pattern", required=True,
-                        help="TFRecord shard glob, or .txt files with one text per line")
-    parser.add_argument("--output", required=True, help="vocabulary file to write")
-    parser.add_argument("--vocab_size", type=int, default=30522,
-                        help="target size (tensorflow-text's learner lands near it; paper: 100k)")
-    parser.add_argument("--max_texts", type=int, default=0, help="use only the first N texts (0: all)")
-    parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True,
-                        help="BERT uncased normalisation (must match TextPreprocessor's lowercase)")
-    args = parser.parse_args(argv)
+def _error(message) -> NoReturn:
+    sys.exit(f"{PROG}: error: {message}")
+
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("input", None, "TFRecord shard glob(s), comma-separated, or .txt/.txt.gz "
+                        "files with one text per line (required).", flag_values=flag_values)
+    flags.DEFINE_string("output", None, "Vocabulary file to write (required).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("vocab_size", 30522, "Target size (tensorflow-text's learner lands near "
+                         "it; paper: 100k).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_texts", 0, "Use only the first N texts (0: all).", lower_bound=0,
+                         flag_values=flag_values)
+    flags.DEFINE_bool("lowercase", True, "BERT uncased normalisation (must match "
+                      "TextPreprocessor's lowercase).", flag_values=flag_values)
+
+
+def _parse(argv: list, flag_values: flags.FlagValues) -> list:
+    """Parses ``argv`` (program name first) into ``flag_values``, with one-line errors.
+
+    The argparse-era spellings keep working: ``--input_pattern`` (warned) and ``--no-lowercase``.
+    """
+    args = []
+    for arg in argv[1:]:
+        name, eq, value = arg.partition("=")
+        if name in _RENAMED:
+            print(f"{PROG}: warning: {name} is deprecated; use {_RENAMED[name]}", file=sys.stderr)
+            arg = _RENAMED[name] + eq + value
+        elif name.startswith("--no-") and name[5:] in _BOOL_FLAGS:
+            arg = "--no" + arg[5:]
+        args.append(arg)
+    try:
+        rest = flag_values(argv[:1] + args)
+    except flags.Error as e:  # unknown flag, bad value: one line, not absl's usage dump
+        _error(e)
+    if len(rest) > 1:
+        _error(f"unexpected arguments {rest[1:]}")
+    for name in ("input", "output"):
+        if not flag_values[name].value:
+            _error(f"--{name} is required")
+    return rest
+
+
+def parse_args(argv: list | None = None) -> flags.FlagValues:
+    """Command-line args (no program name; default ``sys.argv[1:]``) parsed into a private
+    ``FlagValues`` (absl's global ``FLAGS`` untouched), e.g. for ``main``; mistakes exit with one
+    line."""
+    flag_values = flags.FlagValues()
+    _define_flags(flag_values)
+    _parse([PROG] + list(sys.argv[1:] if argv is None else argv), flag_values)
+    return flag_values
+
+
+def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
+    """absl main; ``flag_values``: parsed flags (default absl's ``FLAGS``, as ``run`` sets them)."""
+    del argv  # _parse rejected positional arguments
+    from align_tf.tokenizer import build_vocabulary, save_vocabulary
+    import tensorflow as tf
+    f = flags.FLAGS if flag_values is None else flag_values
     start = time.time()
-    texts = read_texts(args.input_pattern, args.max_texts)
-    vocab = build_vocabulary(texts, vocab_size=args.vocab_size, lowercase=args.lowercase)
-    save_vocabulary(vocab, args.output)
-    log.info("wrote %d tokens to %s in %.1fs", len(vocab), args.output, time.time() - start)
-    return vocab
+    try:
+        texts = read_texts(f.input, f.max_texts)
+    except (FileNotFoundError, ValueError) as e:  # no files match, mixed .txt and TFRecord
+        _error(e)
+    try:  # now, not after learning: an unwritable --output would waste the whole run
+        tf.io.gfile.makedirs(os.path.dirname(f.output) or ".")
+    except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
+        _error(f"cannot write --output {f.output}: {e}")
+    vocab = build_vocabulary(texts, vocab_size=f.vocab_size, lowercase=f.lowercase)
+    save_vocabulary(vocab, f.output)
+    print(f"wrote {len(vocab)} tokens to {f.output} in {time.time() - start:.1f}s")
+
+
+def run() -> None:
+    """``python -m align_tf.data.vocab``."""
+    _define_flags(flags.FLAGS)
+    app.run(main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
 
 
 if __name__ == "__main__":
-    main()
+    run()
