@@ -91,6 +91,21 @@ def make_batch(batch: int, image_size: int, seq_len: int, seed: int = 0) -> dict
             "ids": ids}
 
 
+def bench_config(base, text: str, seq_len: int, lr: float):
+    """The benchmark's config from a ``configs/base.py`` module: B0 + BERT-``text``, dropout 0.1,
+    stochastic depth 0.2, AdamW at a constant ``lr`` (``bench_vs_revision.py`` reuses it with an
+    older checkout's ``base``)."""
+    config = base.get_config()
+    config.model.image_size_name, config.model.text_size_name = "b0", text
+    config.model.max_sequence_length = seq_len
+    config.model.text_dropout = 0.1
+    config.model.drop_connect_rate = 0.2
+    config.model.bn_momentum = 0.99
+    config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", lr, 0
+    config.train.steps = 10**6
+    return config
+
+
 def build_ours(text: str, seq_len: int, lr: float, before: bool = False):
     """``(model, objective)``: our model and its contrastive objective with AdamW; ``before``:
     without the issue-9 speed-ups (Keras' own BatchNormalization, swish gradient and AdamW
@@ -101,33 +116,16 @@ def build_ours(text: str, seq_len: int, lr: float, before: bool = False):
     from align_tf.configs import base
 
     keras.utils.set_random_seed(0)
-    config = base.get_config()
-    config.model.image_size_name, config.model.text_size_name = "b0", text
-    config.model.max_sequence_length = seq_len
-    config.model.text_dropout = 0.1
-    config.model.drop_connect_rate = 0.2
-    config.model.bn_momentum = 0.99
-    config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", lr, 0
-    config.train.steps = 10**6
+    config = bench_config(base, text, seq_len, lr)
     if not before:
         return trainer.build(config, VOCAB)
 
-    from align_tf.models.dual_encoder import DualEncoder
-    from align_tf.models.efficientnet import efficientnet
-    from align_tf.models.text_encoder import bert_text_encoder
+    from align_tf.models.dual_encoder import build_dual_encoder
 
-    # build_dual_encoder and build_optimizer as trainer.build calls them, with the speed-ups off
-    # (build_dual_encoder has no switch for the image tower's fused layers).
-    m = config.model
-    image_encoder = efficientnet(m.image_size_name, drop_connect_rate=m.drop_connect_rate,
-                                 bn_momentum=m.bn_momentum, fused_batch_norm=False,
-                                 fused_swish_grad=False)
-    text_encoder = bert_text_encoder(m.text_size_name, vocabulary_size=VOCAB,
-                                     embed_dim=image_encoder.output_shape[-1],
-                                     max_sequence_length=m.max_sequence_length,
-                                     dropout=m.text_dropout)
-    model = DualEncoder(image_encoder, text_encoder, temperature_init=m.temperature_init,
-                        min_temperature=m.min_temperature, name="align")
+    # trainer.build with the speed-ups off: Keras' BatchNormalization and swish gradient, and
+    # Keras' AdamW update instead of align_tf.optim.AdamW.
+    model = build_dual_encoder(config.model, VOCAB, fused_batch_norm=False,
+                               fused_swish_grad=False)
     optimizer = keras.optimizers.AdamW(
         learning_rate=optim.WarmupLinearDecay(lr, 0, config.train.steps),
         weight_decay=config.optim.weight_decay)

@@ -15,6 +15,7 @@ meaningful even when the absolute times are not.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,17 +37,16 @@ def worker(args):
     import tensorflow as tf
 
     from align_tf import trainer
-    from align_tf.configs import base
-    from bench_train import VOCAB, make_batch
+    from bench_train import VOCAB, bench_config, make_batch
+
+    # The tree's own configs/base.py: the editable install maps align_tf.configs to this checkout.
+    spec = importlib.util.spec_from_file_location("tree_base", os.path.join(args.tree, "configs",
+                                                                            "base.py"))
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
 
     keras.utils.set_random_seed(0)
-    config = base.get_config()
-    config.model.image_size_name, config.model.text_size_name = "b0", args.text
-    config.model.max_sequence_length = args.seq_len
-    config.model.text_dropout, config.model.drop_connect_rate = 0.1, 0.2
-    config.model.bn_momentum = 0.99
-    config.optim.name, config.optim.learning_rate, config.optim.warmup_steps = "adamw", 1e-4, 0
-    config.train.steps = 10**6
+    config = bench_config(base, args.text, args.seq_len, lr=1e-4)
     if hasattr(trainer, "build"):  # after the objectives split
         _, objective = trainer.build(config, VOCAB)
         step = tf.function(objective.train_step)

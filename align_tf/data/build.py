@@ -366,15 +366,9 @@ def shard_of(example_id: str, num_shards: int) -> int:
 
 
 def _keyed_example(kept, num_shards: int):
-    import tensorflow as tf
-
     from align_tf.data.tfrecord import make_example
     row, encoded, width, height = kept
-    # make_example's plain SerializeToString() orders the feature map by a per-process hash seed,
-    # so two processes (re-runs, multi_processing or Dataflow workers) wrote different bytes for
-    # the same example. Deterministic serialisation sorts the map: byte-identical re-runs.
-    record = tf.train.Example.FromString(make_example(encoded, row.text, row.id, width, height)
-                                         ).SerializeToString(deterministic=True)
+    record = make_example(encoded, row.text, row.id, width, height)  # deterministic bytes
     return shard_of(row.id, num_shards), (_digest(row.id), record)
 
 

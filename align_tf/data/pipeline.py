@@ -8,7 +8,7 @@ by the model's own ``TextPreprocessor`` so training and export share one tokeniz
 ``batch_pairs`` takes decoded pairs (``{"image", "caption"}``) or encoded ones
 (``{"image/encoded", "caption"}``, from ``tfrecord.read_pairs(..., decode=False)``); encoded
 images are decoded after the shuffle, so the shuffle buffer holds compact JPEG bytes, and corrupt
-ones are skipped and counted in ``tfrecord.STATS`` (see ``align_tf.data.tfrecord``).
+ones are skipped and counted in the ``tfrecord.ReadStats`` passed as ``stats``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_s
         before the random crop).
       skip_examples: drops that many examples of the shuffled stream before any decoding work: a
         resumed run passes the number already trained on.
-      stats, count_skipped: where corrupt encoded images are counted (``tfrecord.STATS``).
+      stats, count_skipped: where corrupt encoded images are counted (a ``tfrecord.ReadStats``).
 
     Returns:
       Batches of ``{"image": float32 (B, S, S, 3) in [0, 1], "text": {name: int32 (B, L)}}``.

@@ -104,7 +104,11 @@ def _int_feature(values) -> tf.train.Feature:
 
 def make_example(image_bytes: bytes, caption: str | bytes, id: str | None = None,
                  width: int | None = None, height: int | None = None) -> bytes:
-    """A serialised ``tf.train.Example`` in the shard format (``id``/size optional)."""
+    """A serialised ``tf.train.Example`` in the shard format (``id``/size optional).
+
+    Serialised deterministically: a plain ``SerializeToString()`` orders the feature map by a
+    per-process hash seed, so two processes (re-runs, Beam workers) would write different bytes
+    for the same example."""
     caption = caption.encode("utf-8") if isinstance(caption, str) else caption
     feature = {"image/encoded": _bytes_feature([image_bytes]), "caption": _bytes_feature([caption])}
     if id is not None:
@@ -112,7 +116,8 @@ def make_example(image_bytes: bytes, caption: str | bytes, id: str | None = None
     if width is not None and height is not None:
         feature["image/width"] = _int_feature([width])
         feature["image/height"] = _int_feature([height])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 def shard_name(output_prefix: str, index: int, num_shards: int) -> str:

@@ -78,16 +78,18 @@ class DualEncoder(keras.Model):
         return cls(**towers, **config)
 
 
-def build_dual_encoder(model_config, vocabulary_size: int) -> DualEncoder:
+def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs) -> DualEncoder:
     """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/base.py``).
 
     ``model.image_architecture`` / ``model.text_architecture``, when set (converted checkpoints, see
     ``align_tf.convert.hf_align``), spell out the towers field by field and win over the size names.
+    ``image_tower_kwargs`` go to ``efficientnet`` (e.g. ``fused_batch_norm=False`` to time the step
+    without the fused kernels).
     """
     image_encoder = efficientnet(model_config.image_architecture or model_config.image_size_name,
                                  image_size=None, drop_connect_rate=model_config.drop_connect_rate,
                                  sync_batch_norm=model_config.sync_batch_norm,
-                                 bn_momentum=model_config.bn_momentum)
+                                 bn_momentum=model_config.bn_momentum, **image_tower_kwargs)
     text_encoder = bert_text_encoder(
         model_config.text_architecture or model_config.text_size_name,
         vocabulary_size=vocabulary_size, embed_dim=image_encoder.output_shape[-1],
