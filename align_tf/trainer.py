@@ -475,9 +475,10 @@ def evaluate(result: TrainResult, config, model_dir: str) -> dict:
     ``{model_dir}/eval.json``: the report ``python -m align_tf.evaluate --model_dir`` writes."""
     from align_tf.evaluation import runner
     from align_tf.evaluation.embed import encoder_for_model
-    start = time.time()
     encoder = encoder_for_model(result.model, result.preprocessor, config)
-    results = runner.run_plans(encoder, runner.plans_from_config(config))
+    plans = runner.plans_from_config(config)
+    start = time.time()  # the span the evaluate CLI reports too
+    results = runner.run_plans(encoder, plans)
     run = RunDir(model_dir)
     encoder.checkpoint = run.latest_checkpoint()
     info = dict(encoder.info(), model_dir=model_dir, train_steps=config.train.steps)
