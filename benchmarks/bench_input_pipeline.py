@@ -8,10 +8,9 @@ shards, then measures, for each thread count (tf.data's private thread pool size
 
 * ``decode``: ``tf.io.decode_jpeg`` of the same encoded images in a parallel map — the ceiling;
   decoding dominates the pipeline's work.
-* ``pipeline``: ``tfrecord.read_pairs(decode=False)`` → ``pipeline.batch_pairs(training=True)``:
-  shard interleave, parse, shuffle, corrupt-safe decode, resize + random crop + flip, WordPiece
-  tokenization, batching — what training consumes.
-* ``pipeline_decode_first``: the same with ``read_pairs(decode=True)`` (decode before shuffle).
+* ``pipeline``: ``tfrecord.read_training_pairs`` → ``pipeline.batch_pairs(training=True)``: shard
+  interleave, windowed shuffle, parse, corrupt-safe decode, resize + random crop + flip (stateless,
+  seeded per example), WordPiece tokenization, batching — what training consumes.
 * ``pipeline_before`` (``--before``): ``pipeline`` with the whole image resized before the random
   crop (``batch_pairs(crop_window_resize=False)``), as before issue 9's crop-window resize.
 
@@ -37,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import common  # noqa: E402  (also puts the repository on sys.path)
-from align_tf.data import pipeline, tfrecord  # noqa: E402
+from align_tf.data import pipeline, sampling, tfrecord  # noqa: E402
 from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor  # noqa: E402
 
 WORDS = ("a photo of the red blue green car dog cat street park beach sunset house tree "
@@ -122,16 +121,14 @@ def main(argv=None) -> dict:
                                .map(lambda b: tf.io.decode_jpeg(b, channels=3),
                                     num_parallel_calls=tf.data.AUTOTUNE)
                                .prefetch(tf.data.AUTOTUNE).with_options(options(threads)))}
-        variants = [("pipeline", False, True), ("pipeline_decode_first", True, True)]
-        if args.before:
-            variants.append(("pipeline_before", False, False))
-        for name, decode, crop_window in variants:
+        variants = [("pipeline", True)] + ([("pipeline_before", False)] if args.before else [])
+        layout = sampling.Layout(args.batch_size, args.batch_size)
+        for name, crop_window in variants:
             datasets[name] = pipeline.batch_pairs(
-                tfrecord.read_pairs(pattern, seed=0, decode=decode), preprocessor,
-                args.batch_size, args.image_size, args.resize_size, training=True,
-                shuffle_buffer=256, seed=0,
-                crop_window_resize=crop_window).with_options(options(threads))
-        per_element = {"decode": 1, **{name: args.batch_size for name, _, _ in variants}}
+                tfrecord.read_training_pairs(pattern, 0, layout, shuffle_buffer=256),
+                preprocessor, args.batch_size, args.image_size, args.resize_size, training=True,
+                seed=0, crop_window_resize=crop_window).with_options(options(threads))
+        per_element = {"decode": 1, **{name: args.batch_size for name, _ in variants}}
         # One dataset at a time: an idle iterator's prefetch threads would keep filling its
         # buffers while another is timed (and steal its cores).
         figures = {name: measure(ds, per_element[name], args.seconds, args.repeats, warmup=2)

@@ -25,7 +25,7 @@ import tensorflow as tf
 from PIL import Image
 
 from align_tf import tokenizer
-from align_tf.data import build, filters, pipeline, tfds_captions, tfrecord, vocab
+from align_tf.data import build, filters, pipeline, sampling, tfds_captions, tfrecord, vocab
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -504,15 +504,17 @@ def test_read_pairs_skips_and_counts_corrupt_records(shards):
         tfrecord.read_pairs(str(shards / "nope-*"))
 
 
-@pytest.mark.parametrize("decode", [True, False])
-def test_batches_shapes_dtypes_and_ranges(shards, decode):
+@pytest.mark.parametrize("decode_first", [True, False])
+def test_batches_shapes_dtypes_and_ranges(shards, decode_first):
     vocab_list = tokenizer.RESERVED_TOKENS + ["pair"] + [str(i) for i in range(24)]
     pre = tokenizer.TextPreprocessor(vocab_list, sequence_length=6)
     stats = tfrecord.ReadStats()
-    ds = pipeline.batch_pairs(
-        tfrecord.read_pairs(str(shards / "pairs-*"), seed=1, decode=decode, stats=stats), pre,
-        batch_size=5, image_size=32, resize_size=40, training=True, shuffle_buffer=16, seed=1,
-        stats=stats)
+    stream = tfrecord.read_training_pairs(str(shards / "pairs-*"), 1, sampling.Layout(5, 5),
+                                          shuffle_buffer=16, stats=stats)
+    if decode_first:  # decoded images keep their stream position
+        stream = tfrecord.decode_images(stream, stats)
+    ds = pipeline.batch_pairs(stream, pre, batch_size=5, image_size=32, resize_size=40,
+                              training=True, seed=1, stats=stats)
     assert ds.element_spec["image"].shape == (5, 32, 32, 3)  # static: drop_remainder
     assert ds.element_spec["text"]["token_ids"].shape == (5, 6)
     seen = set()
@@ -528,10 +530,12 @@ def test_batches_shapes_dtypes_and_ranges(shards, decode):
     assert stats.as_dict()["corrupt_image"] >= 2 and stats.as_dict()["corrupt_record"] >= 1
 
     evaluation = pipeline.batch_pairs(
-        tfrecord.read_pairs(str(shards / "pairs-*"), shuffle_files=False, decode=decode,
+        tfrecord.read_pairs(str(shards / "pairs-*"), shuffle_files=False, decode=decode_first,
                             stats=stats), pre, 5, 32, 40, training=False)
     sizes = [b["image"].shape[0] for b in evaluation]
     assert sum(sizes) == 24 and sizes[-1] == 4  # one pass, remainder kept
+    with pytest.raises(ValueError, match="training batches need each example's stream position"):
+        pipeline.batch_pairs(tfrecord.read_pairs(str(shards / "pairs-*")), pre, 5, 32)
 
 
 @pytest.mark.parametrize("pattern,num_files", [("pairs-*", 4), ("pairs-00000-*", 1)])
@@ -554,10 +558,10 @@ def test_distributed_dataset_with_corrupt_records(shards):
     stats = tfrecord.ReadStats()
 
     def dataset_fn(context):
-        ds = tfrecord.read_pairs(str(shards / "pairs-*"), seed=0, input_context=context,
-                                 decode=False, stats=stats)
-        return pipeline.batch_pairs(ds, pre, 4, 16, training=True, shuffle_buffer=8, seed=0,
-                                    stats=stats)
+        layout = sampling.Layout(8, 8 // context.num_input_pipelines, context.input_pipeline_id)
+        ds = tfrecord.read_training_pairs(str(shards / "pairs-*"), 0, layout, shuffle_buffer=8,
+                                          input_context=context, stats=stats)
+        return pipeline.batch_pairs(ds, pre, 4, 16, training=True, seed=0, stats=stats)
 
     dist = iter(strategy.distribute_datasets_from_function(dataset_fn))
     for _ in range(8):

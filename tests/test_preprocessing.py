@@ -61,10 +61,10 @@ def test_training_crops_are_windows_of_the_resized_image(crop_window_resize):
     image = _images((R, R, 3), seed=1)
     windows = _windows(image)
     layer = ImagePreprocessor(S, R, random_flip=False, crop_window_resize=crop_window_resize)
-    fn = tf.function(lambda x: layer(x, training=True))
+    fn = tf.function(lambda x, seed: layer(x, training=True, seeds=seed))
     seen = set()
-    for _ in range(40):
-        got = fn(image).numpy()
+    for i in range(40):
+        got = fn(image, tf.constant([i, 0], tf.int64)).numpy()
         assert got.shape == (S, S, 3) and got.dtype == np.float32
         assert got.min() >= 0.0 and got.max() <= 1.0
         match = [k for k, w in windows.items() if np.abs(got - w).max() < 3e-5]
@@ -83,15 +83,25 @@ def _flipped(got, images):
     return np.array(out)
 
 
+def _seeds(n, base=0):
+    return np.stack([np.arange(base, base + n), np.full(n, 7)], axis=1)
+
+
 def test_training_flip_is_random_per_image_and_seeded():
     images = _images((16, S, S, 3), seed=2)
-    layer = ImagePreprocessor(S, random_flip=True, seed=5)
-    tf.random.set_seed(0)
-    first = _flipped(layer(images, training=True).numpy(), images)
+    layer = ImagePreprocessor(S, random_flip=True)
+    first = _flipped(layer(images, training=True, seeds=_seeds(16)).numpy(), images)
     assert 0 < first.sum() < len(first)
-    tf.random.set_seed(0)
-    np.testing.assert_array_equal(_flipped(layer(images, training=True).numpy(), images), first)
-    off = ImagePreprocessor(S, random_flip=False)(images, training=True).numpy()
+    # The seeds decide, nothing else: not the global seed, not the images' company in the batch.
+    tf.random.set_seed(123)
+    np.testing.assert_array_equal(
+        _flipped(layer(images, training=True, seeds=_seeds(16)).numpy(), images), first)
+    one = [_flipped(layer(im, training=True, seeds=sd).numpy()[None], im[None])[0]
+           for im, sd in zip(images, _seeds(16))]
+    np.testing.assert_array_equal(one, first)
+    assert (_flipped(layer(images, training=True, seeds=_seeds(16, 100)).numpy(), images)
+            != first).any()
+    off = ImagePreprocessor(S, random_flip=False)(images, training=True, seeds=_seeds(16)).numpy()
     np.testing.assert_array_equal(off, images)
     # Evaluation never flips.
     np.testing.assert_array_equal(layer(images).numpy(), images)
@@ -99,7 +109,7 @@ def test_training_flip_is_random_per_image_and_seeded():
 
 def test_training_batched_crops_each_image():
     images = np.stack([_images((R, R, 3), seed=i) for i in range(6)])
-    got = ImagePreprocessor(S, R, seed=3)(images, training=True).numpy()
+    got = ImagePreprocessor(S, R)(images, training=True, seeds=_seeds(6)).numpy()
     assert got.shape == (6, S, S, 3)
     for g, im in zip(got, images):
         windows = _windows(im)
@@ -109,8 +119,9 @@ def test_training_batched_crops_each_image():
 
 def test_in_tf_data_and_exported_function():
     images = (_images((5, 20, 17, 3), seed=4) * 255).astype(np.uint8)
-    layer = ImagePreprocessor(S, R, seed=0)
-    ds = tf.data.Dataset.from_tensor_slices(images).map(lambda im: layer(im, training=True))
+    layer = ImagePreprocessor(S, R)
+    ds = tf.data.Dataset.from_tensor_slices((images, _seeds(5))).map(
+        lambda im, seed: layer(im, training=True, seeds=seed))
     for got in ds:
         assert got.shape == (S, S, 3) and got.dtype == tf.float32
     evaluated = np.stack(list(tf.data.Dataset.from_tensor_slices(images).map(layer)))
@@ -123,13 +134,11 @@ def test_in_tf_data_and_exported_function():
 
 
 def test_config_round_trip_and_checks():
-    layer = ImagePreprocessor(S, R, random_flip=False, crop_window_resize=False, seed=7,
-                              name="pre")
+    layer = ImagePreprocessor(S, R, random_flip=False, crop_window_resize=False, name="pre")
     config = layer.get_config()
     assert {k: config[k] for k in ("image_size", "resize_size", "random_flip",
-                                   "crop_window_resize", "seed")} == {
-        "image_size": S, "resize_size": R, "random_flip": False, "crop_window_resize": False,
-        "seed": 7}
+                                   "crop_window_resize")} == {
+        "image_size": S, "resize_size": R, "random_flip": False, "crop_window_resize": False}
     clone = ImagePreprocessor.from_config(config)
     assert clone.get_config() == config
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
@@ -139,6 +148,10 @@ def test_config_round_trip_and_checks():
         ImagePreprocessor(S, S - 1)
     with pytest.raises(ValueError, match="images must be"):
         layer(np.zeros((S, S), np.float32))
+    with pytest.raises(ValueError, match="training=True needs seeds"):
+        layer(np.zeros((S, S, 3), np.float32), training=True)
+    with pytest.raises(ValueError, match=r"seeds must be \[2\] for one image, \[B, 2\]"):
+        layer(np.zeros((2, S, S, 3), np.float32), training=True, seeds=[1, 2])
 
 
 def test_float32_under_mixed_precision():

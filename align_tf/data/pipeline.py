@@ -5,59 +5,60 @@ training follows the paper (§5), resize to ``resize_size`` then random-crop ``i
 random horizontal flip; evaluation resizes and centre-crops. Text is tokenized inside the pipeline
 by the model's own ``TextPreprocessor`` so training and export share one tokenizer.
 
-``batch_pairs`` takes decoded pairs (``{"image", "caption"}``) or encoded ones
-(``{"image/encoded", "caption"}``, from ``tfrecord.read_pairs(..., decode=False)``); encoded
-images are decoded after the shuffle, so the shuffle buffer holds compact JPEG bytes, and corrupt
-ones are skipped and counted in the ``tfrecord.ReadStats`` passed as ``stats``.
+Training batches come from an ordered, endless stream whose examples carry their global stream
+``position`` (``sampling.sample_arrays`` over in-memory arrays, ``tfrecord.read_training_pairs``
+over shards): which example comes when is decided there, and each example's crop and flip are
+drawn here from ``(seed, position)``. Encoded images (``{"image/encoded", ...}``) are decoded
+here, after the stream's shuffle, so shuffle buffers hold compact JPEG bytes; corrupt ones are
+skipped and counted in the ``tfrecord.ReadStats`` passed as ``stats``.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from align_tf.data import tfrecord
+from align_tf.data import sampling, tfrecord
 from align_tf.data.preprocessing import ImagePreprocessor
 
 
 def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_size: int,
-                resize_size: int | None = None, training: bool = True, shuffle_buffer: int = 10_000,
-                seed: int | None = None, flip: bool = True, crop_window_resize: bool = True,
-                skip_examples: int = 0, stats: tfrecord.ReadStats | None = None,
+                resize_size: int | None = None, training: bool = True, seed: int = 0,
+                flip: bool = True, crop_window_resize: bool = True,
+                stats: tfrecord.ReadStats | None = None,
                 count_skipped: bool = True) -> tf.data.Dataset:
     """Turns a dataset of pairs into batches of ``{"image", "text"}``.
 
     Args:
       dataset: unbatched ``{"image": uint8/float (H, W, 3), "caption"}`` or
-        ``{"image/encoded": string, "caption"}`` (decoded here, after shuffling).
+        ``{"image/encoded": string, "caption"}`` (decoded here). Training: the ordered endless
+        stream of the input pipeline, with an int64 ``"position"`` per example (module docstring).
       preprocessor: ``TextPreprocessor`` (strings → fixed-length ``token_ids``/``padding_mask``/
         ``segment_ids``), applied per batch.
       batch_size: examples per batch (per replica when called from a distributed dataset_fn).
       image_size, resize_size: the ``ImagePreprocessor``'s; the paper: 289 and 346.
-      training: shuffle (seeded, so the order is reproducible), repeat, random crop/flip, and
-        ``drop_remainder`` (static shapes for XLA/TPU); otherwise one pass, centre crops.
-      shuffle_buffer, seed: the example shuffle; ``seed`` also seeds the random crops and flips.
+      training: random crop/flip and ``drop_remainder`` (static shapes for XLA/TPU); otherwise
+        centre crops of every example, the last batch possibly smaller.
+      seed: the run's seed; with ``position`` it seeds each example's crop and flip.
       flip: random horizontal flip when training.
       crop_window_resize: the ``ImagePreprocessor``'s (``False``: the slower whole-image resize
         before the random crop).
-      skip_examples: drops that many examples of the shuffled stream before any decoding work: a
-        resumed run passes the number already trained on.
       stats, count_skipped: where corrupt encoded images are counted (a ``tfrecord.ReadStats``).
 
     Returns:
       Batches of ``{"image": float32 (B, S, S, 3) in [0, 1], "text": {name: int32 (B, L)}}``.
     """
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
-        if skip_examples:
-            dataset = dataset.skip(skip_examples)
+    if training and "position" not in dataset.element_spec:
+        raise ValueError("training batches need each example's stream position: read them with "
+                         "sampling.sample_arrays or tfrecord.read_training_pairs")
     if "image" not in dataset.element_spec:
         dataset = tfrecord.decode_images(dataset, stats, count_skipped)
 
     images = ImagePreprocessor(image_size, resize_size, random_flip=flip,
-                               crop_window_resize=crop_window_resize, seed=seed)
+                               crop_window_resize=crop_window_resize)
 
     def prepare(example):
-        return {"image": images(example["image"], training=training),
+        seeds = sampling.example_seed(seed, example["position"]) if training else None
+        return {"image": images(example["image"], training=training, seeds=seeds),
                 "caption": example["caption"]}
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -7,6 +7,11 @@ of the image resized to ``resize_size`` (346 → 289) and flips it horizontally 
 evaluation resizes to ``resize_size`` and takes the centre crop. Without ``resize_size`` both only
 resize to ``image_size``. All resizes are antialiased bilinear
 (``tf.image.resize(antialias=True)``).
+
+Training draws each image's crop offset and flip with stateless ops from a seed the caller passes
+per image (the input pipeline: a hash of the run's seed and the example's stream position, see
+``align_tf.data.sampling``), so the augmentation of an example does not depend on which host
+preprocesses it or on what ran before: a rerun and a resumed run draw the same crops.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import keras
 import tensorflow as tf
 
 
-def random_crop_of_resized(image, image_size: int, resize_size: int, seed=None, offset=None):
-    """``random_crop(resize(image, resize_size), image_size)`` computing only the crop window.
+def crop_of_resized(image, image_size: int, resize_size: int, offset):
+    """``resize(image, resize_size)[y:y + image_size, x:x + image_size]`` computing only the crop.
 
     The window is computed with the kernel ``tf.image.resize(antialias=True)`` uses
     (``ScaleAndTranslate``, triangle), translated by the crop offset, straight from the image's
@@ -26,16 +31,12 @@ def random_crop_of_resized(image, image_size: int, resize_size: int, seed=None, 
     Args:
       image: uint8 or [0, 1] float ``(H, W, 3)``.
       image_size, resize_size: the crop side, and the side of the (virtual) resized square.
-      seed: op seed of the offset draw.
-      offset: the crop's ``(y, x)`` in resized pixels; default uniform in
-        ``[0, resize_size - image_size]`` each, like ``tf.image.random_crop``.
+      offset: int32 ``(y, x)`` of the crop in resized pixels, each in
+        ``[0, resize_size - image_size]``.
 
     Returns:
       float32 ``(image_size, image_size, 3)`` in [0, 1].
     """
-    if offset is None:
-        offset = tf.random.uniform((2,), maxval=resize_size - image_size + 1, dtype=tf.int32,
-                                   seed=seed)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     if image.dtype == tf.uint8:
         scale = 1.0 / 255.0  # ScaleAndTranslate reads uint8 and returns float32
@@ -58,24 +59,25 @@ class ImagePreprocessor(keras.layers.Layer):
         ``image_size``: no crop, images are resized straight to ``image_size``.
       random_flip: training flips each image horizontally with probability 1/2.
       crop_window_resize: training computes only the crop window of the resized image
-        (``random_crop_of_resized``); ``False`` resizes the whole image and then crops (the same
-        augmentation up to float rounding, slower; ``benchmarks/bench_input_pipeline.py --before``
-        times it).
-      seed: op-level seed (``tf.random``'s ``seed=``) of the crop offset and the flip draws; with
-        the same global seed, the same seed gives the same crops and flips.
+        (``crop_of_resized``); ``False`` resizes the whole image and then crops (the same crop up
+        to float rounding, slower; ``benchmarks/bench_input_pipeline.py --before`` times it).
       **kwargs: ``keras.layers.Layer`` arguments (``name``, ...).
 
     Call arguments:
       images: one image ``(H, W, 3)`` or a batch ``(B, H, W, 3)`` of equal-sized images; uint8, or
         float in [0, 1].
-      training: random crop and flip (each image of a batch its own) instead of the centre crop.
+      training: random crop and flip instead of the centre crop.
+      seeds: with ``training``, the stateless seed of each image's crop and flip: int ``[2]`` for
+        one image, ``[B, 2]`` for a batch (the input pipeline derives them from the example's
+        stream position, ``sampling.example_seed``). The same seed gives the same crop and flip on
+        any host; the crop offset is uniform over the valid offsets, the flip has p = 1/2.
 
     Evaluation skips the resize of images already ``image_size`` square, and clips to [0, 1]
     after a crop; a single image gives exactly the numbers of the same image in a batch.
     """
 
     def __init__(self, image_size: int, resize_size: int | None = None, random_flip: bool = True,
-                 crop_window_resize: bool = True, seed: int | None = None, **kwargs):
+                 crop_window_resize: bool = True, **kwargs):
         # No autocast: under a mixed-precision policy float pixels must still be resized in
         # float32 (the numbers of training and export must not depend on the policy).
         super().__init__(autocast=False, **kwargs)
@@ -89,24 +91,30 @@ class ImagePreprocessor(keras.layers.Layer):
                              f"{self.image_size}")
         self.random_flip = bool(random_flip)
         self.crop_window_resize = bool(crop_window_resize)
-        self.seed = seed
         self.built = True
 
     @property
     def _crops(self) -> bool:
         return self.resize_size is not None and self.resize_size > self.image_size
 
-    def call(self, images, training=False):
+    def call(self, images, training=False, seeds=None):
         images = tf.convert_to_tensor(images)
         if images.shape.rank not in (3, 4):
             raise ValueError(f"images must be (H, W, 3) or (B, H, W, 3); got shape {images.shape}")
+        if not training:
+            return self._evaluate(images[None])[0] if images.shape.rank == 3 else \
+                self._evaluate(images)
+        if seeds is None:
+            raise ValueError("training=True needs seeds: one stateless [2] seed per image")
+        seeds = tf.convert_to_tensor(seeds)
+        if seeds.shape.rank != images.shape.rank - 2 or seeds.shape[-1] != 2:
+            raise ValueError(f"seeds must be [2] for one image, [B, 2] for a batch; got shape "
+                             f"{seeds.shape} for images {images.shape}")
         if images.shape.rank == 3:
-            return self._train_one(images) if training else self._evaluate(images[None])[0]
-        if training:
-            side = self.image_size
-            return tf.map_fn(self._train_one, images,
-                             fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
-        return self._evaluate(images)
+            return self._train_one(images, seeds)
+        side = self.image_size
+        return tf.map_fn(lambda args: self._train_one(*args), (images, seeds),
+                         fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
 
     def _evaluate(self, images):
         """Batched evaluation preprocessing of ``(B, H, W, 3)``."""
@@ -129,26 +137,28 @@ class ImagePreprocessor(keras.layers.Layer):
         offset = (r - s) // 2
         return tf.clip_by_value(images[:, offset:offset + s, offset:offset + s, :], 0.0, 1.0)
 
-    def _train_one(self, image):
-        """Random crop (and flip) of one ``(H, W, 3)`` image. The ops and their ``seed=`` are
-        those the training pipeline has always drawn from: a seeded run repeats its augmentation."""
+    def _train_one(self, image, seed):
+        """Random crop (and flip) of one ``(H, W, 3)`` image, drawn from its ``[2]`` seed."""
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         s, r = self.image_size, self.resize_size
         if not self._crops:
             image = self._evaluate(image[None])[0]
-        elif self.crop_window_resize:
-            image = random_crop_of_resized(image, s, r, self.seed)
         else:
-            image = tf.image.convert_image_dtype(image, tf.float32)
-            image = tf.image.resize(image, (r, r), antialias=True)
-            image = tf.image.random_crop(image, (s, s, 3), seed=self.seed)
-            image = tf.clip_by_value(image, 0.0, 1.0)
+            offset = tf.random.stateless_uniform((2,), crop_seed, minval=0, maxval=r - s + 1,
+                                                 dtype=tf.int32)
+            if self.crop_window_resize:
+                image = crop_of_resized(image, s, r, offset)
+            else:
+                image = tf.image.convert_image_dtype(image, tf.float32)
+                image = tf.image.resize(image, (r, r), antialias=True)
+                image = tf.slice(image, tf.concat([offset, [0]], 0), (s, s, 3))
+                image = tf.clip_by_value(image, 0.0, 1.0)
         if self.random_flip:
-            image = tf.image.random_flip_left_right(image, seed=self.seed)
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return image
 
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(image_size=self.image_size, resize_size=self.resize_size,
-                      random_flip=self.random_flip, crop_window_resize=self.crop_window_resize,
-                      seed=self.seed)
+                      random_flip=self.random_flip, crop_window_resize=self.crop_window_resize)
         return config
