@@ -11,11 +11,93 @@ replica gathers all embeddings and scores its own N_local rows against the N_glo
 (the "local loss"), so logits cost O(N_local × N_global) memory instead of O(N_global²). The
 positive of local row i sits at column ``label_offset + i`` where ``label_offset`` is the replica's
 first row in the global batch.
+
+Logits are float32-accurate also on GPU and TPU (``logits_matmul``). By default TF runs float32
+matmuls as TF32 on Ampere/Hopper GPUs (operands rounded to 10 mantissa bits) and as one bfloat16
+pass on TPU (7 bits): an error of up to ~5e-4 (TF32) or ~2e-3 (bfloat16) on a cosine, i.e. up to
+~0.1 on a logit cos/σ at σ ≈ 0.01-0.02, no longer small next to the logit gaps the loss learns
+from. TF has no per-op precision switch, and ``tf.config.experimental.enable_tensor_float_32_
+execution(False)`` is process-wide (it would slow the towers too). So the logits matmul splits each
+float32 operand into three bfloat16-exact float32 pieces and multiplies them in one matmul
+(bf16x6, the algorithm behind XLA's ``Precision.HIGHEST`` on TPU): products of bfloat16-exact
+numbers are exact in whatever mode the device multiplies, and only the float32 accumulation rounds.
+The error is then that of a float32 matmul (tested against float64 NumPy: ≤ 2e-6 of |q|·|k| at
+D = 640), for 6x the logits' FLOPs, which are small next to the towers'. The gradient stays a plain
+matmul. On CPU, whose float32 matmul is float32 already, the plain matmul runs, so CPU results are
+unchanged.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+
+# The float32 bits a bfloat16 keeps: sign, exponent and the top 7 mantissa bits.
+_BF16_MASK = -(1 << 16)
+# Piece index pairs (i, j) with i + j <= 2: the products bf16x6 keeps; the dropped ones are below
+# float32's rounding (≤ 2⁻²⁴ relative).
+_BF16X6_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))
+
+
+def bf16_pieces(x: tf.Tensor, count: int = 3) -> list:
+    """``count`` float32 tensors, each exactly representable in bfloat16, summing to ``x``.
+
+    Three pieces hold all 24 bits of a float32 mantissa, so ``sum(pieces) == x`` exactly (unless
+    a piece would be subnormal). Each piece truncates the remainder to its top 8 significant bits
+    by masking the float32 bit pattern rather than by casting to bfloat16 and back: XLA may drop
+    such a convert pair as a no-op (GPU ``SimplifyFPConversions`` with excess precision allowed),
+    which would leave one unsplit piece.
+    """
+    pieces, rest = [], tf.cast(x, tf.float32)
+    for _ in range(count):
+        piece = tf.bitcast(tf.bitwise.bitwise_and(tf.bitcast(rest, tf.int32), _BF16_MASK),
+                           tf.float32)
+        pieces.append(piece)
+        rest = rest - piece  # exact: piece holds rest's leading bits
+    return pieces
+
+
+@tf.custom_gradient
+def precise_matmul(queries: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+    """``queries @ keysᵀ`` with float32 accuracy whatever precision the device uses for float32
+    matmuls (TF32 on GPU, bfloat16 passes on TPU): the bf16x6 split, as one matmul over the
+    concatenated pieces (a contraction axis 6x as long; one dot, so no compiler pass can regroup
+    the pieces). The concatenated operands are transient 6x copies of the inputs: ~1.3 GB for the
+    81,920 keys of width 640 of a 16k batch plus ALBEF's 65,536 queue. The gradient is the plain
+    matmul's."""
+    q, k = bf16_pieces(queries), bf16_pieces(keys)
+    out = tf.matmul(tf.concat([q[i] for i, _ in _BF16X6_PAIRS], axis=-1),
+                    tf.concat([k[j] for _, j in _BF16X6_PAIRS], axis=-1), transpose_b=True)
+
+    def grad(upstream):
+        # Gradients tolerate TF32/bf16 rounding like every other gradient of the model.
+        return tf.matmul(upstream, keys), tf.matmul(upstream, queries, transpose_a=True)
+    return out, grad
+
+
+def _on_accelerator(x: tf.Tensor) -> bool:
+    """Whether ``x`` is (or, in a graph, will be) on a GPU or TPU: the device the tensor was placed
+    on or scoped to (MirroredStrategy scopes each replica), else whether this process has an
+    accelerator at all (TPUStrategy's replicated function, a graph without a device scope)."""
+    device_type = tf.DeviceSpec.from_string(x.device or "").device_type
+    if device_type:
+        return device_type.upper() != "CPU"
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def logits_matmul(queries: tf.Tensor, keys: tf.Tensor, precise: bool | None = None) -> tf.Tensor:
+    """Float32 similarities ``queries @ keysᵀ`` (``(N, D) x (M, D) -> (N, M)``).
+
+    Args:
+      precise: ``True``: ``precise_matmul`` (float32-accurate on any device); ``False``: the plain
+        ``tf.matmul`` (TF32 on Ampere+ GPUs, one bfloat16 pass on TPU); ``None``: precise on GPU
+        and TPU, plain on CPU, where it is float32 already and identical to earlier results.
+    """
+    if precise is None:
+        precise = _on_accelerator(queries)
+    if precise:
+        return precise_matmul(tf.cast(queries, tf.float32), tf.cast(keys, tf.float32))
+    return tf.matmul(queries, keys, transpose_b=True)
 
 
 def l2_normalize(x: tf.Tensor) -> tf.Tensor:
@@ -37,7 +119,8 @@ def align_loss(image_embeddings: tf.Tensor,
                all_image_embeddings: tf.Tensor | None = None,
                all_text_embeddings: tf.Tensor | None = None,
                label_offset=0,
-               label_smoothing: float = 0.1) -> dict:
+               label_smoothing: float = 0.1,
+               precise_logits: bool | None = None) -> dict:
     """The paper's loss for one replica's rows against the global batch.
 
     Args:
@@ -49,6 +132,7 @@ def align_loss(image_embeddings: tf.Tensor,
       all_text_embeddings: ``(N_global, D)`` gathered text embeddings.
       label_offset: index of this replica's first row in the global batch.
       label_smoothing: ε of the smoothed one-hot targets.
+      precise_logits: ``logits_matmul``'s ``precise`` (default: float32 logits on GPU/TPU too).
 
     Returns:
       dict with ``loss`` (= i2t + t2i, mean over local rows), ``loss_i2t``, ``loss_t2i`` and
@@ -59,8 +143,8 @@ def align_loss(image_embeddings: tf.Tensor,
     if all_text_embeddings is None:
         all_text_embeddings = text_embeddings
     temperature = tf.cast(temperature, tf.float32)
-    logits_i2t = tf.matmul(image_embeddings, all_text_embeddings, transpose_b=True) / temperature
-    logits_t2i = tf.matmul(text_embeddings, all_image_embeddings, transpose_b=True) / temperature
+    logits_i2t = logits_matmul(image_embeddings, all_text_embeddings, precise_logits) / temperature
+    logits_t2i = logits_matmul(text_embeddings, all_image_embeddings, precise_logits) / temperature
     labels = tf.range(tf.shape(image_embeddings)[0]) + tf.cast(label_offset, tf.int32)
     loss_i2t = smoothed_cross_entropy(logits_i2t, labels, label_smoothing)
     loss_t2i = smoothed_cross_entropy(logits_t2i, labels, label_smoothing)
@@ -81,7 +165,8 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
                                label_offset=0,
                                label_smoothing: float = 0.1,
                                image_queue: tf.Tensor | None = None,
-                               text_queue: tf.Tensor | None = None) -> dict:
+                               text_queue: tf.Tensor | None = None,
+                               precise_logits: bool | None = None) -> dict:
     """ALIGN's loss with ALBEF's momentum-distillation soft targets (ITC-MoD, Li et al., 2021).
 
     The online logits are ``align_loss``'s (local rows against the gathered online embeddings),
@@ -108,6 +193,7 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
       label_offset: index of this replica's first row in the global batch.
       label_smoothing: ε of the one-hot part of the targets.
       image_queue, text_queue: optional ``(Q, D)`` queued momentum embeddings (extra negatives).
+      precise_logits: ``logits_matmul``'s ``precise`` for the online and the momentum logits.
 
     Returns:
       dict like ``align_loss``'s (``loss``, ``loss_i2t``, ``loss_t2i``, ``logits_i2t`` of shape
@@ -128,12 +214,13 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
     temperature_m = tf.stop_gradient(temperature)
 
     def direction(queries, keys, queries_m, keys_m):
-        logits = tf.matmul(queries, keys, transpose_b=True) / temperature
+        logits = logits_matmul(queries, keys, precise_logits) / temperature
         num_classes = tf.shape(logits)[-1]
         # Same expression as smoothed_cross_entropy so that α = 0 reproduces align_loss bit for bit.
         one_hot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
         one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
-        soft = tf.nn.softmax(tf.matmul(queries_m, keys_m, transpose_b=True) / temperature_m, axis=-1)
+        soft = tf.nn.softmax(logits_matmul(queries_m, keys_m, precise_logits) / temperature_m,
+                             axis=-1)
         targets = tf.stop_gradient(alpha * soft + (1.0 - alpha) * one_hot)
         loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
         return loss, logits
