@@ -109,12 +109,15 @@ class RunDir:
 
 def migrate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Moves pre-objectives fields (``model.momentum_distillation``, ``model.distillation_*``,
-    ``model.label_smoothing``) into the ``objective`` section and renames old ``eval`` fields, on
-    top of ``configs/base.py``'s defaults for any section or field an older config.json lacks."""
+    ``model.label_smoothing``) into the ``objective`` section, maps ``model.sync_batch_norm`` to
+    ``model.bn_group_size`` and renames old ``eval`` fields, on top of ``configs/base.py``'s
+    defaults for any section or field an older config.json lacks."""
     from align_tf.configs import base
     merged = base.get_config()
     data = config.to_dict()
     model = data.get("model", {})
+    if "sync_batch_norm" in model:  # the boolean before BatchNorm groups: all replicas or each
+        model["bn_group_size"] = -1 if model.pop("sync_batch_norm") else 0
     if "momentum_distillation" in model or any(k in model for k in LEGACY_MODEL_FIELDS):
         objective = data.setdefault("objective", {})
         if model.pop("momentum_distillation", False):

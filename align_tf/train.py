@@ -35,6 +35,7 @@ _MOVED_FIELDS = {
     "model.distillation_alpha": "objective.alpha",
     "model.distillation_alpha_ramp_steps": "objective.alpha_ramp_steps",
     "model.distillation_queue_size": "objective.queue_size",
+    "model.sync_batch_norm": "model.bn_group_size=-1",
 }
 
 

@@ -13,12 +13,12 @@ from align_tf.objectives import ContrastiveObjective, MomentumDistillation
 VOCAB, SEQ, IMAGE = 50, 8, 32
 
 
-def _config(alpha=0.4, momentum=0.995, queue=0, ramp=0, distill=True, sync_bn=False):
+def _config(alpha=0.4, momentum=0.995, queue=0, ramp=0, distill=True, bn_group_size=0):
     c = base.get_config()
     c.model.text_size_name = "nano"
     c.model.max_sequence_length = SEQ
     c.model.drop_connect_rate = 0.0
-    c.model.sync_batch_norm = sync_bn
+    c.model.bn_group_size = bn_group_size
     c.objective.name = "momentum_distillation" if distill else "contrastive"
     c.objective.alpha = alpha
     c.objective.momentum = momentum
@@ -165,7 +165,7 @@ def test_queue_fifo_order_across_two_replicas():
     identically on both replicas; and the step equals one device's on the same global batch."""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
                                               tf.distribute.ReductionToOneDevice())
-    kwargs = dict(alpha=0.4, queue=8, momentum=0.9, sync_bn=True)
+    kwargs = dict(alpha=0.4, queue=8, momentum=0.9, bn_group_size=-1)
     with strategy.scope():
         objective = _objective(**kwargs)
     model = objective.model

@@ -101,7 +101,7 @@ TINY_FLAGS = [
     # no random flip, no shuffle (each worker's shard is then every other pair, so the two
     # workers' global batch holds the same pairs as one process's batch), SGD (see optim.py).
     "--config.model.text_size_name=nano", "--config.model.text_dropout=0.0",
-    "--config.model.drop_connect_rate=0.0", "--config.model.sync_batch_norm=True",
+    "--config.model.drop_connect_rate=0.0", "--config.model.bn_group_size=-1",
     "--config.model.max_sequence_length=16",
     "--config.data.image_size=32", "--config.data.num_train_examples=64",
     "--config.data.vocab_size=200", "--config.data.shuffle_buffer=1",

@@ -88,7 +88,7 @@ def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs)
     """
     image_encoder = efficientnet(model_config.image_architecture or model_config.image_size_name,
                                  image_size=None, drop_connect_rate=model_config.drop_connect_rate,
-                                 sync_batch_norm=model_config.sync_batch_norm,
+                                 bn_group_size=model_config.bn_group_size,
                                  bn_momentum=model_config.bn_momentum, **image_tower_kwargs)
     text_encoder = bert_text_encoder(
         model_config.text_architecture or model_config.text_size_name,

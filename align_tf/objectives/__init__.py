@@ -18,16 +18,22 @@ from align_tf.objectives.momentum import MomentumDistillation
 NAMES = ("contrastive", "momentum_distillation")
 
 
-def build_objective(objective_config, model, optimizer) -> Objective:
+def build_objective(objective_config, model, optimizer, seed: int = 0) -> Objective:
     """The objective named by ``objective_config.name`` (``config.objective``), for ``model``.
 
-    Call inside the strategy's scope: objectives create variables (counters, momentum towers).
+    ``seed`` (``config.seed``) keys the towers' dropout and stochastic-depth streams
+    (``Objective.seed``). Call inside the strategy's scope: objectives create variables
+    (counters, momentum towers).
     """
     c = objective_config
     if c.name == "contrastive":
-        return ContrastiveObjective(model, optimizer, label_smoothing=c.label_smoothing)
-    if c.name == "momentum_distillation":
-        return MomentumDistillation(model, optimizer, label_smoothing=c.label_smoothing,
-                                    momentum=c.momentum, alpha=c.alpha,
-                                    alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size)
-    raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
+        objective = ContrastiveObjective(model, optimizer, label_smoothing=c.label_smoothing)
+    elif c.name == "momentum_distillation":
+        objective = MomentumDistillation(model, optimizer, label_smoothing=c.label_smoothing,
+                                         momentum=c.momentum, alpha=c.alpha,
+                                         alpha_ramp_steps=c.alpha_ramp_steps,
+                                         queue_size=c.queue_size)
+    else:
+        raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
+    objective.seed = int(seed)
+    return objective
