@@ -4,7 +4,8 @@
 
 * ``prepare_inputs``: the synthetic corpus (if any) and the text preprocessor (vocabulary);
 * ``build``: model, optimizer and objective (``config.objective.name``) in the strategy's scope;
-* ``restore``: the newest checkpoint of the run directory, if any (a restarted job resumes);
+* ``restore``: the newest checkpoint of the run directory that reads back whole
+  (``choose_checkpoint``), if any (a restarted job resumes);
 * ``TrainLoop``: ``steps_per_loop`` objective steps per host call on every replica, then logging
   (progress bar, TensorBoard), periodic evaluation and checkpoints.
 
@@ -14,6 +15,7 @@ The run directory's layout belongs to ``align_tf.run_dir``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import threading
 import time
@@ -23,10 +25,12 @@ import keras
 import tensorflow as tf
 
 from align_tf import distribute, objectives, optim
-from align_tf.data import pipeline, synthetic, tfrecord
+from align_tf.data import pipeline, sampling, synthetic, tfrecord
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
 from align_tf.run_dir import RunDir
 from align_tf.tokenizer import TextPreprocessor, build_vocabulary
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -49,7 +53,7 @@ def _check(condition: bool, message: str):
 def validate_config(config, num_replicas: int = 1) -> None:
     """Raises ``ConfigError`` with one line naming the field for any value that cannot run."""
     from align_tf import prompts
-    from align_tf.models import efficientnet, text_encoder
+    from align_tf.models import batch_norm, efficientnet, text_encoder
     m, o, d, t, opt = config.model, config.objective, config.data, config.train, config.optim
     if not m.image_architecture:
         _check(m.image_size_name in efficientnet.SIZES,
@@ -65,6 +69,10 @@ def validate_config(config, num_replicas: int = 1) -> None:
         _check(0.0 <= m[name] < 1.0, f"model.{name}={m[name]} must be in [0, 1)")
     _check(m.drop_connect_rate is None or 0.0 <= m.drop_connect_rate < 1.0,
            f"model.drop_connect_rate={m.drop_connect_rate} must be in [0, 1)")
+    try:
+        batch_norm.check_group_size(m.bn_group_size, num_replicas)
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
 
     _check(o.name in objectives.NAMES,
            f"unknown objective.name {o.name!r}; choose from {list(objectives.NAMES)}")
@@ -180,9 +188,13 @@ def train_dataset_fn(config, preprocessor, pairs, read_stats: tfrecord.ReadStats
     """A ``distribute_datasets_from_function`` callable yielding per-replica batches.
 
     The global batch is split by ``distribute.batch_sizes``. Each input pipeline (one per host)
-    reads its own shard and, per step, supplies one per-replica batch to each of its replicas.
-    ``batches_done`` global batches are skipped: the seeded shuffle makes every pipeline's stream
-    reproducible, so a resumed run neither repeats nor misses a pair (same cluster shape assumed).
+    reads its slice of every global batch (``sampling.Layout``) and, per step, supplies one
+    per-replica batch to each of its replicas. The stream starts at global batch
+    ``batches_done``: which example comes at which position, and its crop and flip, are functions
+    of ``(config.seed, position)``, so a resumed run neither repeats nor misses a pair and draws
+    the same augmentation. Synthetic pairs are sampled by index: the start costs nothing and the
+    stream does not depend on the number of hosts; TFRecord shards skip at most one group of
+    shards (``tfrecord.read_training_pairs``).
     ``wrap_inputs(dataset, input_context, first_batch)`` may wrap each pipeline's dataset of
     per-replica batches (``first_batch``: the pipeline-local index of its first element); tests
     use it to observe or corrupt batches.
@@ -190,20 +202,19 @@ def train_dataset_fn(config, preprocessor, pairs, read_stats: tfrecord.ReadStats
     def dataset_fn(input_context: tf.distribute.InputContext):
         sizes = distribute.batch_sizes(config.train.batch_size, input_context.num_replicas_in_sync,
                                        input_context.num_input_pipelines)
+        layout = sampling.Layout(sizes.global_batch, sizes.per_pipeline,
+                                 input_context.input_pipeline_id)
         if pairs is not None:
-            ds = tf.data.Dataset.from_tensor_slices({"image": pairs["image"],
-                                                     "caption": pairs["caption"]})
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            ds = sampling.sample_arrays({"image": pairs["image"], "caption": pairs["caption"]},
+                                        config.seed, layout, batches_done)
         else:
-            # Encoded bytes through the shuffle buffer; batch_pairs decodes after shuffling.
-            ds = tfrecord.read_pairs(config.data.train_pattern, seed=config.seed,
-                                     input_context=input_context, decode=False, stats=read_stats)
+            ds = tfrecord.read_training_pairs(
+                config.data.train_pattern, config.seed, layout, batches_done,
+                shuffle_buffer=config.data.shuffle_buffer, input_context=input_context,
+                stats=read_stats)
         ds = pipeline.batch_pairs(ds, preprocessor, sizes.per_replica, config.data.image_size,
-                                  config.data.resize_size, training=True,
-                                  shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
-                                  flip=config.data.random_flip,
-                                  skip_examples=batches_done * sizes.per_pipeline,
-                                  stats=read_stats)
+                                  config.data.resize_size, training=True, seed=config.seed,
+                                  flip=config.data.random_flip, stats=read_stats)
         if wrap_inputs is not None:
             replicas_per_pipeline = sizes.per_pipeline // sizes.per_replica
             ds = wrap_inputs(ds, input_context, batches_done * replicas_per_pipeline)
@@ -217,7 +228,7 @@ def build(config, vocabulary_size: int):
     model = build_dual_encoder(config.model, vocabulary_size)
     optimizer = optim.build_optimizer(config.optim, config.train.steps)
     optimizer.build(model.trainable_variables)
-    return model, objectives.build_objective(config.objective, model, optimizer)
+    return model, objectives.build_objective(config.objective, model, optimizer, seed=config.seed)
 
 
 def checkpoint_for(objective: objectives.Objective) -> tf.train.Checkpoint:
@@ -226,24 +237,143 @@ def checkpoint_for(objective: objectives.Objective) -> tf.train.Checkpoint:
                                objective=objective.state)
 
 
-def restore(objective: objectives.Objective, path: str) -> None:
+def restore(objective: objectives.Objective, path: str,
+            strategy: tf.distribute.Strategy | None = None) -> None:
     """Restores a training checkpoint, also one written before the objectives split (the skip
-    counters, momentum towers and queue were then variables of the model)."""
+    counters, momentum towers and queue were then variables of the model).
+
+    Pass the checkpoint ``choose_checkpoint`` verified. Any failure is a one-line ``ConfigError``;
+    with ``strategy``, every worker calls this together and all of them raise if any one fails
+    (the file changed since it was verified, or this host reads other bytes than the chief): no
+    worker trains on half-restored variables or waits in a collective for one that stopped.
+    """
+    problem = None
+    try:
+        _restore(objective, path)
+    except ConfigError as e:
+        problem = str(e)
+    except _CHECKPOINT_DAMAGE as e:
+        problem = f"cannot restore {path}: {_first_line(e)}"
+    if strategy is not None and distribute.any_worker(strategy, problem is not None):
+        problem = problem or f"restoring {path} failed on another worker (see its log)"
+    if problem:
+        raise ConfigError(problem)
+
+
+def _restore(objective, path):
     keys = {name for name, _ in tf.train.list_variables(path)}
     if not any(k.startswith("optimizer/") for k in keys):
         raise ConfigError(f"{path} holds model weights only (a converted checkpoint?), not a "
                           "training state to resume; train in a new --model_dir")
-    if not any(k.startswith("model/skipped_steps") for k in keys):
-        checkpoint_for(objective).restore(path).assert_existing_objects_matched()
-        return
-    legacy = tf.train.Checkpoint(model=objective.legacy_checkpoint_view(),
-                                 optimizer=objective.optimizer)
+    legacy = any(k.startswith("model/skipped_steps") for k in keys)
+    checkpoint = tf.train.Checkpoint(model=objective.legacy_checkpoint_view(),
+                                     optimizer=objective.optimizer) if legacy \
+        else checkpoint_for(objective)
     try:
-        legacy.restore(path).assert_existing_objects_matched()
+        checkpoint.restore(path).assert_existing_objects_matched()
     except AssertionError as e:
-        raise ConfigError(f"{path} was written before align_tf's objectives split and does not "
-                          f"match objective.name={objective.__class__.__name__}: "
-                          f"{str(e).splitlines()[0][:200]}") from None
+        written = "was written before align_tf's objectives split and " if legacy else ""
+        raise ConfigError(f"{path} {written}does not match this config (objective.name="
+                          f"{objective.__class__.__name__}): {_first_line(e)}") from None
+
+
+# What a damaged checkpoint raises when read: truncated data files give IndexError, checksum
+# mismatches DataLossError, missing or mangled files NotFoundError / other OpErrors.
+_CHECKPOINT_DAMAGE = (tf.errors.OpError, IndexError, OSError)
+# choose_checkpoint's broadcast codes besides a checkpoint number: a fresh run, nothing readable.
+_NO_CHECKPOINT, _NONE_READABLE = -1, -2
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's first line, without TF's ``{{function_node ...}}`` prefix, cut at 200."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    if line.startswith("{{") and "}}" in line:
+        line = line.split("}}", 1)[1].strip()
+    return line[:200]
+
+
+def _checkpoint_number(path: str) -> int:
+    """The N of a ``CheckpointManager`` checkpoint ``.../ckpt-N``; -1 for other names."""
+    suffix = path.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def checkpoint_candidates(run: RunDir) -> list:
+    """The run's checkpoints, newest first: those its ``checkpoint`` state file lists and any other
+    ``ckpt-N.index`` in the directory, so that a lost or damaged state file does not look like a
+    fresh run."""
+    try:
+        state = tf.train.get_checkpoint_state(run.checkpoint_dir)
+    except ValueError:  # a state file without model_checkpoint_path
+        state = None
+    paths = list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path] if state else []
+    paths += [p[:-len(".index")] for p in tf.io.gfile.glob(f"{run.checkpoint_dir}/*.index")]
+    return sorted({p for p in paths if _checkpoint_number(p) >= 0}, key=_checkpoint_number,
+                  reverse=True)
+
+
+def verify_checkpoint(path: str) -> str | None:
+    """``None`` if every tensor of checkpoint ``path`` reads back (the reader checks each one's
+    CRC32C), else the first line of what went wrong. Touches no variable."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except _CHECKPOINT_DAMAGE as e:
+        return _first_line(e)
+    return None
+
+
+def choose_checkpoint(run: RunDir, strategy: tf.distribute.Strategy) -> str | None:
+    """The checkpoint to resume from: the newest one of ``run`` that reads back whole, the same on
+    every worker; ``None`` for a fresh run. Every worker calls this at the same point.
+
+    A damaged checkpoint (truncated, checksum mismatch, missing file) is skipped with a warning
+    naming it. With several workers the chief alone reads the candidates and broadcasts its
+    choice: were each worker to walk the list itself, a file damaged only as one host sees it
+    (a stale cache, a partial copy) would send that worker to an older checkpoint than the others,
+    and the workers would train on from different weights and batches without an error. A worker
+    that then cannot read the chief's choice stops all of them in ``restore``.
+
+    Raises:
+      ConfigError: checkpoints exist but none reads back; starting afresh would overwrite them.
+    """
+    candidates = checkpoint_candidates(run)
+    chosen = _NO_CHECKPOINT
+    if distribute.is_chief(strategy):
+        for path in candidates:
+            problem = verify_checkpoint(path)
+            if problem is None:
+                chosen = _checkpoint_number(path)
+                break
+            log.warning("Checkpoint %s is damaged (%s); trying an older one.", path, problem)
+        else:
+            chosen = _NONE_READABLE if candidates else _NO_CHECKPOINT
+    chosen = _chief_value(strategy, chosen)
+    if chosen == _NONE_READABLE:
+        raise ConfigError(f"no checkpoint in {run.checkpoint_dir} can be read (newest: "
+                          f"{candidates[0] if candidates else '?'}; see the warnings); restore "
+                          "the files, or move them away to train from scratch")
+    if chosen == _NO_CHECKPOINT:
+        return None
+    # A worker that lacks the file gets a path that fails in restore(), which stops every worker.
+    return next((p for p in candidates if _checkpoint_number(p) == chosen),
+                f"{run.checkpoint_dir}/ckpt-{chosen}")
+
+
+def _chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's ``value`` on every worker: a sum over replicas to which only the chief's
+    replicas contribute (every worker has as many replicas). A collective with several workers:
+    all call it at the same point."""
+    workers = distribute.num_workers(strategy)
+    if workers == 1:
+        return value
+    mine = value if distribute.is_chief(strategy) else 0
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(mine, tf.int64))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+    return int(total) // (strategy.num_replicas_in_sync // workers)
 
 
 def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None,
@@ -259,7 +389,7 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         input pipeline's per-replica batches (see ``train_dataset_fn``).
 
     Raises:
-      ConfigError: the config cannot run.
+      ConfigError: the config cannot run, or ``model_dir`` has checkpoints but none restores.
       Preempted: SIGTERM arrived (on any worker); a checkpoint was written first.
       FloatingPointError: ``train.max_consecutive_skips`` non-finite steps in a row; nothing is
         saved, so the newest checkpoint is the last good one.
@@ -274,12 +404,12 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
     chief = distribute.is_chief(strategy)
     write_dir = distribute.worker_write_dir(model_dir, strategy)
     try:
-        latest = run.latest_checkpoint()
+        latest = choose_checkpoint(run, strategy)
         pairs, preprocessor = prepare_inputs(config, run, chief, resuming=latest is not None)
         with strategy.scope():
             model, objective = build(config, preprocessor.vocabulary_size)
         if latest:
-            restore(objective, latest)
+            restore(objective, latest, strategy)
             if verbose and chief:
                 print(f"Resumed from {latest}")
         loop = TrainLoop(config, objective, strategy, run, RunDir(write_dir), preprocessor,

@@ -17,7 +17,10 @@ def get_config():
     c.model.max_sequence_length = 32   # size of BERT's position table
     c.model.text_dropout = 0.0        # BERT: 0.1; the tiny synthetic run learns faster without
     c.model.drop_connect_rate = ml_collections.config_dict.placeholder(float)  # None: size's default
-    c.model.sync_batch_norm = False    # BN statistics over the global batch (exact multi-replica)
+    # Replicas whose batches share BatchNorm statistics: 0 each its own, -1 all (multi-replica then
+    # equals one device on the global batch), k groups of k consecutive replicas (k divides the
+    # replica count). Moving statistics always average every replica's.
+    c.model.bn_group_size = 0
     c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
     c.model.min_temperature = 1e-3     # σ is clipped from below at this in the logits (never 0)
@@ -46,7 +49,7 @@ def get_config():
     c.data.synthetic_unnamed_colour = 0.3  # synthetic only: share of shapes in unnamed colours, shape-only captions
     c.data.synthetic_colour_only = 0.1     # synthetic only: share of named-colour shapeless strokes, colour-only captions
     c.data.synthetic_two_shapes = 0.35     # synthetic only: share of two-seen-pair images ("a red circle and a blue star")
-    c.data.shuffle_buffer = 1024       # synthetic pairs are generated in random order already
+    c.data.shuffle_buffer = 1024       # TFRecord records (synthetic: a full permutation per epoch)
     c.data.random_flip = True          # paper: random horizontal flip; off for bit-comparable runs
 
     c.train = ml_collections.ConfigDict()

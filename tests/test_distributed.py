@@ -22,7 +22,7 @@ def _config():
     c.model.text_size_name = "nano"
     c.model.text_dropout = 0.0
     c.model.drop_connect_rate = 0.0
-    c.model.sync_batch_norm = True  # batch statistics over the global batch, as on one device
+    c.model.bn_group_size = -1  # batch statistics over the global batch, as on one device
     c.model.max_sequence_length = SEQ
     return c
 
@@ -87,7 +87,7 @@ def test_mirrored_step_equals_single_device(single_device, replicas):
 def test_train_step_compiles_with_xla():
     """The TPU proxy: the whole step (towers, loss, LAMB update) compiles with jit_compile=True."""
     config = _config()
-    config.model.sync_batch_norm = False
+    config.model.bn_group_size = 0
     keras.utils.set_random_seed(0)
     model = build_dual_encoder(config.model, VOCAB)
     objective = objectives.build_objective(config.objective, model,
@@ -131,3 +131,109 @@ def test_non_finite_step_is_skipped_and_counted(replicas):
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
     assert int(objective.consecutive_skips.numpy()) == 2
+
+
+def _mirrored(replicas=2):
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)],
+                                          tf.distribute.ReductionToOneDevice())
+
+
+def _split(strategy, batch):
+    """``batch`` (a global batch) as per-replica shares, in replica order."""
+    per_replica = len(batch["image"]) // strategy.num_replicas_in_sync
+    return strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda x: x[ctx.replica_id_in_sync_group * per_replica:][:per_replica], batch))
+
+
+def test_loss_non_finite_on_one_replica_only_is_skipped_on_every_replica(monkeypatch):
+    """Replica 1's loss alone is NaN while every gradient is finite (a stop-gradient term): the
+    skip is decided on the all-reduced loss, so both replicas skip and no weight moves (deciding on
+    the local loss, replica 0 would apply the update; through merge_call, replica 0's decision
+    would be everyone's)."""
+    config = _config()
+    keras.utils.set_random_seed(0)
+    strategy = _mirrored()
+    with strategy.scope():
+        model = build_dual_encoder(config.model, VOCAB)
+        objective = objectives.build_objective(config.objective, model,
+                                               keras.optimizers.SGD(learning_rate=0.5))
+    compute_loss = objective.compute_loss
+
+    def poisoned_loss(batch, training=True):
+        out = compute_loss(batch, training)
+        return dict(out, loss=out["loss"] + tf.stop_gradient(tf.reduce_sum(batch["poison"])))
+
+    monkeypatch.setattr(objective, "compute_loss", poisoned_loss)
+    batch = _batch()
+    batch["poison"] = np.zeros(GLOBAL_BATCH, np.float32)
+    batch["poison"][-1] = np.nan  # a row of replica 1
+    before = [v.numpy().copy() for v in model.trainable_variables]
+
+    @tf.function
+    def step(data):
+        return strategy.run(objective.train_step, args=(data,))
+
+    out = {k: [float(v) for v in strategy.experimental_local_results(t)]
+           for k, t in step(_split(strategy, batch)).items()}
+    assert np.isfinite(out["loss"][0]) and np.isnan(out["loss"][1])
+    assert np.isfinite(out["grad_norm"]).all() and out["grad_norm"][0] > 0
+    assert out["skipped_steps"] == [1.0, 1.0] and out["consecutive_skips"] == [1.0, 1.0]
+    for b, v in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+@pytest.mark.parametrize("name", ["contrastive", "momentum_distillation"])
+def test_merge_call_path_equals_replica_context_path(name):
+    """TPUStrategy updates through ``_apply_if_finite``'s cross-replica path (its extended's
+    ``_use_merge_call()`` is True, as for MirroredStrategy on CPU without XLA): cond in
+    cross-replica context → ``call_for_each_replica`` → the optimizer's merge_call → MoD's
+    ``after_apply`` merge_call. Without a strategy the step stays in replica context (the path of
+    GPU replicas under XLA). Over an applied, a skipped (NaN) and an applied step, MirroredStrategy
+    on 2 CPUs ends where the replica-context path does: weights, skip counters, step, momentum
+    towers, queue and its pointer. Not compiled with XLA; the TPU path itself is unchecked on a
+    TPU."""
+    config = _config()
+    config.objective.name = name
+    config.objective.queue_size = 3 * GLOBAL_BATCH
+    nan_batch = _batch()
+    nan_batch["image"][1, 3, 3, 0] = np.nan
+    batches = [_batch(), nan_batch, tf.nest.map_structure(lambda x: x[::-1].copy(), _batch())]
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = build_dual_encoder(config.model, VOCAB)
+            objective = objectives.build_objective(config.objective, model,
+                                                   keras.optimizers.SGD(learning_rate=0.5))
+        no_merge_call = []
+
+        def replica_step(batch):
+            no_merge_call.append(tf.__internal__.distribute.strategy_supports_no_merge_call())
+            return objective.train_step(batch)
+
+        step = tf.function(lambda data: strategy.run(replica_step, args=(data,)))
+        initial = [w.numpy().copy() for w in model.weights]
+        for batch in batches:
+            step(_split(strategy, batch))
+        state = {"step": objective.optimizer.iterations, "skipped": objective.skipped_steps,
+                 "consecutive": objective.consecutive_skips}
+        if name == "momentum_distillation":
+            state.update(queue_pointer=objective.state.queue_pointer,
+                         image_queue=objective.state.image_queue,
+                         text_queue=objective.state.text_queue)
+            state.update({f"momentum{i}": v for i, v in enumerate(objective.momentum_variables)})
+        state.update({f"weight{i}": v for i, v in enumerate(model.weights)})
+        moved = max(np.abs(w.numpy() - w0).max() for w, w0 in zip(model.weights, initial))
+        return set(no_merge_call), {k: v.numpy() for k, v in state.items()}, moved
+
+    replica_path, expected, moved = run(tf.distribute.get_strategy())
+    merge_path, got, _ = run(_mirrored())
+    assert replica_path == {True} and merge_path == {False}
+    assert (got["step"], got["skipped"], got["consecutive"]) == (2, 1, 0)
+    assert sorted(got) == sorted(expected)
+    # Two SGD steps through 2 replicas' all-reduces differ from one device by float noise only;
+    # a missed, doubled or one-replica update would be 100x the tolerance.
+    assert moved > 100 * 1e-4
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-4, rtol=1e-3, err_msg=key)

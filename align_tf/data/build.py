@@ -70,7 +70,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from align_tf.data import filters
+from align_tf.data import cli, filters
 
 log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "align_build"
@@ -570,7 +570,7 @@ _BOUNDS = {"num_shards": (1, None), "jpeg_quality": (1, 100)}  # other numbers: 
 
 
 def _error(message) -> NoReturn:
-    sys.exit(f"{PROG}: error: {message}")
+    cli.error(PROG, message)
 
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
@@ -612,15 +612,7 @@ def _parse(argv: list, flag_values: flags.FlagValues) -> list:
     absl parses with ``known_only``: the flags we do not define (``--runner=...``, ``--project P``)
     come back in order, untouched, for Beam's ``PipelineOptions``.
     """
-    args = []
-    for arg in argv[1:]:
-        if arg.startswith("--no-") and arg[5:] in _BOOL_FLAGS:
-            arg = "--no" + arg[5:]  # argparse's --no-check_bigrams, as absl spells it
-        args.append(arg)
-    try:
-        rest = flag_values(argv[:1] + args, known_only=True)
-    except flags.Error as e:  # a bad value or a bound: one line, not absl's usage dump
-        _error(e)
+    rest = cli.parse(PROG, argv, flag_values, bool_flags=_BOOL_FLAGS, known_only=True)
     for i, arg in enumerate(rest[1:], 1):
         if arg == "--":
             break

@@ -18,11 +18,12 @@ one token per line with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` first. Train with it 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import TYPE_CHECKING, NoReturn
 
 from absl import app, flags
+
+from align_tf.data import cli
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -72,7 +73,7 @@ def read_texts(pattern: str, max_texts: int = 0, progress_every: int = _PROGRESS
 
 
 def _error(message) -> NoReturn:
-    sys.exit(f"{PROG}: error: {message}")
+    cli.error(PROG, message)
 
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
@@ -88,45 +89,19 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
                       "TextPreprocessor's lowercase).", flag_values=flag_values)
 
 
-def _parse(argv: list, flag_values: flags.FlagValues) -> list:
-    """Parses ``argv`` (program name first) into ``flag_values``, with one-line errors.
-
-    The argparse-era spellings keep working: ``--input_pattern`` (warned) and ``--no-lowercase``.
-    """
-    args = []
-    for arg in argv[1:]:
-        name, eq, value = arg.partition("=")
-        if name in _RENAMED:
-            print(f"{PROG}: warning: {name} is deprecated; use {_RENAMED[name]}", file=sys.stderr)
-            arg = _RENAMED[name] + eq + value
-        elif name.startswith("--no-") and name[5:] in _BOOL_FLAGS:
-            arg = "--no" + arg[5:]
-        args.append(arg)
-    try:
-        rest = flag_values(argv[:1] + args)
-    except flags.Error as e:  # unknown flag, bad value: one line, not absl's usage dump
-        _error(e)
-    if len(rest) > 1:
-        _error(f"unexpected arguments {rest[1:]}")
-    for name in ("input", "output"):
-        if not flag_values[name].value:
-            _error(f"--{name} is required")
-    return rest
+_PARSE = dict(required=("input", "output"), renamed=_RENAMED, bool_flags=_BOOL_FLAGS)
 
 
 def parse_args(argv: list | None = None) -> flags.FlagValues:
     """Command-line args (no program name; default ``sys.argv[1:]``) parsed into a private
     ``FlagValues`` (absl's global ``FLAGS`` untouched), e.g. for ``main``; mistakes exit with one
     line."""
-    flag_values = flags.FlagValues()
-    _define_flags(flag_values)
-    _parse([PROG] + list(sys.argv[1:] if argv is None else argv), flag_values)
-    return flag_values
+    return cli.parse_args(PROG, argv, _define_flags, **_PARSE)
 
 
 def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
     """absl main; ``flag_values``: parsed flags (default absl's ``FLAGS``, as ``run`` sets them)."""
-    del argv  # _parse rejected positional arguments
+    del argv  # cli.parse rejected positional arguments
     from align_tf.tokenizer import build_vocabulary, save_vocabulary
     import tensorflow as tf
     f = flags.FLAGS if flag_values is None else flag_values
@@ -147,7 +122,7 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
 def run() -> None:
     """``python -m align_tf.data.vocab``."""
     _define_flags(flags.FLAGS)
-    app.run(main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
+    app.run(main, flags_parser=lambda argv: cli.parse(PROG, argv, flags.FLAGS, **_PARSE))
 
 
 if __name__ == "__main__":

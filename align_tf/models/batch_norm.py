@@ -106,11 +106,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _moments(self, inputs, mask):
         """Keras' batch statistics, or (``group_size`` set) those of this replica's group."""
-        if not self.group_size:
+        ctx, replicas = _replica_context()
+        # One replica (evaluation, export's training-mode trace, fine-tuning on one device): the
+        # group is this replica, whatever size the training config asked for.
+        if not self.group_size or replicas == 1:
             return super()._moments(inputs, mask)
         if mask is not None:
             raise ValueError("BatchNormalization with group_size does not support masks")
-        ctx, replicas = _replica_context()
         group = check_group_size(self.group_size, replicas)
         x = tf.cast(inputs, tf.float32)
         total = tf.reduce_sum(x, self._reduction_axes)

@@ -45,14 +45,20 @@ BASE_BLOCKS = (
 class EfficientNetSize:
     """Compound-scaling coefficients of an EfficientNet, and its base network.
 
-    The first four fields are what named sizes differ in. The rest default to keras.applications'
-    B0 base network (``BASE_BLOCKS``) and exist to mirror HuggingFace ``AlignVisionConfig``.
+    The first five fields are what named sizes differ in (tensorflow/tpu ``efficientnet_builder``'s
+    table). The rest default to keras.applications' B0 base network (``BASE_BLOCKS``) and exist to
+    mirror HuggingFace ``AlignVisionConfig``.
 
     Attributes:
       width: channel multiplier.
       depth: block-repeat multiplier.
       resolution: the size's nominal input resolution (informational).
-      drop_connect_rate: stochastic-depth rate at the last block.
+      drop_connect_rate: stochastic depth: the rate at which the last block's residual branch is
+        dropped (block ``i`` of ``n`` drops at ``drop_connect_rate * i / n``); 0.2 for every size
+        in the reference.
+      classifier_dropout: dropout before the ImageNet classification head (the reference's
+        ``dropout_rate``, which grows with the size). ALIGN's tower has no head, so it only
+        documents the reference (and is for whoever puts a head on the tower).
       depth_divisor: channel counts are rounded to multiples of this.
       se_ratio: squeeze-excitation width as a fraction of the block's *input* channels.
       kernel_sizes, in_channels, out_channels, strides, repeats, expand_ratios: one entry per stage
@@ -69,6 +75,7 @@ class EfficientNetSize:
     depth: float
     resolution: int = 224
     drop_connect_rate: float = 0.2
+    classifier_dropout: float = 0.2
     depth_divisor: int = 8
     se_ratio: float = 0.25
     kernel_sizes: tuple = tuple(b["kernel_size"] for b in BASE_BLOCKS)
@@ -106,18 +113,20 @@ class EfficientNetSize:
 
 SIZES = {
     # Tiny CPU sizes (not in the paper): for tests and the embedded default run.
-    "nano": EfficientNetSize(0.25, 0.25, 64, 0.0),
-    "tiny": EfficientNetSize(0.5, 0.34, 96, 0.0),
-    "b0": EfficientNetSize(1.0, 1.0, 224),
-    "b1": EfficientNetSize(1.0, 1.1, 240),
-    "b2": EfficientNetSize(1.1, 1.2, 260),
-    "b3": EfficientNetSize(1.2, 1.4, 300),
-    "b4": EfficientNetSize(1.4, 1.8, 380),
-    "b5": EfficientNetSize(1.6, 2.2, 456),
-    "b6": EfficientNetSize(1.8, 2.6, 528),
-    "b7": EfficientNetSize(2.0, 3.1, 600),
+    "nano": EfficientNetSize(0.25, 0.25, 64, drop_connect_rate=0.0, classifier_dropout=0.0),
+    "tiny": EfficientNetSize(0.5, 0.34, 96, drop_connect_rate=0.0, classifier_dropout=0.0),
+    # tensorflow/tpu efficientnet_builder: (width, depth, resolution, classifier dropout);
+    # stochastic depth is 0.2 throughout.
+    "b0": EfficientNetSize(1.0, 1.0, 224, classifier_dropout=0.2),
+    "b1": EfficientNetSize(1.0, 1.1, 240, classifier_dropout=0.2),
+    "b2": EfficientNetSize(1.1, 1.2, 260, classifier_dropout=0.3),
+    "b3": EfficientNetSize(1.2, 1.4, 300, classifier_dropout=0.3),
+    "b4": EfficientNetSize(1.4, 1.8, 380, classifier_dropout=0.4),
+    "b5": EfficientNetSize(1.6, 2.2, 456, classifier_dropout=0.4),
+    "b6": EfficientNetSize(1.8, 2.6, 528, classifier_dropout=0.5),
+    "b7": EfficientNetSize(2.0, 3.1, 600, classifier_dropout=0.5),
     # Noisy Student / ALIGN's main image tower.
-    "l2": EfficientNetSize(4.3, 5.3, 800, 0.5),
+    "l2": EfficientNetSize(4.3, 5.3, 800, classifier_dropout=0.5),
 }
 
 
@@ -148,10 +157,16 @@ def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
     return ((before, half), (before, half))
 
 
-def _bn(name, synchronized=False, momentum=0.99, fused=True):
-    # fused: TF's fused kernel (align_tf.models.batch_norm; synchronized BatchNorm runs Keras' own).
-    cls = BatchNormalization if fused else keras.layers.BatchNormalization
-    return cls(axis=-1, epsilon=1e-3, momentum=momentum, synchronized=synchronized, name=name)
+def _bn(name, group_size=0, momentum=0.99, fused=True):
+    # fused: align_tf.models.batch_norm (TF's fused kernel where it can; statistics over groups of
+    # replicas; moving statistics from every replica). Otherwise Keras' own layer, which knows
+    # only per-replica (0) or all-replica (-1) statistics.
+    kwargs = dict(axis=-1, epsilon=1e-3, momentum=momentum, name=name)
+    if fused:
+        return BatchNormalization(group_size=group_size, **kwargs)
+    if group_size not in (0, -1):
+        raise ValueError(f"bn_group_size={group_size} needs fused_batch_norm=True")
+    return keras.layers.BatchNormalization(synchronized=group_size == -1, **kwargs)
 
 
 def _swish(name, fused_grad=True):
@@ -160,14 +175,14 @@ def _swish(name, fused_grad=True):
 
 
 def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, residual, drop_rate,
-            se_ratio, symmetric_pad, sync_bn, bn_momentum, fused_bn, fused_swish, name):
+            se_ratio, symmetric_pad, bn_group_size, bn_momentum, fused_bn, fused_swish, name):
     """Mobile inverted bottleneck with squeeze-excitation (keras.applications ``block``)."""
     inputs = x
     filters = filters_in * expand_ratio
     if expand_ratio != 1:
         x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
                                 kernel_initializer=_conv_init(), name=name + "expand_conv")(x)
-        x = _bn(name + "expand_bn", sync_bn, bn_momentum, fused_bn)(x)
+        x = _bn(name + "expand_bn", bn_group_size, bn_momentum, fused_bn)(x)
         x = _swish(name + "expand_activation", fused_swish)(x)
     if strides == 2:
         x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
@@ -176,7 +191,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
                                      padding="valid" if strides == 2 else "same",
                                      use_bias=False, depthwise_initializer=_conv_init(),
                                      name=name + "dwconv")(x)
-    x = _bn(name + "bn", sync_bn, bn_momentum, fused_bn)(x)
+    x = _bn(name + "bn", bn_group_size, bn_momentum, fused_bn)(x)
     x = _swish(name + "activation", fused_swish)(x)
 
     filters_se = max(1, int(filters_in * se_ratio))
@@ -190,7 +205,7 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
 
     x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False,
                             kernel_initializer=_conv_init(), name=name + "project_conv")(x)
-    x = _bn(name + "project_bn", sync_bn, bn_momentum, fused_bn)(x)
+    x = _bn(name + "project_bn", bn_group_size, bn_momentum, fused_bn)(x)
     if residual:
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
@@ -234,7 +249,7 @@ def get_size(size) -> tuple:
 
 
 def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=None,
-                 sync_batch_norm=False, bn_momentum=0.99, fused_batch_norm=True,
+                 bn_group_size=0, bn_momentum=0.99, fused_batch_norm=True,
                  fused_swish_grad=True, name=None) -> keras.Model:
     """Builds the ALIGN image tower.
 
@@ -246,14 +261,16 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
       symmetric_pad_blocks: indices (0-based, over all blocks) of stride-2 blocks whose depthwise
         conv pads symmetrically (the PyTorch port's ``depthwise_padding``); empty for align-base.
         ``None``: the size's ``symmetric_pad_blocks``.
-      sync_batch_norm: batch statistics over the global batch (all replicas) instead of each
-        replica's share; makes multi-replica training match one device exactly, at a cost.
+      bn_group_size: replicas whose batches share BatchNorm statistics
+        (``align_tf.models.batch_norm``): 0 each replica its own, -1 all (multi-replica training
+        then matches one device on the global batch), k groups of k consecutive replicas.
       bn_momentum: BatchNorm moving-average momentum. 0.99 (Keras/ALIGN) needs ~1k steps before the
         inference-mode statistics are usable; short runs want a smaller value.
       fused_batch_norm, fused_swish_grad: training-speed replacements with the same weights and
         values: BatchNorm on TF's fused kernel (``align_tf.models.batch_norm``) and swish with an
         XLA-fused gradient (``align_tf.models.activations``). ``False``: Keras' own layers
-        (``benchmarks/bench_train.py --before`` times the step without them).
+        (``benchmarks/bench_train.py --before`` times the step without them; Keras' BatchNorm
+        keeps replica 0's moving statistics and takes ``bn_group_size`` 0 or -1 only).
       name: model name, default ``efficientnet_{size}``.
 
     Returns:
@@ -272,13 +289,13 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
     x = keras.layers.Conv2D(round_filters(32, size.width, size.depth_divisor), 3, strides=2,
                             padding="valid", use_bias=False, kernel_initializer=_conv_init(),
                             name="stem_conv")(x)
-    x = _bn("stem_bn", sync_batch_norm, bn_momentum, fused_batch_norm)(x)
+    x = _bn("stem_bn", bn_group_size, bn_momentum, fused_batch_norm)(x)
     x = _swish("stem_activation", fused_swish_grad)(x)
 
     specs = block_specs(size)
     for i, spec in enumerate(specs):
         x = _mbconv(x, drop_rate=drop_connect_rate * i / len(specs), se_ratio=size.se_ratio,
-                    symmetric_pad=i in symmetric_pad_blocks, sync_bn=sync_batch_norm,
+                    symmetric_pad=i in symmetric_pad_blocks, bn_group_size=bn_group_size,
                     bn_momentum=bn_momentum, fused_bn=fused_batch_norm,
                     fused_swish=fused_swish_grad, **spec)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from align_tf.models import random_streams
+
 
 class GlobalBatch:
     """This replica's place in the global batch, computed once per step and shared by every loss.
@@ -61,6 +63,10 @@ class Objective:
 
     Subclasses implement ``compute_loss`` and may extend ``scalars``, ``after_apply`` and
     ``state``.
+
+    Attributes:
+      seed: keys the model's dropout and stochastic-depth draws in ``train_step``
+        (``align_tf.models.random_streams``); ``build_objective`` sets ``config.seed``.
     """
 
     #: Metrics every train step returns (the trainer logs them; all are float scalars).
@@ -69,6 +75,7 @@ class Objective:
     def __init__(self, model, optimizer):
         self.model = model
         self.optimizer = optimizer
+        self.seed = 0
         skip_optimizer_all_reduce(optimizer)
         self.state = ObjectiveState()
         # Steps whose loss or gradients were not finite: skipped (weights untouched), counted.
@@ -99,17 +106,23 @@ class Objective:
         """One optimizer step on this replica's share of the global batch."""
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
+        # Dropout and stochastic depth draw from (seed, replica, step): their own masks on each
+        # replica, the same ones on a rerun or a resume.
+        with tf.GradientTape() as tape, random_streams.stateless_seeds(
+                self.model, self.seed, self.optimizer.iterations):
             out = self.compute_loss(batch, training=True)
             # Each replica's loss is a mean over its local rows; the global loss is their mean.
             scaled_loss = out["loss"] / num_replicas
         grads = tape.gradient(scaled_loss, variables)
         ctx = tf.distribute.get_replica_context()
+        global_loss = scaled_loss
         if ctx is not None and num_replicas > 1:
-            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            # The loss rides along in the gradients' all-reduce (one batched collective), so that
+            # a loss non-finite on one replica only (with finite gradients) is seen by all.
+            grads, global_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (grads, scaled_loss))
         grad_norm = tf.linalg.global_norm(grads)
-        # Gradients are all-reduced, so every replica takes the same branch.
-        finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(out["loss"])
+        # Decided on all-reduced values only, so every replica takes the same branch.
+        finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(global_loss)
         self._apply_if_finite(finite, grads, variables, out.pop("after_apply", ()))
         metrics = {k: out[k] for k in self.scalars if k in out}
         metrics.update(grad_norm=grad_norm,
@@ -138,7 +151,7 @@ class Objective:
         # MirroredStrategy's optimizer update calls merge_call, which cannot sit inside a cond in
         # replica context: take the branch in cross-replica context (as Keras' LossScaleOptimizer).
         def cross_replica(strategy, finite, grads, state):
-            finite = strategy.experimental_local_results(finite)[0]
+            finite = strategy.experimental_local_results(finite)[0]  # equal on every replica
 
             def apply_all():
                 strategy.extended.call_for_each_replica(apply_on_replica, args=(grads, state))

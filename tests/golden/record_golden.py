@@ -6,7 +6,14 @@
 Run in a fresh process: op determinism must be on before any op runs. The trajectory is the
 per-step training loss (TensorBoard ``loss`` scalar, logged every step) and the final weights are
 every model variable, keyed by its Keras path, restored from the run directory's newest
-checkpoint. Recorded on the commit before the [arch] refactor (f39813e).
+checkpoint.
+
+History: first recorded on the commit before the [arch] refactor (f39813e), with every random
+draw on; the refactor matched it bit for bit (and 3000 deterministic steps gave identical weights).
+[scale] then changed the random streams on purpose (index-based sampling instead of the shuffle
+buffer, stateless per-example crops/flips, stateless per-replica dropout): re-recorded after it,
+as the issue asks, with random flips and stochastic depth off (text dropout is 0 by default), so
+the trajectory is the data order and the arithmetic.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 STEPS = 50
-MOVED_TO_OBJECTIVE = ("align/skipped_steps", "align/consecutive_skips")
+MOVED_TO_OBJECTIVE = ()  # variables a refactor moved out of the model (none since the re-record)
 
 
 def golden_config():
     from align_tf.configs import base
     c = base.get_config()
     c.train.steps = STEPS
+    c.data.random_flip = False
+    c.model.drop_connect_rate = 0.0
     c.train.steps_per_loop = 1
     c.train.log_every = 1
     c.train.checkpoint_every = STEPS
@@ -73,7 +82,6 @@ def main():
     if args.check:
         ref = np.load(args.check)
         np.testing.assert_allclose(losses, ref["__losses__"], rtol=1e-5)
-        # The skip counters moved from the model to the objective's state with the refactor.
         names = sorted(k for k in ref.files if k not in ("__losses__", *MOVED_TO_OBJECTIVE))
         assert sorted(weights) == names, set(weights) ^ set(names)
         worst = max(float(np.max(np.abs(weights[k] - ref[k]))) for k in names)
