@@ -3,7 +3,7 @@ own process, like ``python -m align_tf.train``, observing the input stream throu
 wrapper (``train(wrap_inputs=...)``), never from inside the compiled training loop.
 
     python tests/scale_worker.py --model_dir=DIR --config_json='{"train.steps": 18, ...}'
-        [--strategy=one_device] [--record=FILE] [--input_delay=SECONDS]
+        [--strategy=one_device] [--record=FILE] [--input_delay=SECONDS] [--deterministic]
 
 * The config is ``configs/base.py`` with the dotted overrides of ``--config_json``.
 * ``--record``: for every global batch the input pipeline produces, one JSON line
@@ -14,6 +14,8 @@ wrapper (``train(wrap_inputs=...)``), never from inside the compiled training lo
   pair. The pipeline reads a few batches ahead of the train step, so a batch recorded after the
   newest checkpoint may not have been trained on; every batch before it was.
 * ``--input_delay``: sleep after producing each batch, so a test can deliver a signal mid-run.
+* ``--deterministic``: ``tf.config.experimental.enable_op_determinism()`` (runs then compare bit
+  for bit).
 
 Exit status: 0 finished, 75 preempted (SIGTERM, checkpoint written), 3 stopped on non-finite steps.
 Rerunning the same command resumes from ``model_dir``'s newest checkpoint.
@@ -39,10 +41,14 @@ def main():
     parser.add_argument("--strategy", default="one_device")
     parser.add_argument("--record", default=None)
     parser.add_argument("--input_delay", type=float, default=0.0)
+    parser.add_argument("--deterministic", action="store_true")
     args = parser.parse_args()
 
     from align_tf import distribute
     strategy = distribute.get_strategy(args.strategy)  # before any other TF op (multi-worker)
+    if args.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
 
     import numpy as np
     import tensorflow as tf

@@ -1,6 +1,7 @@
 """The default config's first 50 steps are unchanged by refactoring: the per-step loss (rtol 1e-5)
-and every model weight (≤ 1e-5) equal the trajectory recorded before the [arch] refactor, with op
-determinism on. Runs in its own process because determinism must be enabled before any op."""
+and every model weight (≤ 1e-5) equal the recorded trajectory, with op determinism on (the
+recording's history is in ``golden/record_golden.py``). Runs in its own process because
+determinism must be enabled before any op."""
 
 import os
 import subprocess
