@@ -31,13 +31,18 @@ Signatures (also callable as attributes of the loaded object; ``export/SIGNATURE
   model's maximum length → ``{"embeddings": [B, D]}``.
 * ``zero_shot_classify(images, class_names)``: ``class_names`` string ``[C]``; the prompt templates
   chosen at export are baked in (each class: the mean of its L2-normalised template embeddings,
-  re-normalised, as ALIGN §5.2 / CLIP) → ``{"probabilities": [B, C], "logits": [B, C]}`` with
-  ``logits = cos / σ`` (the learned temperature).
+  re-normalised, as ALIGN §5.2 / CLIP) → ``{"probabilities": [B, C], "logits": [B, C]}``. A
+  softmax model (ALIGN): ``logits = cos / σ`` (the learned temperature), ``probabilities =
+  softmax(logits)`` over the classes (rows sum to 1). A sigmoid model (SigLIP): ``logits = t·cos
+  + b`` (learned scale and bias), ``probabilities = sigmoid(logits)``, each class's own match
+  probability (rows need not sum to 1).
 
 Other attributes: ``image_tower`` / ``text_tower`` (TF Hub "reusable SavedModel" objects for
 fine-tuning: ``__call__(inputs, training=False)`` giving un-normalised features, ``variables``,
 ``trainable_variables``, ``regularization_losses``), ``class_embeddings(class_names)``,
-``variables`` / ``trainable_variables`` (all weights), ``temperature``, ``image_size``,
+``variables`` / ``trainable_variables`` (all weights), ``similarity`` (the loss the model was
+trained with: ``"softmax"`` or ``"sigmoid"``), ``temperature`` (softmax) or ``log_logit_scale``
+(t′, t = exp(t′)) and ``logit_bias`` (sigmoid), ``image_size``,
 ``resize_size`` (0: resize only), ``max_tokens``, ``embedding_dim``, ``prompt_templates`` and the
 ``vocab_file`` asset. ``export/`` at the repository root holds the TF Hub publishing material.
 """
@@ -126,7 +131,7 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
     """The object ``tf.saved_model.save`` writes; see the module docstring for its interface.
 
     Args:
-      model: a ``DualEncoder`` (``embed_image`` / ``embed_text`` / ``logit_scale``).
+      model: a ``DualEncoder`` (``embed_image`` / ``embed_text`` / ``logits`` / ``similarity``).
       preprocessor: its ``align_tf.tokenizer.TextPreprocessor``.
       image_size: side of the square input of the image tower. ``None`` skips all resizing
         (images are embedded at the size given; only for callers that preprocess themselves).
@@ -236,8 +241,10 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
 
         def zero_shot_classify(images, class_names):
             image = embed_images(images)
-            logits = tf.matmul(image, class_embeddings(class_names), transpose_b=True)
-            logits = logits * tf.cast(model.logit_scale(), logits.dtype)
+            logits = model.logits(tf.matmul(image, class_embeddings(class_names), transpose_b=True))
+            if model.similarity == "sigmoid":
+                # Trained as independent pairwise decisions: each class's own probability.
+                return {"probabilities": tf.sigmoid(logits), "logits": logits}
             return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
 
         strings = tf.TensorSpec([None], tf.string, name="texts")
@@ -269,8 +276,13 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
             signature_fns + [self.class_embeddings, self.image_tower.__call__,
                              self.text_tower.__call__])
 
-        self.temperature = _tf_variable(model.temperature)
         meta = lambda value, dtype: tf.Variable(value, dtype=dtype, trainable=False)  # noqa
+        self.similarity = meta(model.similarity, tf.string)
+        if model.similarity == "sigmoid":
+            self.log_logit_scale = _tf_variable(model.log_logit_scale)
+            self.logit_bias = _tf_variable(model.logit_bias)
+        else:
+            self.temperature = _tf_variable(model.temperature)
         if self._image_size is not None:
             self.image_size = meta(self._image_size, tf.int32)
             self.resize_size = meta(self._resize_size or 0, tf.int32)

@@ -230,3 +230,116 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
     loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings, image_keys_m)
     return {"loss": loss_i2t + loss_t2i, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i,
             "logits_i2t": logits_i2t, "labels": labels}
+
+
+def sigmoid_loss(image_embeddings: tf.Tensor,
+                 text_embeddings: tf.Tensor,
+                 logit_scale: tf.Tensor,
+                 logit_bias: tf.Tensor,
+                 precise_logits: bool | None = None) -> dict:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023), chunked over the replicas.
+
+    With L2-normalised image embeddings x_i, text embeddings y_j, scale t = exp(t′) and bias b:
+
+        loss = -(1/N) Σ_i Σ_j log σ(z_ij (t · x_iᵀ y_j + b)),   z_ii = +1, z_ij = -1 (i ≠ j)
+
+    over the global batch of N pairs (big_vision's value: a sum over the columns, a mean over the
+    rows). Every pair is an independent binary problem, so a replica's rows need the other
+    replicas' texts but no normaliser over them: with R > 1 replicas each replica returns
+    ``(1/N_local) Σ_{i local} Σ_{j global}``, whose mean over the replicas is the global loss, in
+    value and gradient (the gradients of the texts of other replicas flow back through the
+    gather).
+
+    Memory: the texts are gathered once (``O(N_global × D)``, as ``align_loss``'s keys), then a
+    ``tf.while_loop`` scores this replica's images against one replica's texts at a time, in ring
+    order from this replica's own, so ``O(N_local²)`` logits exist at a time, never
+    ``N_local × N_global``. A plain tape would keep every chunk's logits for the backward pass;
+    the custom gradient recomputes each chunk's logits instead, so the backward pass is
+    ``O(N_local²)`` too. (big_vision passes text chunks by collective permute, which
+    ``tf.distribute`` does not offer on Mirrored/MultiWorker strategies; one all_gather of the
+    embeddings works on all of them and on TPU.)
+
+    Args:
+      image_embeddings: ``(N_local, D)`` L2-normalised image embeddings of this replica.
+      text_embeddings: ``(N_local, D)`` L2-normalised text embeddings of this replica.
+      logit_scale: scalar t > 0 (the model learns t′ = log t).
+      logit_bias: scalar b.
+      precise_logits: ``logits_matmul``'s ``precise`` (default: float32 logits on GPU/TPU too).
+
+    Returns:
+      dict with ``loss`` (this replica's share, as above) and ``i2t_accuracy`` (the fraction of
+      this replica's images whose highest-scoring text in the global batch is their own).
+    """
+    context = tf.distribute.get_replica_context()
+    num_replicas = context.num_replicas_in_sync if context is not None else 1
+    image = tf.cast(image_embeddings, tf.float32)
+    texts = tf.cast(text_embeddings, tf.float32)
+    replica = 0
+    if num_replicas > 1:
+        replica = context.replica_id_in_sync_group
+        texts = context.all_gather(texts, axis=0)
+    rows = tf.shape(image)[0]
+
+    def chunk(texts, step):
+        """The replica whose texts are scored at ``step`` and its ``(N_local, D)`` texts."""
+        owner = (replica + step) % num_replicas
+        # A gather on the replica axis: a fixed-size slice, which XLA needs (jit, TPU).
+        return owner, tf.gather(tf.reshape(texts, [num_replicas, rows, -1]), owner)
+
+    def chunk_logits(image, texts_k, scale, bias):
+        cosines = logits_matmul(image, texts_k, precise_logits)
+        return cosines, scale * cosines + bias
+
+    def positives(owner):
+        # z = +1 only on the diagonal of this replica's own chunk.
+        return tf.eye(rows) * tf.cast(tf.equal(owner, replica), tf.float32)
+
+    def loop(body, init):
+        return tf.while_loop(lambda step, *_: step < num_replicas, body, (0,) + init,
+                             parallel_iterations=1)[1:]
+
+    @tf.custom_gradient
+    def chunked(image, texts, scale, bias):
+        def forward(step, loss, best, hit):
+            owner, texts_k = chunk(texts, step)
+            _, logits = chunk_logits(image, texts_k, scale, bias)
+            z = 2.0 * positives(owner) - 1.0
+            # -log σ(z·s) = softplus(-z·s), stable for large |s|.
+            loss += tf.reduce_sum(tf.nn.softplus(-z * logits))
+            # Running argmax over the chunks for the accuracy: a row's own text wins if it beats
+            # every earlier chunk's best (its chunk comes first, so ties go to it).
+            chunk_best = tf.reduce_max(logits, axis=1)
+            own = tf.linalg.diag_part(logits)
+            if_own = tf.equal(owner, replica)
+            hit = tf.where(if_own, tf.equal(own, chunk_best), hit & (chunk_best <= best))
+            return step + 1, loss, tf.maximum(best, chunk_best), hit
+
+        loss, _, hit = loop(forward, (tf.constant(0.0), tf.fill([rows], -float("inf")),
+                                      tf.zeros([rows], tf.bool)))
+        rows_f = tf.cast(rows, tf.float32)
+        accuracy = tf.reduce_sum(tf.cast(hit, tf.float32)) / rows_f
+
+        def grad(upstream, _):
+            # d softplus(-z·s)/ds = σ(s) - [z = +1], recomputed chunk by chunk.
+            upstream = upstream / rows_f
+
+            def backward(step, d_image, d_texts, d_scale, d_bias):
+                owner, texts_k = chunk(texts, step)
+                cosines, logits = chunk_logits(image, texts_k, scale, bias)
+                d_logits = upstream * (tf.sigmoid(logits) - positives(owner))
+                d_cosines = scale * d_logits
+                d_image += tf.matmul(d_cosines, texts_k)
+                d_texts = d_texts.write(owner, tf.matmul(d_cosines, image, transpose_a=True))
+                return (step + 1, d_image, d_texts, d_scale + tf.reduce_sum(d_logits * cosines),
+                        d_bias + tf.reduce_sum(d_logits))
+
+            d_image, d_texts, d_scale, d_bias = loop(backward, (
+                tf.zeros_like(image), tf.TensorArray(tf.float32, size=num_replicas),
+                tf.constant(0.0), tf.constant(0.0)))
+            return d_image, tf.reshape(d_texts.stack(), tf.shape(texts)), d_scale, d_bias
+
+        return (loss / rows_f, accuracy), grad
+
+    loss, accuracy = chunked(image, texts, tf.cast(logit_scale, tf.float32),
+                             tf.cast(logit_bias, tf.float32))
+    return {"loss": loss, "i2t_accuracy": tf.stop_gradient(accuracy)}

@@ -7,10 +7,11 @@ import re
 import keras
 import tensorflow as tf
 
-# Variables that get neither weight decay nor LAMB's trust ratio: biases, norm scales/offsets and
-# the temperature σ (as in the reference TF LAMB, where layer-adaptation exclusions default to the
-# weight-decay exclusions).
-NO_DECAY = ["bias", "gamma", "beta", "temperature"]
+# Variables that get neither weight decay nor LAMB's trust ratio: biases, norm scales/offsets, the
+# temperature σ and SigLIP's log_logit_scale t′ (its logit_bias b matches "bias"), as in the
+# reference TF LAMB, where layer-adaptation exclusions default to the weight-decay exclusions.
+# Patterns are searched in Keras' short ``variable.name`` (e.g. "logit_bias", not "align/...").
+NO_DECAY = ["bias", "gamma", "beta", "temperature", "logit_scale"]
 
 NAMES = ("lamb", "adamw", "sgd")  # config.optim.name
 

@@ -53,7 +53,7 @@ def _check(condition: bool, message: str):
 def validate_config(config, num_replicas: int = 1) -> None:
     """Raises ``ConfigError`` with one line naming the field for any value that cannot run."""
     from align_tf import prompts
-    from align_tf.models import batch_norm, efficientnet, text_encoder
+    from align_tf.models import batch_norm, dual_encoder, efficientnet, text_encoder
     m, o, d, t, opt = config.model, config.objective, config.data, config.train, config.optim
     if not m.image_architecture:
         _check(m.image_size_name in efficientnet.SIZES,
@@ -76,6 +76,14 @@ def validate_config(config, num_replicas: int = 1) -> None:
 
     _check(o.name in objectives.NAMES,
            f"unknown objective.name {o.name!r}; choose from {list(objectives.NAMES)}")
+    _check(m.similarity in dual_encoder.SIMILARITIES,
+           f"unknown model.similarity {m.similarity!r}; choose from {list(dual_encoder.SIMILARITIES)}")
+    _check(m.logit_scale_init > 0, f"model.logit_scale_init={m.logit_scale_init} must be positive")
+    # The sigmoid loss trains t′ and b, which only a sigmoid model has; the softmax losses train σ,
+    # which it lacks.
+    wanted = "sigmoid" if o.name == "sigmoid" else "softmax"
+    _check(m.similarity == wanted,
+           f"objective.name={o.name!r} needs model.similarity={wanted!r}, got {m.similarity!r}")
     _check(0.0 <= o.label_smoothing < 1.0,
            f"objective.label_smoothing={o.label_smoothing} must be in [0, 1)")
     for name in ("momentum", "alpha"):

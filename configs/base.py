@@ -24,10 +24,20 @@ def get_config():
     c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
     c.model.min_temperature = 1e-3     # σ is clipped from below at this in the logits (never 0)
+    # How cosines become logits, i.e. the loss the model is trained with and what export's scores
+    # mean. A model property, not just the objective's, because export and evaluation score with it
+    # and need its parameters: "softmax" (ALIGN): logits = cos / σ, σ from temperature_init;
+    # "sigmoid" (SigLIP, needs objective.name = "sigmoid"): logits = t·cos + b with learnable
+    # t = exp(t′) and b (no σ then), each pair scored independently.
+    c.model.similarity = "softmax"
+    c.model.logit_scale_init = 10.0    # sigmoid only: initial t (SigLIP: t′ = log 10)
+    c.model.logit_bias_init = -10.0    # sigmoid only: initial b (SigLIP: -10)
 
     # How a batch becomes gradients (align_tf/objectives/). Parameters export needs (σ) stay in model.
     c.objective = ml_collections.ConfigDict()
-    c.objective.name = "contrastive"   # "contrastive" (the paper) | "momentum_distillation"
+    # "contrastive" (the paper) | "momentum_distillation" | "sigmoid" (SigLIP's pairwise sigmoid
+    # loss, chunked over replicas; needs model.similarity = "sigmoid")
+    c.objective.name = "contrastive"
     c.objective.label_smoothing = 0.1  # paper: 0.1
     # momentum_distillation only (ALBEF's ITC-MoD): soft targets from EMA towers, optional queue.
     c.objective.momentum = 0.995       # EMA momentum m (ALBEF: 0.995)

@@ -1,11 +1,14 @@
-"""The ALIGN dual encoder: two towers, L2-normalised embeddings, and the learnable temperature σ.
+"""The ALIGN dual encoder: two towers, L2-normalised embeddings, and the learnable similarity scale.
 
-The model is plain: it embeds and scores, and holds only what export needs (the towers and σ).
+The model is plain: it embeds and scores, and holds only what export needs (the towers and the
+parameters that turn cosines into logits: σ for ALIGN's softmax, or SigLIP's t′ and b).
 How a batch becomes gradients (the loss, the cross-replica gather, the optimizer update, momentum
 towers and queues) belongs to an objective in ``align_tf.objectives``.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
@@ -15,27 +18,57 @@ from align_tf.models.efficientnet import efficientnet
 from align_tf.models.text_encoder import bert_text_encoder
 
 
+SIMILARITIES = ("softmax", "sigmoid")  # config.model.similarity
+
+
 class DualEncoder(keras.Model):
-    """Image tower + text tower with L2-normalised embeddings and logits = cosine / σ.
+    """Image tower + text tower with L2-normalised embeddings and logits from their cosines.
+
+    ``similarity`` says how cosines become logits, i.e. which loss the model is trained with and
+    what its scores mean:
+
+    * ``"softmax"`` (ALIGN): ``logits = cos / σ`` with the learnable temperature σ
+      (``temperature``); probabilities are a softmax over the candidates.
+    * ``"sigmoid"`` (SigLIP): ``logits = t · cos + b`` with t = exp(t′) (``log_logit_scale``) and
+      the bias b (``logit_bias``); sigmoid(logit) is each pair's own match probability.
+
+    Only the chosen kind's parameters exist (a sigmoid model has no σ).
 
     Args:
       image_encoder: maps ``(B, H, W, 3)`` pixels in [0, 1] to ``(B, D)``.
       text_encoder: maps ``{"token_ids", "padding_mask", "segment_ids"}`` to ``(B, D)``.
-      temperature_init: initial σ (the paper's 1.0).
+      temperature_init: initial σ (the paper's 1.0); softmax only.
       min_temperature: σ is clipped from below in the logits so it can never reach zero.
+      similarity: ``"softmax"`` or ``"sigmoid"``.
+      logit_scale_init: initial t (SigLIP: 10, i.e. t′ = log 10); sigmoid only.
+      logit_bias_init: initial b (SigLIP: -10); sigmoid only.
     """
 
     def __init__(self, image_encoder, text_encoder, temperature_init=1.0, min_temperature=1e-3,
-                 **kwargs):
+                 similarity="softmax", logit_scale_init=10.0, logit_bias_init=-10.0, **kwargs):
         super().__init__(**kwargs)
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {similarity!r}; choose from {list(SIMILARITIES)}")
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.temperature_init = float(temperature_init)
         self.min_temperature = float(min_temperature)
-        # float32 and not autocast: σ is a single scalar that must keep precision under bf16.
-        self.temperature = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(temperature_init), dtype="float32",
-            autocast=False, name="temperature")
+        self.similarity = similarity
+        self.logit_scale_init = float(logit_scale_init)
+        self.logit_bias_init = float(logit_bias_init)
+
+        def scalar(value, name):
+            # float32 and not autocast: a single scalar that must keep precision under bf16.
+            return self.add_weight(shape=(), initializer=keras.initializers.Constant(value),
+                                   dtype="float32", autocast=False, name=name)
+
+        if similarity == "softmax":
+            self.temperature = scalar(temperature_init, "temperature")
+        else:
+            self.temperature = None
+            # t learned as its log (SigLIP), so it stays positive and moves by relative steps.
+            self.log_logit_scale = scalar(math.log(logit_scale_init), "log_logit_scale")
+            self.logit_bias = scalar(logit_bias_init, "logit_bias")
         self.built = True  # both towers are built functional models; nothing is created lazily
 
     @property
@@ -55,18 +88,28 @@ class DualEncoder(keras.Model):
         return tf.maximum(self.temperature, self.min_temperature)
 
     def logit_scale(self):
-        """1/σ, with σ clipped at ``min_temperature``."""
+        """The factor on the cosines: 1/σ (σ clipped at ``min_temperature``), or t = exp(t′)."""
+        if self.similarity == "sigmoid":
+            return tf.exp(self.log_logit_scale)
         return 1.0 / self.clipped_temperature()
+
+    def logits(self, cosines):
+        """Cosines → logits: ``cos / σ`` (softmax) or ``t · cos + b`` (sigmoid)."""
+        logits = cosines * tf.cast(self.logit_scale(), cosines.dtype)
+        if self.similarity == "sigmoid":
+            logits += tf.cast(self.logit_bias, cosines.dtype)
+        return logits
 
     def call(self, inputs, training=False):
         image = self.embed_image(inputs["image"], training=training)
         text = self.embed_text(inputs["text"], training=training)
         return {"image_embeddings": image, "text_embeddings": text,
-                "logits_per_image": tf.matmul(image, text, transpose_b=True) * self.logit_scale()}
+                "logits_per_image": self.logits(tf.matmul(image, text, transpose_b=True))}
 
     def get_config(self):
         return {"name": self.name, "temperature_init": self.temperature_init,
-                "min_temperature": self.min_temperature,
+                "min_temperature": self.min_temperature, "similarity": self.similarity,
+                "logit_scale_init": self.logit_scale_init, "logit_bias_init": self.logit_bias_init,
                 "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
                 "text_encoder": keras.saving.serialize_keras_object(self.text_encoder)}
 
@@ -95,4 +138,7 @@ def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs)
         vocabulary_size=vocabulary_size, embed_dim=image_encoder.output_shape[-1],
         max_sequence_length=model_config.max_sequence_length, dropout=model_config.text_dropout)
     return DualEncoder(image_encoder, text_encoder, temperature_init=model_config.temperature_init,
-                       min_temperature=model_config.min_temperature, name="align")
+                       min_temperature=model_config.min_temperature,
+                       similarity=model_config.similarity,
+                       logit_scale_init=model_config.logit_scale_init,
+                       logit_bias_init=model_config.logit_bias_init, name="align")

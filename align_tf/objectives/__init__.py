@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | ``contrastive`` | ALIGN's normalized softmax loss over the global batch (the paper, §4.1) | ``contrastive.py`` |
 | ``momentum_distillation`` | ALIGN's loss with ALBEF's momentum-distillation soft targets and queue | ``momentum.py`` |
+| ``sigmoid`` | SigLIP's pairwise sigmoid loss, chunked over replicas (``model.similarity = "sigmoid"``) | ``sigmoid.py`` |
 
 ``base.py`` holds what they share: the cross-replica gather and label offset (once), the gradient
 all-reduce, the non-finite skip and its counters, and the optimizer update.
@@ -14,8 +15,9 @@ from __future__ import annotations
 from align_tf.objectives.base import Objective
 from align_tf.objectives.contrastive import ContrastiveObjective
 from align_tf.objectives.momentum import MomentumDistillation
+from align_tf.objectives.sigmoid import SigmoidObjective
 
-NAMES = ("contrastive", "momentum_distillation")
+NAMES = ("contrastive", "momentum_distillation", "sigmoid")
 
 
 def build_objective(objective_config, model, optimizer, seed: int = 0) -> Objective:
@@ -33,6 +35,8 @@ def build_objective(objective_config, model, optimizer, seed: int = 0) -> Object
                                          momentum=c.momentum, alpha=c.alpha,
                                          alpha_ramp_steps=c.alpha_ramp_steps,
                                          queue_size=c.queue_size)
+    elif c.name == "sigmoid":
+        objective = SigmoidObjective(model, optimizer)
     else:
         raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
     objective.seed = int(seed)
