@@ -39,15 +39,29 @@ _MOVED_FIELDS = {
 }
 
 
+def _config_field_error(field: str) -> str | None:
+    """Why ``--config.{field}=…`` cannot apply, or None. config_flags resolves overrides while
+    the flag is defined (at import), and an unknown field is a KeyError traceback there."""
+    if field in _MOVED_FIELDS:
+        return f"--config.{field} moved: use --config.{_MOVED_FIELDS[field]}"
+    from align_tf.configs import base
+    node = base.get_config()  # every preset has exactly these fields
+    for name in field.split("."):
+        if not hasattr(node, "keys") or name not in node:
+            return f"unknown config field {field!r} (every field is in configs/base.py)"
+        node = node[name]
+    return None
+
+
 def _rewrite_config_arg(argv):
-    """``--config=NAME`` → the preset's file path, so config_flags can load it; moved fields are
-    one-line errors naming their new spelling."""
+    """``--config=NAME`` → the preset's file path, so config_flags can load it; unknown or moved
+    ``--config.FIELD`` overrides are one-line errors (naming the new spelling of a moved one)."""
     out = []
     for arg in argv:
-        field = arg[len("--config."):].split("=")[0] if arg.startswith("--config.") else None
-        if field in _MOVED_FIELDS:
-            sys.exit(f"align_tf.train: error: --config.{field} moved: use "
-                     f"--config.{_MOVED_FIELDS[field]}")
+        if arg.startswith("--config."):
+            problem = _config_field_error(arg[len("--config."):].split("=")[0])
+            if problem:
+                sys.exit(f"align_tf.train: error: {problem}")
         if arg.startswith("--config="):
             try:
                 arg = "--config=" + preset_path(arg[len("--config="):])
@@ -57,6 +71,8 @@ def _rewrite_config_arg(argv):
     return out
 
 
+# config_flags reads sys.argv when the flag is defined: check and rewrite it first.
+sys.argv[1:] = _rewrite_config_arg(sys.argv[1:])
 _CONFIG = config_flags.DEFINE_config_file(
     "config", preset_path("default"),
     f"Training config: a preset name ({', '.join(PRESETS)}) or a path to a config .py file. "
@@ -110,7 +126,7 @@ def main(argv):
 
 
 def run():
-    app.run(main, argv=_rewrite_config_arg(sys.argv))
+    app.run(main, argv=sys.argv)
 
 
 if __name__ == "__main__":

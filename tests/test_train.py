@@ -55,6 +55,7 @@ def test_help_lists_flags():
     (["--config.model.momentum_distillation=True"],
      "--config.model.momentum_distillation moved: use "
      "--config.objective.name=momentum_distillation"),
+    (["--config.model.no_such_field=1"], "unknown config field 'model.no_such_field'"),
 ])
 def test_bad_config_is_one_clear_line(args, message, tmp_path):
     proc = _cli(f"--model_dir={tmp_path}", *args, timeout=300)
@@ -68,7 +69,7 @@ def test_bad_config_is_one_clear_line(args, message, tmp_path):
     ("train.steps", -1, "train.steps=-1 must be positive"),
     ("optim.name", "adam", "unknown optim.name 'adam'"),
     ("optim.learning_rate", 0.0, "optim.learning_rate=0.0 must be positive"),
-    ("objective.name", "sigmoid", "unknown objective.name 'sigmoid'"),
+    ("objective.name", "siglip", "unknown objective.name 'siglip'"),
     ("objective.label_smoothing", 1.0, "objective.label_smoothing=1.0 must be in [0, 1)"),
     ("objective.alpha", 1.5, "objective.alpha=1.5 must be in [0, 1]"),
     ("objective.queue_size", 100, "objective.queue_size=100 must be a multiple of train.batch_size"),

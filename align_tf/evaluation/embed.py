@@ -155,8 +155,13 @@ class KerasEncoder(Encoder):
         return self._text_fn(tf.convert_to_tensor(texts, tf.string)).numpy()
 
     def info(self) -> dict:
-        return dict(super().info(), checkpoint=self.checkpoint,
-                    temperature=float(np.asarray(self.model.temperature)))
+        # How the model turns cosines into logits: σ (softmax), or t and b (sigmoid).
+        model = self.model
+        scale = {"temperature": float(np.asarray(model.temperature))} \
+            if model.temperature is not None else \
+            {"logit_scale": float(np.asarray(model.logit_scale())),
+             "logit_bias": float(np.asarray(model.logit_bias))}
+        return dict(super().info(), checkpoint=self.checkpoint, **scale)
 
 
 def encoder_for_model(model, preprocessor, config, image_size: int | None = None,
