@@ -19,13 +19,16 @@ def _cli(*args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_short_default_run_learns_and_exports(tmp_path):
-    """Half the embedded default: trains, writes eval.json and a SavedModel, and learns the task
-    (zero-shot over all 30 colour x shape classes on fresh images, and retrieval, far above chance).
+def test_default_run_learns_and_exports(tmp_path):
+    """The embedded default, as `python -m align_tf.train` runs it: trains, writes eval.json and a
+    SavedModel, and learns the task (zero-shot over all 30 colour x shape classes on fresh images,
+    and retrieval, far above chance).
 
-    Held-out (never co-occurring) pairs must be ≥ 5x chance too (the issue's bar): this run
-    measured 33% (≈10x chance); the full default reaches 59-75% top-1 on them."""
-    proc = _cli(f"--model_dir={tmp_path}", "--train_steps=1500")
+    Held-out (never co-occurring) pairs must be ≥ 5x chance too (the issues' bar). It is the full
+    default, not a shortened run: half-length runs (1500 steps, lr decayed to 0 by then) measured
+    held-out top-1 of 5.5%, 5.5%, 49%, 52% and 60.5% across seeds and stream versions, too noisy for
+    a bar; the full default measured 79% (seen 99.3%) on this code, 35.5-74.5% before."""
+    proc = _cli(f"--model_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     zeroshot = report["results"]["synthetic"]["zeroshot"]
