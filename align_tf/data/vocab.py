@@ -93,9 +93,7 @@ _PARSE = dict(required=("input", "output"), renamed=_RENAMED, bool_flags=_BOOL_F
 
 
 def parse_args(argv: list | None = None) -> flags.FlagValues:
-    """Command-line args (no program name; default ``sys.argv[1:]``) parsed into a private
-    ``FlagValues`` (absl's global ``FLAGS`` untouched), e.g. for ``main``; mistakes exit with one
-    line."""
+    """``cli.parse_args`` with this command's flags (e.g. for calling ``main`` in-process)."""
     return cli.parse_args(PROG, argv, _define_flags, **_PARSE)
 
 
