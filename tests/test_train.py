@@ -131,3 +131,20 @@ def test_presets_load(name):
         assert config.train.batch_size == 16384 and config.train.steps == 1_200_000
         assert (config.optim.name, config.optim.learning_rate, config.optim.warmup_steps,
                 config.optim.weight_decay) == ("lamb", 1e-3, 10_000, 1e-5)
+
+
+def test_periodic_evaluation_writes_tensorboard(tmp_path):
+    """``eval.every_steps``: the config's evaluators run on the model being trained and their
+    flattened metrics land in TensorBoard under ``eval/`` at those steps."""
+    import tensorflow as tf
+
+    from test_scale import _scalar_events, _tiny_config
+    config = _tiny_config(steps=4, steps_per_loop=4, log_every=4, checkpoint_every=4)
+    config.eval.every_steps = 2
+    config.eval.synthetic_examples_per_class = 2
+    config.eval.synthetic_retrieval_rounds = 1
+    trainer.train(config, str(tmp_path), tf.distribute.OneDeviceStrategy("/cpu:0"), verbose=0)
+    top1 = _scalar_events(tmp_path / "train", "eval/synthetic/zeroshot/top1")
+    assert [step for step, _ in top1] == [2, 4]  # the loop also stops at evaluation steps
+    assert all(0.0 <= value <= 1.0 for _, value in top1)
+    assert _scalar_events(tmp_path / "train", "eval/synthetic/retrieval/i2t_R@1")
