@@ -168,6 +168,14 @@ def batch_sizes(global_batch: int, num_replicas: int, num_input_pipelines: int =
                       per_replica * (num_replicas // num_input_pipelines))
 
 
+def _sum_over_replicas(strategy: tf.distribute.Strategy, value, dtype) -> tf.Tensor:
+    """Every replica contributes this worker's ``value``; the sum, on every worker. A collective:
+    every worker must call it at the same point."""
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(value, dtype))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+
+
 def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     """True if ``flag`` is set on any worker (every worker must call this at the same point).
 
@@ -176,6 +184,14 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     """
     if num_workers(strategy) == 1:
         return flag
-    value = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(1.0 if flag else 0.0))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) > 0)
+    return bool(_sum_over_replicas(strategy, 1.0 if flag else 0.0, tf.float32) > 0)
+
+
+def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's integer ``value`` on every worker (every worker calls this at the same point):
+    only the chief's replicas contribute, and every worker has as many replicas."""
+    workers = num_workers(strategy)
+    if workers == 1:
+        return value
+    total = _sum_over_replicas(strategy, value if is_chief(strategy) else 0, tf.int64)
+    return int(total) // (strategy.num_replicas_in_sync // workers)

@@ -358,7 +358,7 @@ def choose_checkpoint(run: RunDir, strategy: tf.distribute.Strategy) -> str | No
             log.warning("Checkpoint %s is damaged (%s); trying an older one.", path, problem)
         else:
             chosen = _NONE_READABLE if candidates else _NO_CHECKPOINT
-    chosen = _chief_value(strategy, chosen)
+    chosen = distribute.chief_value(strategy, chosen)
     if chosen == _NONE_READABLE:
         raise ConfigError(f"no checkpoint in {run.checkpoint_dir} can be read (newest: "
                           f"{candidates[0] if candidates else '?'}; see the warnings); restore "
@@ -368,20 +368,6 @@ def choose_checkpoint(run: RunDir, strategy: tf.distribute.Strategy) -> str | No
     # A worker that lacks the file gets a path that fails in restore(), which stops every worker.
     return next((p for p in candidates if _checkpoint_number(p) == chosen),
                 f"{run.checkpoint_dir}/ckpt-{chosen}")
-
-
-def _chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
-    """The chief's ``value`` on every worker: a sum over replicas to which only the chief's
-    replicas contribute (every worker has as many replicas). A collective with several workers:
-    all call it at the same point."""
-    workers = distribute.num_workers(strategy)
-    if workers == 1:
-        return value
-    mine = value if distribute.is_chief(strategy) else 0
-    values = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(mine, tf.int64))
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
-    return int(total) // (strategy.num_replicas_in_sync // workers)
 
 
 def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None,
