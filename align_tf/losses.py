@@ -29,6 +29,8 @@ unchanged.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 
@@ -155,80 +157,83 @@ def align_loss(image_embeddings: tf.Tensor,
 def momentum_distillation_loss(image_embeddings: tf.Tensor,
                                text_embeddings: tf.Tensor,
                                temperature: tf.Tensor,
-                               all_image_embeddings: tf.Tensor,
-                               all_text_embeddings: tf.Tensor,
                                momentum_image_embeddings: tf.Tensor,
                                momentum_text_embeddings: tf.Tensor,
-                               all_momentum_image_embeddings: tf.Tensor,
-                               all_momentum_text_embeddings: tf.Tensor,
+                               image_keys: tf.Tensor,
+                               text_keys: tf.Tensor,
                                alpha,
                                label_offset=0,
                                label_smoothing: float = 0.1,
                                image_queue: tf.Tensor | None = None,
                                text_queue: tf.Tensor | None = None,
+                               average_directions: bool = False,
                                precise_logits: bool | None = None) -> dict:
-    """ALIGN's loss with ALBEF's momentum-distillation soft targets (ITC-MoD, Li et al., 2021).
+    """Contrastive loss against momentum keys with ALBEF's distillation targets (ITC-MoD).
 
-    The online logits are ``align_loss``'s (local rows against the gathered online embeddings),
-    extended by the queued momentum features as extra negatives. Each row's target mixes the
-    momentum model's own similarity distribution over the same columns with the smoothed one-hot:
+    As in ALBEF (Li et al., 2021, ``model_pretrain.py``), the online queries are scored against the
+    *momentum* model's features (``image_keys`` / ``text_keys``: the key batch, no gradient) followed
+    by the queue; the targets mix the momentum model's similarity distribution over the same
+    columns with the (smoothed) one-hot:
 
-        q_i2t = softmax(x̂_i ᵀ [ŷ_global; text_queue] / σ)       (x̂, ŷ: momentum embeddings)
+        K_t = [ŷ_keys; text_queue]                                (ŷ: momentum text features)
+        q_i2t = softmax(x̂_i ᵀ K_t / σ)                            (x̂: momentum image features)
         target_i2t = α · q_i2t + (1 − α) · ((1 − ε) · onehot + ε / K)
-        loss_i2t = mean_i H(target_i2t, softmax(x_i ᵀ [y_global; text_queue] / σ))
+        loss_i2t = mean_i H(target_i2t, softmax(x_i ᵀ K_t / σ))
 
-    and symmetrically for t2i; ``loss = loss_i2t + loss_t2i`` (summed like ``align_loss``, where
-    ALBEF averages). K = N_global + queue size. With ``alpha == 0`` and no queue the result equals
-    ``align_loss`` exactly. σ is not trained through the targets (they are constants).
+    and symmetrically for t2i; the positive of local row i is key ``label_offset + i``. Gradients
+    reach only the online queries and σ (keys and targets are constants).
+
+    The two objectives differ in the key batch and the reduction: ``albef`` passes the replica's
+    own momentum features (offset 0), ε = 0 and ``average_directions`` (ALBEF's ½(i2t + t2i));
+    ``momentum_distillation`` stays ALIGN-like with the momentum features gathered over all
+    replicas, ε = 0.1 and the directions summed.
 
     Args:
-      image_embeddings, text_embeddings: ``(N_local, D)`` online embeddings of this replica.
+      image_embeddings, text_embeddings: ``(N_local, D)`` online (query) embeddings.
       temperature: scalar σ.
-      all_image_embeddings, all_text_embeddings: ``(N_global, D)`` gathered online embeddings.
-      momentum_image_embeddings, momentum_text_embeddings: ``(N_local, D)`` momentum embeddings of
-        this replica's rows (no gradient).
-      all_momentum_image_embeddings, all_momentum_text_embeddings: ``(N_global, D)`` gathered
-        momentum embeddings.
+      momentum_image_embeddings, momentum_text_embeddings: ``(N_local, D)`` momentum features of
+        the query rows (the targets' queries).
+      image_keys, text_keys: ``(N_keys, D)`` momentum features of the key batch.
       alpha: distillation weight α in [0, 1] (scalar, may be a tensor that ramps up).
-      label_offset: index of this replica's first row in the global batch.
+      label_offset: index of local row 0's positive among the keys.
       label_smoothing: ε of the one-hot part of the targets.
-      image_queue, text_queue: optional ``(Q, D)`` queued momentum embeddings (extra negatives).
+      image_queue, text_queue: optional ``(Q, D)`` queued momentum features (extra negatives).
+      average_directions: ``loss = (i2t + t2i) / 2`` (ALBEF) instead of the sum (ALIGN).
       precise_logits: ``logits_matmul``'s ``precise`` for the online and the momentum logits.
 
     Returns:
       dict like ``align_loss``'s (``loss``, ``loss_i2t``, ``loss_t2i``, ``logits_i2t`` of shape
-      ``(N_local, N_global + Q)``, ``labels``).
+      ``(N_local, N_keys + Q)``, ``labels``).
     """
     temperature = tf.cast(temperature, tf.float32)
-    text_keys, image_keys = all_text_embeddings, all_image_embeddings
-    text_keys_m, image_keys_m = all_momentum_text_embeddings, all_momentum_image_embeddings
+    text_keys = tf.stop_gradient(tf.cast(text_keys, tf.float32))
+    image_keys = tf.stop_gradient(tf.cast(image_keys, tf.float32))
     if text_queue is not None:
         text_keys = tf.concat([text_keys, text_queue], axis=0)
-        text_keys_m = tf.concat([text_keys_m, text_queue], axis=0)
     if image_queue is not None:
         image_keys = tf.concat([image_keys, image_queue], axis=0)
-        image_keys_m = tf.concat([image_keys_m, image_queue], axis=0)
     labels = tf.range(tf.shape(image_embeddings)[0]) + tf.cast(label_offset, tf.int32)
     alpha = tf.cast(alpha, tf.float32)
     # The targets are constants: no gradient into σ or the momentum features through them.
     temperature_m = tf.stop_gradient(temperature)
 
-    def direction(queries, keys, queries_m, keys_m):
+    def direction(queries, keys, queries_m):
         logits = logits_matmul(queries, keys, precise_logits) / temperature
         num_classes = tf.shape(logits)[-1]
-        # Same expression as smoothed_cross_entropy so that α = 0 reproduces align_loss bit for bit.
         one_hot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
         one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
-        soft = tf.nn.softmax(logits_matmul(queries_m, keys_m, precise_logits) / temperature_m,
+        soft = tf.nn.softmax(logits_matmul(queries_m, keys, precise_logits) / temperature_m,
                              axis=-1)
         targets = tf.stop_gradient(alpha * soft + (1.0 - alpha) * one_hot)
         loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
         return loss, logits
 
-    loss_i2t, logits_i2t = direction(image_embeddings, text_keys,
-                                     momentum_image_embeddings, text_keys_m)
-    loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings, image_keys_m)
-    return {"loss": loss_i2t + loss_t2i, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i,
+    loss_i2t, logits_i2t = direction(image_embeddings, text_keys, momentum_image_embeddings)
+    loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings)
+    loss = loss_i2t + loss_t2i
+    if average_directions:
+        loss = loss / 2.0
+    return {"loss": loss, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i,
             "logits_i2t": logits_i2t, "labels": labels}
 
 
@@ -247,17 +252,20 @@ def sigmoid_loss(image_embeddings: tf.Tensor,
     rows). Every pair is an independent binary problem, so a replica's rows need the other
     replicas' texts but no normaliser over them: with R > 1 replicas each replica returns
     ``(1/N_local) Σ_{i local} Σ_{j global}``, whose mean over the replicas is the global loss, in
-    value and gradient (the gradients of the texts of other replicas flow back through the
-    gather).
+    value and gradient (each text's gradient is summed over the replicas that scored it and
+    returned to the replica that owns it).
 
-    Memory: the texts are gathered once (``O(N_global × D)``, as ``align_loss``'s keys), then a
-    ``tf.while_loop`` scores this replica's images against one replica's texts at a time, in ring
-    order from this replica's own, so ``O(N_local²)`` logits exist at a time, never
-    ``N_local × N_global``. A plain tape would keep every chunk's logits for the backward pass;
-    the custom gradient recomputes each chunk's logits instead, so the backward pass is
-    ``O(N_local²)`` too. (big_vision passes text chunks by collective permute, which
-    ``tf.distribute`` does not offer on Mirrored/MultiWorker strategies; one all_gather of the
-    embeddings works on all of them and on TPU.)
+    Memory: the texts travel in C chunked gathers (C = gcd(N_local, R), so C = R whenever R divides
+    the per-replica batch): gather c brings every replica's c-th slice of N_local / C texts, this
+    replica's images are scored against those N_global / C texts, and the chunk is dropped. So
+    ``N_local × N_global / C`` logits (``N_local²`` when C = R) and ``N_global / C`` gathered
+    texts exist at a time, never ``N_local × N_global`` logits nor all N_global embeddings. A plain
+    tape would keep every chunk for the backward pass; the custom gradient gathers and recomputes
+    each chunk instead, so the backward pass has the same peak. (big_vision passes chunks by
+    collective permute, which ``tf.distribute`` does not offer on Mirrored/MultiWorker strategies;
+    all_gather and all_reduce work on all of them and on TPU.) The C chunks are unrolled in the
+    graph (collectives inside a ``tf.while_loop`` are not portable across strategies); an unknown
+    static per-replica batch means one gather of all texts (C = 1).
 
     Args:
       image_embeddings: ``(N_local, D)`` L2-normalised image embeddings of this replica.
@@ -274,69 +282,61 @@ def sigmoid_loss(image_embeddings: tf.Tensor,
     num_replicas = context.num_replicas_in_sync if context is not None else 1
     image = tf.cast(image_embeddings, tf.float32)
     texts = tf.cast(text_embeddings, tf.float32)
-    replica = 0
-    if num_replicas > 1:
-        replica = context.replica_id_in_sync_group
-        texts = context.all_gather(texts, axis=0)
+    static_rows = image.shape[0]
+    chunks = math.gcd(static_rows, num_replicas) if static_rows else 1
     rows = tf.shape(image)[0]
+    slice_rows = rows // chunks                       # m: this replica's texts per gather
+    replica = context.replica_id_in_sync_group if num_replicas > 1 else 0
 
-    def chunk(texts, step):
-        """The replica whose texts are scored at ``step`` and its ``(N_local, D)`` texts."""
-        owner = (replica + step) % num_replicas
-        # A gather on the replica axis: a fixed-size slice, which XLA needs (jit, TPU).
-        return owner, tf.gather(tf.reshape(texts, [num_replicas, rows, -1]), owner)
+    def gathered(texts, c):
+        """Every replica's c-th slice of texts, ``(R·m, D)``; row r·m + j is replica r's row
+        c·m + j."""
+        piece = texts[c * slice_rows:(c + 1) * slice_rows]
+        return context.all_gather(piece, axis=0) if num_replicas > 1 else piece
 
-    def chunk_logits(image, texts_k, scale, bias):
-        cosines = logits_matmul(image, texts_k, precise_logits)
+    def positives(c):
+        # z = +1 where local row i meets its own text: column replica·m + (i - c·m) of chunk c.
+        local = tf.range(rows) - c * slice_rows
+        own = tf.where((local >= 0) & (local < slice_rows), replica * slice_rows + local, -1)
+        return tf.one_hot(own, num_replicas * slice_rows)  # a -1 row is all zeros
+
+    def chunk_logits(image, texts_c, scale, bias):
+        cosines = logits_matmul(image, texts_c, precise_logits)
         return cosines, scale * cosines + bias
-
-    def positives(owner):
-        # z = +1 only on the diagonal of this replica's own chunk.
-        return tf.eye(rows) * tf.cast(tf.equal(owner, replica), tf.float32)
-
-    def loop(body, init):
-        return tf.while_loop(lambda step, *_: step < num_replicas, body, (0,) + init,
-                             parallel_iterations=1)[1:]
 
     @tf.custom_gradient
     def chunked(image, texts, scale, bias):
-        def forward(step, loss, best, hit):
-            owner, texts_k = chunk(texts, step)
-            _, logits = chunk_logits(image, texts_k, scale, bias)
-            z = 2.0 * positives(owner) - 1.0
+        loss, best, own = tf.constant(0.0), tf.fill([rows], -float("inf")), tf.zeros([rows])
+        for c in range(chunks):
+            _, logits = chunk_logits(image, gathered(texts, c), scale, bias)
+            pos = positives(c)
             # -log σ(z·s) = softplus(-z·s), stable for large |s|.
-            loss += tf.reduce_sum(tf.nn.softplus(-z * logits))
-            # Running argmax over the chunks for the accuracy: a row's own text wins if it beats
-            # every earlier chunk's best (its chunk comes first, so ties go to it).
-            chunk_best = tf.reduce_max(logits, axis=1)
-            own = tf.linalg.diag_part(logits)
-            if_own = tf.equal(owner, replica)
-            hit = tf.where(if_own, tf.equal(own, chunk_best), hit & (chunk_best <= best))
-            return step + 1, loss, tf.maximum(best, chunk_best), hit
-
-        loss, _, hit = loop(forward, (tf.constant(0.0), tf.fill([rows], -float("inf")),
-                                      tf.zeros([rows], tf.bool)))
+            loss += tf.reduce_sum(tf.nn.softplus(-(2.0 * pos - 1.0) * logits))
+            best = tf.maximum(best, tf.reduce_max(logits, axis=1))
+            own += tf.reduce_sum(pos * logits, axis=1)
         rows_f = tf.cast(rows, tf.float32)
-        accuracy = tf.reduce_sum(tf.cast(hit, tf.float32)) / rows_f
+        # A row's own text counts as its best on ties (the same logit compared with itself).
+        accuracy = tf.reduce_sum(tf.cast(own >= best, tf.float32)) / rows_f
 
         def grad(upstream, _):
             # d softplus(-z·s)/ds = σ(s) - [z = +1], recomputed chunk by chunk.
             upstream = upstream / rows_f
-
-            def backward(step, d_image, d_texts, d_scale, d_bias):
-                owner, texts_k = chunk(texts, step)
-                cosines, logits = chunk_logits(image, texts_k, scale, bias)
-                d_logits = upstream * (tf.sigmoid(logits) - positives(owner))
+            d_image, d_scale, d_bias, d_texts = tf.zeros_like(image), 0.0, 0.0, []
+            for c in range(chunks):
+                texts_c = gathered(texts, c)
+                cosines, logits = chunk_logits(image, texts_c, scale, bias)
+                d_logits = upstream * (tf.sigmoid(logits) - positives(c))
                 d_cosines = scale * d_logits
-                d_image += tf.matmul(d_cosines, texts_k)
-                d_texts = d_texts.write(owner, tf.matmul(d_cosines, image, transpose_a=True))
-                return (step + 1, d_image, d_texts, d_scale + tf.reduce_sum(d_logits * cosines),
-                        d_bias + tf.reduce_sum(d_logits))
-
-            d_image, d_texts, d_scale, d_bias = loop(backward, (
-                tf.zeros_like(image), tf.TensorArray(tf.float32, size=num_replicas),
-                tf.constant(0.0), tf.constant(0.0)))
-            return d_image, tf.reshape(d_texts.stack(), tf.shape(texts)), d_scale, d_bias
+                d_image += tf.matmul(d_cosines, texts_c)
+                d_scale += tf.reduce_sum(d_logits * cosines)
+                d_bias += tf.reduce_sum(d_logits)
+                d_texts_c = tf.matmul(d_cosines, image, transpose_a=True)  # every replica's slice
+                if num_replicas > 1:
+                    # Each replica scored every slice: sum, then keep this replica's own rows.
+                    d_texts_c = context.all_reduce(tf.distribute.ReduceOp.SUM, d_texts_c)
+                    d_texts_c = d_texts_c[replica * slice_rows:(replica + 1) * slice_rows]
+                d_texts.append(d_texts_c)
+            return d_image, tf.concat(d_texts, axis=0), d_scale, d_bias
 
         return (loss / rows_f, accuracy), grad
 

@@ -56,18 +56,24 @@ def _config_field_error(field: str) -> str | None:
 def _rewrite_config_arg(argv):
     """``--config=NAME`` → the preset's file path, so config_flags can load it; unknown or moved
     ``--config.FIELD`` overrides are one-line errors (naming the new spelling of a moved one)."""
-    out = []
+    out, overridden = [], {}
     for arg in argv:
         if arg.startswith("--config."):
-            problem = _config_field_error(arg[len("--config."):].split("=")[0])
+            field, _, value = arg[len("--config."):].partition("=")
+            problem = _config_field_error(field)
             if problem:
                 sys.exit(f"align_tf.train: error: {problem}")
+            overridden[field] = value
         if arg.startswith("--config="):
             try:
                 arg = "--config=" + preset_path(arg[len("--config="):])
             except ValueError as e:
                 sys.exit(f"align_tf.train: error: {e}")
         out.append(arg)
+    # The sigmoid loss trains a sigmoid model's t′ and b, so choosing it picks that model too
+    # (validate_config still rejects an explicit mismatch).
+    if overridden.get("objective.name") == "sigmoid" and "model.similarity" not in overridden:
+        out.append("--config.model.similarity=sigmoid")
     return out
 
 

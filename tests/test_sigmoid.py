@@ -99,11 +99,13 @@ def test_aligned_pairs_have_lower_loss_than_shuffled():
     assert aligned["i2t_accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("num_replicas", [2, 4])
-def test_replicas_equal_one_device_on_the_global_batch(num_replicas):
+@pytest.mark.parametrize("num_replicas,n", [(2, 8), (4, 16), (4, 8), (2, 6)])
+def test_replicas_equal_one_device_on_the_global_batch(num_replicas, n):
     """Each replica takes its rows of one global batch; the mean of the replicas' losses and the
-    all-reduced gradients of loss / R w.r.t. every row, t′ and b equal the dense float64 loss."""
-    x, y = _data(n=8, seed=2)
+    all-reduced gradients of loss / R w.r.t. every row, t′ and b equal the dense float64 loss.
+    The cases cover C = gcd(N_local, R) chunked gathers: C = R (4 rows on 2 and 4 replicas),
+    C < R (2 rows on 4), and one gather (3 rows on 2)."""
+    x, y = _data(n=n, seed=2)
     rows = len(x) // num_replicas
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)],
                                               tf.distribute.ReductionToOneDevice())
@@ -128,6 +130,34 @@ def test_replicas_equal_one_device_on_the_global_batch(num_replicas):
     for got, want in zip(grads, ref_grads):
         np.testing.assert_allclose(got, want, atol=ATOL)
     assert accuracy == pytest.approx(np.mean(np.argmax(x @ y.T, axis=1) == np.arange(len(x))))
+
+
+def test_no_replica_holds_global_logits_or_all_texts_forward_or_backward():
+    """The chunked gathers: in the traced loss + gradient on 4 replicas (8 rows each, D = 4) no
+    float tensor is larger than N_local² = 64 elements, so neither the N_local × N_global = 256
+    logits nor the N_global × D = 128 gathered texts ever exist, forward or backward."""
+    num_replicas, rows, dim = 4, 8, 4
+    x, y = _data(n=num_replicas * rows, d=dim, seed=3)
+    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)],
+                                              tf.distribute.ReductionToOneDevice())
+    gx, gy = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
+
+    def replica_fn(gx, gy):
+        local = tf.range(rows) + tf.distribute.get_replica_context().replica_id_in_sync_group * rows
+        image, text = tf.gather(gx, local), tf.gather(gy, local)
+        with tf.GradientTape() as tape:
+            tape.watch([image, text])
+            loss = losses.sigmoid_loss(image, text, tf.constant(T), tf.constant(B))["loss"]
+        return tape.gradient(loss, [image, text])
+
+    graph = tf.function(lambda: strategy.run(replica_fn, (gx, gy))).get_concrete_function().graph
+    sizes = {}
+    for op in graph.get_operations():
+        for out in op.outputs:
+            if out.dtype == tf.float32 and out.shape.is_fully_defined() and out.shape.rank == 2:
+                sizes[out.shape.num_elements()] = f"{op.type} {out.shape}"
+    biggest = max(size for size in sizes if size != num_replicas * rows * dim)  # gx, gy inputs
+    assert biggest <= rows * rows, sizes[biggest]
 
 
 # ----------------------------------------------------------------------------- model and objective

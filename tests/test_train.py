@@ -43,6 +43,30 @@ def test_default_run_learns_and_exports(tmp_path):
     assert os.listdir(tmp_path / "checkpoints") and os.listdir(tmp_path / "train")
 
 
+@pytest.mark.slow
+def test_sigmoid_default_run_learns_and_exports(tmp_path):
+    """[siglip]: the default with only ``--config.objective.name=sigmoid`` (which implies the
+    sigmoid model) trains, evaluates and exports; held-out zero-shot ≥ 5x chance. Slow: ~4.5 min
+    on 2 quiet cores (the issue's bar is 10); measured held-out 46.5%, seen 74.2%."""
+    proc = _cli(f"--model_dir={tmp_path}", "--config.objective.name=sigmoid")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    zeroshot = report["results"]["synthetic"]["zeroshot"]
+    assert report["model"]["similarity"] == "sigmoid", report["model"]
+    assert zeroshot["heldout_top1"] >= 5.0 / zeroshot["num_classes"], report
+    assert (tmp_path / "savedmodel/saved_model.pb").exists()
+
+
+def test_sigmoid_objective_flag_implies_the_sigmoid_model():
+    from align_tf import train
+    assert train._rewrite_config_arg(["--config.objective.name=sigmoid"])[-1] == \
+        "--config.model.similarity=sigmoid"
+    explicit = ["--config.objective.name=sigmoid", "--config.model.similarity=softmax"]
+    assert train._rewrite_config_arg(explicit) == explicit  # validate_config then names it
+    assert train._rewrite_config_arg(["--config.objective.name=contrastive"]) == \
+        ["--config.objective.name=contrastive"]
+
+
 def test_help_lists_flags():
     proc = _cli("--helpfull")
     for flag in ("--config", "--model_dir", "--tpu", "--strategy", "--train_steps"):

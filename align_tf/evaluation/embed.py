@@ -161,7 +161,7 @@ class KerasEncoder(Encoder):
             if model.temperature is not None else \
             {"logit_scale": float(np.asarray(model.logit_scale())),
              "logit_bias": float(np.asarray(model.logit_bias))}
-        return dict(super().info(), checkpoint=self.checkpoint, **scale)
+        return dict(super().info(), checkpoint=self.checkpoint, similarity=model.similarity, **scale)
 
 
 def encoder_for_model(model, preprocessor, config, image_size: int | None = None,
@@ -235,7 +235,9 @@ class SavedModelEncoder(Encoder):
 
     def info(self) -> dict:
         temperature = getattr(self.loaded, "temperature", None)
+        similarity = getattr(self.loaded, "similarity", None)  # absent in pre-[siglip] exports
         return dict(super().info(), savedmodel=self.path,
+                    similarity="softmax" if similarity is None else similarity.numpy().decode(),
                     temperature=None if temperature is None else float(np.asarray(temperature)))
 
 
