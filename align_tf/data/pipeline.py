@@ -18,14 +18,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 from align_tf.data import sampling, tfrecord
-from align_tf.data.preprocessing import ImagePreprocessor
+from align_tf.data.preprocessing import ImagePreprocessor, decode_for_resize
 
 
 def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_size: int,
                 resize_size: int | None = None, training: bool = True, seed: int = 0,
                 flip: bool = True, crop_window_resize: bool = True,
                 stats: tfrecord.ReadStats | None = None,
-                count_skipped: bool = True) -> tf.data.Dataset:
+                count_skipped: bool = True, reduced_decode: bool = True) -> tf.data.Dataset:
     """Turns a dataset of pairs into batches of ``{"image", "text"}``.
 
     Args:
@@ -43,6 +43,9 @@ def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_s
       crop_window_resize: the ``ImagePreprocessor``'s (``False``: the slower whole-image resize
         before the random crop).
       stats, count_skipped: where corrupt encoded images are counted (a ``tfrecord.ReadStats``).
+      reduced_decode: training crops of encoded JPEGs decode them at 1/2, 1/4 or 1/8 scale
+        when that stays ≥ ``resize_size`` (``preprocessing.decode_for_resize``; the same crop
+        geometry, pixels within a few levels of the full decode's). ``False``: full decode.
 
     Returns:
       Batches of ``{"image": float32 (B, S, S, 3) in [0, 1], "text": {name: int32 (B, L)}}``.
@@ -50,18 +53,28 @@ def batch_pairs(dataset: tf.data.Dataset, preprocessor, batch_size: int, image_s
     if training and "position" not in dataset.element_spec:
         raise ValueError("training batches need each example's stream position: read them with "
                          "sampling.sample_arrays or tfrecord.read_training_pairs")
-    if "image" not in dataset.element_spec:
-        dataset = tfrecord.decode_images(dataset, stats, count_skipped)
-
     images = ImagePreprocessor(image_size, resize_size, random_flip=flip,
                                crop_window_resize=crop_window_resize)
 
-    def prepare(example):
+    def prepare(example, sizes=None):
         seeds = sampling.example_seed(seed, example["position"]) if training else None
-        return {"image": images(example["image"], training=training, seeds=seeds),
+        return {"image": images(example["image"], training=training, seeds=seeds, sizes=sizes),
                 "caption": example["caption"]}
 
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if "image" in dataset.element_spec:
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    elif training and reduced_decode and crop_window_resize and images._crops:  # noqa: SLF001
+        # Decode and crop in one skipping map: a corrupt image fails in either and is skipped.
+        def decode_and_prepare(example):
+            image, sizes = decode_for_resize(example["image/encoded"], images.resize_size)
+            return prepare(dict(example, image=image), sizes)
+
+        dataset = tfrecord.map_skipping_errors(
+            dataset, decode_and_prepare, "corrupt_image", stats, count_skipped,
+            lambda ex: ex["source"] if "source" in ex else tf.constant(""))
+    else:
+        dataset = tfrecord.decode_images(dataset, stats, count_skipped)
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=training)
 
     def tokenize(batch):

@@ -20,7 +20,57 @@ import keras
 import tensorflow as tf
 
 
-def crop_of_resized(image, image_size: int, resize_size: int, offset):
+# Reduced-scale JPEG decoding: libjpeg's DCT scaling factors ``decode_jpeg(ratio=…)`` supports.
+DCT_RATIOS = (8, 4, 2)
+
+
+def decode_for_resize(encoded, resize_size: int):
+    """Decodes image bytes at the smallest JPEG DCT scale that stays ≥ ``resize_size`` per side.
+
+    A web JPEG is usually 2–4× the 346 px the paper resizes to; libjpeg can decode it at 1/2, 1/4
+    or 1/8 scale in the DCT (``tf.io.decode_jpeg(ratio=…)``), skipping most of the inverse DCT,
+    colour conversion and the pixels the antialiased resize would average away. The largest ratio
+    keeping both sides ≥ ``resize_size`` is used, so the resize that follows is still a
+    downscale (of less data). Non-JPEG images and JPEGs smaller than ``2 × resize_size`` decode at
+    full scale, as ``tfrecord.decode_image`` does.
+
+    Decoded pixel ``i`` covers full-scale pixels ``[r·i, r·i + r)``: full-scale continuous
+    coordinates are ``r`` times decoded ones. The resize geometry therefore uses the full-scale
+    size divided by ``r`` (``sizes``; not the decoded shape, which rounds partial blocks up), and
+    the crop of the 346 px image lands where the full-scale path puts it.
+
+    Args:
+      encoded: scalar string, JPEG/PNG/GIF/BMP bytes.
+      resize_size: the side the image will be resized to.
+
+    Returns:
+      ``(image, sizes)``: uint8 ``(h, w, 3)``, and float32 ``[2]`` the full-scale height and
+      width in decoded pixels (``[H / r, W / r]``). Fails on undecodable or empty images.
+    """
+    def full():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image, tf.cast(tf.shape(image)[:2], tf.float32)
+
+    def reduced():
+        shape = tf.image.extract_jpeg_shape(encoded)[:2]
+        short = tf.reduce_min(shape)
+        # switch_case branch i decodes at DCT_RATIOS[i]; the last branch is full scale.
+        fits = [short >= r * resize_size for r in DCT_RATIOS]
+        index = tf.reduce_min(tf.where(tf.stack(fits + [tf.constant(True)]))[:, 0])
+        ratios = DCT_RATIOS + (1,)
+        image = tf.switch_case(tf.cast(index, tf.int32), [
+            (lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for r in ratios])
+        image.set_shape([None, None, 3])
+        ratio = tf.gather(tf.constant(ratios, tf.float32), index)
+        return image, tf.cast(shape, tf.float32) / ratio
+
+    image, sizes = tf.cond(tf.io.is_jpeg(encoded), reduced, full)
+    tf.debugging.assert_positive(tf.reduce_prod(tf.shape(image)[:2]), "empty image")
+    return image, sizes
+
+
+def crop_of_resized(image, image_size: int, resize_size: int, offset, sizes=None):
     """``resize(image, resize_size)[y:y + image_size, x:x + image_size]`` computing only the crop.
 
     The window is computed with the kernel ``tf.image.resize(antialias=True)`` uses
@@ -33,11 +83,13 @@ def crop_of_resized(image, image_size: int, resize_size: int, offset):
       image_size, resize_size: the crop side, and the side of the (virtual) resized square.
       offset: int32 ``(y, x)`` of the crop in resized pixels, each in
         ``[0, resize_size - image_size]``.
+      sizes: float ``[2]``, the height and width the resize maps to ``resize_size``, in pixels
+        of ``image`` (``decode_for_resize``'s, for a reduced-scale decode); default the shape.
 
     Returns:
       float32 ``(image_size, image_size, 3)`` in [0, 1].
     """
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32) if sizes is None else sizes
     if image.dtype == tf.uint8:
         scale = 1.0 / 255.0  # ScaleAndTranslate reads uint8 and returns float32
     else:
@@ -71,6 +123,9 @@ class ImagePreprocessor(keras.layers.Layer):
         one image, ``[B, 2]`` for a batch (the input pipeline derives them from the example's
         stream position, ``sampling.example_seed``). The same seed gives the same crop and flip on
         any host; the crop offset is uniform over the valid offsets, the flip has p = 1/2.
+      sizes: with ``training`` and one image, float ``[2]``: the height and width the resize
+        geometry uses, in pixels of ``images`` (``decode_for_resize``'s for a reduced-scale
+        decode); default the image's shape.
 
     Evaluation skips the resize of images already ``image_size`` square, and clips to [0, 1]
     after a crop; a single image gives exactly the numbers of the same image in a batch.
@@ -97,7 +152,7 @@ class ImagePreprocessor(keras.layers.Layer):
     def _crops(self) -> bool:
         return self.resize_size is not None and self.resize_size > self.image_size
 
-    def call(self, images, training=False, seeds=None):
+    def call(self, images, training=False, seeds=None, sizes=None):
         images = tf.convert_to_tensor(images)
         if images.shape.rank not in (3, 4):
             raise ValueError(f"images must be (H, W, 3) or (B, H, W, 3); got shape {images.shape}")
@@ -111,7 +166,9 @@ class ImagePreprocessor(keras.layers.Layer):
             raise ValueError(f"seeds must be [2] for one image, [B, 2] for a batch; got shape "
                              f"{seeds.shape} for images {images.shape}")
         if images.shape.rank == 3:
-            return self._train_one(images, seeds)
+            return self._train_one(images, seeds, sizes)
+        if sizes is not None:
+            raise ValueError("sizes is for one image (a reduced-scale decode), not a batch")
         side = self.image_size
         return tf.map_fn(lambda args: self._train_one(*args), (images, seeds),
                          fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
@@ -137,8 +194,9 @@ class ImagePreprocessor(keras.layers.Layer):
         offset = (r - s) // 2
         return tf.clip_by_value(images[:, offset:offset + s, offset:offset + s, :], 0.0, 1.0)
 
-    def _train_one(self, image, seed):
-        """Random crop (and flip) of one ``(H, W, 3)`` image, drawn from its ``[2]`` seed."""
+    def _train_one(self, image, seed, sizes=None):
+        """Random crop (and flip) of one ``(H, W, 3)`` image, drawn from its ``[2]`` seed;
+        ``sizes``: see ``crop_of_resized``."""
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         s, r = self.image_size, self.resize_size
         if not self._crops:
@@ -147,7 +205,9 @@ class ImagePreprocessor(keras.layers.Layer):
             offset = tf.random.stateless_uniform((2,), crop_seed, minval=0, maxval=r - s + 1,
                                                  dtype=tf.int32)
             if self.crop_window_resize:
-                image = crop_of_resized(image, s, r, offset)
+                image = crop_of_resized(image, s, r, offset, sizes)
+            elif sizes is not None:
+                raise ValueError("sizes (a reduced-scale decode) needs crop_window_resize")
             else:
                 image = tf.image.convert_image_dtype(image, tf.float32)
                 image = tf.image.resize(image, (r, r), antialias=True)
