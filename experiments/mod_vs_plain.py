@@ -13,19 +13,9 @@ keeps its numbers) and a Markdown table is printed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 
-import numpy as np
-
-from align_tf import trainer
+import common  # noqa: F401  (experiments/common.py; puts the repository on sys.path)
 from align_tf.configs import base
-from align_tf.evaluation import runner
-
-HELDOUT = "synthetic/zeroshot/heldout_top1"
-METRICS = (HELDOUT, "synthetic/zeroshot/heldout_top5", "synthetic/zeroshot/seen_top1",
-           "synthetic/retrieval/i2t_R@1", "synthetic/retrieval/t2i_R@1")
 
 
 def make_config(seed: int, variant: str, args):
@@ -46,26 +36,6 @@ def make_config(seed: int, variant: str, args):
     return c
 
 
-def summarise(results: dict) -> str:
-    """Markdown table: mean ± std over seeds per variant, then the per-seed held-out accuracies."""
-    variants = [v for v in ("plain", "mod", "mod_queue") if v in results]
-    lines = ["| variant | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for v in variants:
-        cells = []
-        for m in METRICS:
-            xs = np.array([r[m] for r in results[v].values()])
-            cells.append(f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}")
-        lines.append(f"| {v} (n={len(results[v])}) | " + " | ".join(cells) + " |")
-    seeds = sorted({s for v in variants for s in results[v]}, key=int)
-    lines += ["", "| seed | " + " | ".join(f"{v} held-out top-1" for v in variants) + " |",
-              "|---" * (len(variants) + 1) + "|"]
-    for s in seeds:
-        lines.append(f"| {s} | " + " | ".join(
-            f"{results[v][s][HELDOUT]:.3f}" if s in results[v] else "—"
-            for v in variants) + " |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -79,30 +49,10 @@ def main():
     parser.add_argument("--out_dir", default="/tmp/mod_vs_plain")
     args = parser.parse_args()
 
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, "results.json")
-    results = json.load(open(path)) if os.path.exists(path) else {}
-    results.pop("args", None)
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant in args.variants.split(","):
-            if str(seed) in results.get(variant, {}):
-                continue  # resume an interrupted experiment
-            config = make_config(seed, variant, args)
-            model_dir = os.path.join(args.out_dir, f"{variant}_seed{seed}")
-            start = time.time()
-            result = trainer.train(config, model_dir, verbose=0)
-            report = trainer.evaluate(result, config, model_dir)
-            metrics = runner.flatten(report["results"])
-            metrics["temperature"] = report["model"]["temperature"]
-            metrics["train_seconds"] = time.time() - start
-            metrics["final_loss"] = result.metrics["loss"]
-            results.setdefault(variant, {})[str(seed)] = {
-                k: metrics[k] for k in METRICS + ("temperature", "train_seconds", "final_loss")}
-            with open(path, "w") as f:
-                json.dump({"args": vars(args), **results}, f, indent=2)
-            print(f"seed {seed} {variant}: held-out top-1 {metrics[HELDOUT]:.3f} "
-                  f"({metrics['train_seconds']:.0f}s)", flush=True)
-    print(summarise(results))
+    variants = args.variants.split(",")
+    results = common.run(lambda seed, variant: make_config(seed, variant, args), variants,
+                         [int(s) for s in args.seeds.split(",")], args.out_dir, vars(args))
+    print(common.summarise(results, variants))
 
 
 if __name__ == "__main__":

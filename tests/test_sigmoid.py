@@ -240,6 +240,39 @@ def test_objective_train_step_moves_t_prime_and_b():
     assert after[0] != before[0] and after[1] != before[1]
 
 
+def test_checkpoint_resumes_the_sigmoid_objective_exactly(tmp_path):
+    """trainer.checkpoint_for / trainer.restore: a freshly built sigmoid objective (other initial
+    weights) restored from step 2's checkpoint takes step 3 exactly as the uninterrupted run,
+    t′ and b included."""
+    config = _config()
+    config.model.text_dropout = 0.0
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        model = build_dual_encoder(config.model, 50)
+        optimizer = optim.build_optimizer(config.optim, total_steps=10)
+        objective = objectives.build_objective(config.objective, model, optimizer, seed=0)
+        return objective, tf.function(objective.train_step)
+
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.uniform(size=(4, 32, 32, 3)).astype(np.float32),
+                "text": {"token_ids": rng.integers(5, 50, (4, 8)).astype(np.int32),
+                         "padding_mask": np.ones((4, 8), np.int32),
+                         "segment_ids": np.zeros((4, 8), np.int32)}} for _ in range(3)]
+    objective, step = build(0)
+    objective.optimizer.iterations.assign(5)  # past the warmup's 0
+    for batch in batches[:2]:
+        step(batch)
+    path = trainer.checkpoint_for(objective).save(str(tmp_path / "ckpt"))
+    want = float(step(batches[2])["loss"])
+
+    resumed, resumed_step = build(1)
+    trainer.restore(resumed, path)
+    assert float(resumed_step(batches[2])["loss"]) == pytest.approx(want, rel=1e-6)
+    for a, b in zip(resumed.model.weights, objective.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
 # ----------------------------------------------------------------------------- export
 
 def test_saved_model_probabilities_are_independent_sigmoids(tmp_path):
