@@ -84,7 +84,7 @@ def http_root(tmp_path_factory):
 
 
 # Expected outcome of every corpus row, by construction.
-EXPECTED_DROPPED = {
+EXPECTED_DROPPED = dict.fromkeys(filters.DROP_REASONS, 0) | {
     "bad_row": 4, "too_few_words": 2, "too_many_words": 1, "shared_text": 12, "rare_token": 2,
     "missing_image": 2, "undecodable_image": 4, "too_small": 3, "aspect_ratio": 2,
 }
@@ -431,7 +431,7 @@ def test_vocab_cli_spellings_and_one_line_errors(tmp_path):
     still work (the first with a warning); mistakes are one line."""
     parsed = vocab.parse_args(["--input=a", "--output=v.txt", "--nolowercase", "--max_texts=5"])
     expected = {"input": "a", "output": "v.txt", "vocab_size": 30522, "max_texts": 5,
-                "lowercase": False}
+                "lowercase": False, "format": ""}
     assert parsed.flag_values_dict() == expected
     old = vocab.parse_args(["--input_pattern=a", "--output=v.txt", "--no-lowercase", "--max_texts=5"])
     assert old.flag_values_dict() == expected

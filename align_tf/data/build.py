@@ -7,6 +7,9 @@ r"""Builds training shards from raw image/alt-text pairs with the ALIGN filters,
         --num_shards=4096 --runner=DataflowRunner --project=P --region=R \
         --temp_location=gs://b/tmp --setup_file=./setup.py
 
+    python -m align_tf.data.build --input='shards/{00000..00999}.tar' --format=webdataset \
+        --output_dir=corpus/
+
 Input: CSV, TSV, JSONL or Parquet tables (a glob; ``.gz`` text files too), one pair per row:
 
 * ``image`` (``--image_column``): a local path, any ``tf.io.gfile`` URI (``gs://...``) or an
@@ -19,6 +22,23 @@ Input: CSV, TSV, JSONL or Parquet tables (a glob; ``.gz`` text files too), one p
 CSV/TSV need a header row unless ``--columns`` names the columns; they are read line by line, so a
 field must not contain a newline. TSV fields are not quoted (Conceptual Captions style).
 
+Or samples that carry their image bytes, as img2dataset downloads them (``--input`` takes brace
+ranges ``{00000..00999}``, globs, and commas):
+
+* ``--format=webdataset`` (the default for ``.tar``): webdataset tar shards,
+  ``{key}.jpg|png|webp|...`` + ``{key}.txt`` (+ ``{key}.json`` with the ``url``); see
+  ``align_tf.data.webdataset``.
+* ``--format=img2dataset_tfrecord``: img2dataset's TFRecord shards (``key``, ``jpg``, ``txt``,
+  ``url``); see ``align_tf.data.img2dataset``.
+
+The sample key becomes the id. "The same image" for the shared-text filter is the json/record
+``url`` when there is one, else the sample itself. A sample with an image but no (or an empty)
+caption is dropped as ``no_caption``, a caption without an image as ``no_image``, a member or
+record that cannot be read as ``corrupt_member``; a shard that ends early (truncated tar or
+TFRecord, a corrupt tar header) is listed under ``damaged_files`` in ``stats.json`` and what it
+held before the damage is used. Image bytes go through the same checks as a table's images:
+JPEG and PNG are kept byte for byte, WebP and every other format re-encoded as JPEG.
+
 Output in ``--output_dir``:
 
 * ``pairs-00000-of-000NN.tfrecord``: ``tf.train.Example``\ s with ``image/encoded`` (the original
@@ -26,7 +46,8 @@ Output in ``--output_dir``:
   re-encoded as JPEG), ``caption``, ``id``, ``image/width``, ``image/height``.
 * ``stats.json``: rows read, kept, and dropped per reason (``filters.DROP_REASONS``; each dropped
   row counted once, under the first reason it fails), so ``rows == kept + sum(dropped)``; plus the
-  n-gram count threshold, the most-shared texts, per-shard counts and the config.
+  n-gram count threshold, the most-shared texts, per-shard counts, the damaged input files
+  (``damaged_files``, sample inputs only) and the config.
 
 The filters are the paper's (``align_tf.data.filters``). Corpus-wide statistics are Beam
 combines over the whole input, never per-worker guesses: distinct images per alt-text, and n-gram
@@ -70,11 +91,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from align_tf.data import cli, filters
+from align_tf.data import cli, filters, img2dataset, webdataset
 
 log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "align_build"
-FORMATS = ("jsonl", "csv", "tsv", "parquet")
+TABLE_FORMATS = ("jsonl", "csv", "tsv", "parquet")
+SAMPLE_FORMATS = ("webdataset", "img2dataset_tfrecord")  # image bytes inside the input
+FORMATS = TABLE_FORMATS + SAMPLE_FORMATS
+_SAMPLE_READERS = {"webdataset": webdataset.read_samples,
+                   "img2dataset_tfrecord": img2dataset.read_samples}
 _TF_READY_FORMATS = {"JPEG": ("L", "RGB"), "PNG": ("1", "L", "LA", "P", "RGB", "RGBA")}
 MAX_FETCH_BYTES = 64 << 20  # larger downloads are treated as unreadable
 _PROGRESS_EVERY = 1000
@@ -88,7 +113,7 @@ class BuildConfig(filters.FilterConfig):
     text_column: str = "text"
     id_column: str = "id"             # used when present and non-empty
     columns: str = ""                 # comma-separated names for header-less CSV/TSV
-    format: str = ""                  # jsonl|csv|tsv|parquet; "": from the file extension
+    format: str = ""                  # FORMATS; "": from the file extension
     image_root: str = ""              # base of relative image paths; "": the input's directory
     num_shards: int = 16
     shard_prefix: str = "pairs"
@@ -114,7 +139,8 @@ HELP = {
     "text_column": "Column with the alt-text.",
     "id_column": "Optional column with a stable row id (default id: hash of image and text).",
     "columns": "Comma-separated column names of header-less CSV/TSV files.",
-    "format": "Input format: jsonl, csv, tsv or parquet (default: from the extension).",
+    "format": "Input format: jsonl, csv, tsv, parquet, webdataset (tar shards) or "
+              "img2dataset_tfrecord (default: from the extension; .tar is webdataset).",
     "image_root": "Directory that relative image paths are relative to (default: the input's).",
     "num_shards": "Number of output TFRecord shards.",
     "shard_prefix": "Output shard file name prefix.",
@@ -126,12 +152,14 @@ HELP = {
 
 
 class Row(NamedTuple):
-    """One parsed input row; ``key`` is ``filters.text_key(text)``."""
+    """One parsed input row; ``key`` is ``filters.text_key(text)``. ``image`` is the image's
+    reference (what "distinct images" counts); ``data`` its bytes when the input carries them."""
 
     id: str
     image: str
     text: str
     key: str
+    data: bytes | None = None
 
 
 # ------------------------------------------------------------------------------------ input
@@ -145,7 +173,7 @@ def input_format(pattern: str, fmt: str = "") -> str:
         return fmt
     name = pattern[:-3] if pattern.endswith(".gz") else pattern
     ext = posixpath.splitext(name)[1].lstrip(".").lower()
-    ext = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}.get(ext, ext)
+    ext = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet", "tar": "webdataset"}.get(ext, ext)
     if ext not in FORMATS:
         raise ValueError(f"cannot tell the format of {pattern!r} from its extension; pass --format")
     return ext
@@ -254,6 +282,45 @@ class ParseRow(beam.DoFn):
         yield Row(rid, resolve_image(image, self.image_root), text, filters.text_key(text))
 
 
+class ReadSamples(beam.PTransform):
+    """Reads sample shards (``SAMPLE_FORMATS``) into ``Row``\ s carrying their image bytes.
+
+    Outputs ``rows``, ``dropped`` (reasons) and ``damaged`` (paths of shards that ended early).
+    Each shard is read whole by one worker, so parallelism is the number of shards.
+    """
+
+    def __init__(self, files: list, fmt: str):
+        super().__init__()
+        self.files, self.fmt = files, fmt
+
+    def expand(self, pbegin):
+        return (pbegin | beam.Create(self.files) | "SpreadShards" >> beam.Reshuffle()
+                | "Samples" >> beam.FlatMap(sample_rows, self.fmt).with_outputs(
+                    "dropped", "damaged", main="rows"))
+
+
+def sample_rows(path: str, fmt: str):
+    """The rows of one sample shard, and tagged drops/damage (``ReadSamples``)."""
+    for sample in _SAMPLE_READERS[fmt](path):
+        if sample is None:
+            yield beam.pvalue.TaggedOutput("damaged", path)
+            continue
+        text = " ".join(sample.caption.split()) if sample.caption else ""
+        if sample.error:
+            reason = sample.error
+        elif sample.image is None:
+            reason = "no_image" if text else "bad_row"
+        elif not text:
+            reason = "no_caption"
+        else:
+            reason = None
+        if reason:
+            yield beam.pvalue.TaggedOutput("dropped", reason)
+            continue
+        yield Row(sample.key, sample.url or f"{path}#{sample.key}", text, filters.text_key(text),
+                  sample.image)
+
+
 # ------------------------------------------------------------------------------------ images
 
 
@@ -340,12 +407,14 @@ class LoadImage(beam.DoFn):
         if self._seen % _PROGRESS_EVERY == 0:  # per worker: Beam has no global progress hook
             log.info("checked %d images (%.0f/s in this worker)", self._seen,
                      self._seen / max(time.time() - self._start, 1e-9))
-        try:
-            data = read_image_bytes(row.image, self.config.fetch_timeout,
-                                    self.config.fetch_retries)
-        except OSError:
-            yield beam.pvalue.TaggedOutput("dropped", "missing_image")
-            return
+        data = row.data
+        if data is None:
+            try:
+                data = read_image_bytes(row.image, self.config.fetch_timeout,
+                                        self.config.fetch_retries)
+            except OSError:
+                yield beam.pvalue.TaggedOutput("dropped", "missing_image")
+                return
         reason, image = check_image(data, self.config)
         if reason:
             yield beam.pvalue.TaggedOutput("dropped", reason)
@@ -393,7 +462,7 @@ class WriteShard(beam.DoFn):
         yield index, len(records)
 
 
-def _write_stats(_, *, path, outcomes, shards, threshold, shared, config):
+def _write_stats(_, *, path, outcomes, shards, threshold, shared, damaged, config):
     import tensorflow as tf
     counts = dict(outcomes)
     dropped = {r: counts.get(r, 0) for r in filters.DROP_REASONS}
@@ -406,6 +475,7 @@ def _write_stats(_, *, path, outcomes, shards, threshold, shared, config):
         "most_shared_texts": [[k, n] for k, n in shared],
         "num_shards": len(shard_counts),
         "shard_examples": shard_counts,
+        "damaged_files": sorted(damaged),
         "config": dataclasses.asdict(config),
     }
     assert stats["kept"] == sum(shard_counts), (stats["kept"], shard_counts)
@@ -446,10 +516,16 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
     """Adds the builder's transforms to ``pipeline`` (run it to build the corpus)."""
     if config.num_shards < 1:
         raise ValueError("num_shards must be >= 1")
-    image_root = config.image_root or posixpath.dirname(input_pattern) or "."
-    parsed = (pipeline | "Read" >> ReadTable(input_pattern, config)
-              | "Parse" >> beam.ParDo(ParseRow(config, image_root)).with_outputs(
-                  "dropped", main="rows"))
+    fmt = input_format(input_pattern, config.format)
+    if fmt in SAMPLE_FORMATS:
+        parsed = pipeline | "ReadSamples" >> ReadSamples(webdataset.expand(input_pattern), fmt)
+        damaged = parsed.damaged
+    else:
+        image_root = config.image_root or posixpath.dirname(input_pattern) or "."
+        parsed = (pipeline | "Read" >> ReadTable(input_pattern, config)
+                  | "Parse" >> beam.ParDo(ParseRow(config, image_root)).with_outputs(
+                      "dropped", main="rows"))
+        damaged = pipeline | "NoDamage" >> beam.Create([])
     rows = parsed.rows
 
     # Corpus-wide statistics over every parsed row (the paper's "raw dataset").
@@ -519,15 +595,18 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
     _ = (pipeline | "StatsTrigger" >> beam.Create([None])
          | "WriteStats" >> beam.Map(
              _write_stats, path=posixpath.join(output_dir, "stats.json"), outcomes=AsS(outcomes),
-             shards=AsL(shards), threshold=AsS(threshold), shared=AsS(top_shared), config=config))
+             shards=AsL(shards), threshold=AsS(threshold), shared=AsS(top_shared),
+             damaged=AsL(damaged), config=config))
 
 
 def check_inputs(input_pattern: str, config: BuildConfig) -> None:
     """Raises ``ValueError``/``OSError`` for settings that cannot work, before any Beam work."""
     if config.num_shards < 1:
         raise ValueError("num_shards must be >= 1")
-    input_format(input_pattern, config.format)
-    _first_file(input_pattern)
+    if input_format(input_pattern, config.format) in SAMPLE_FORMATS:
+        webdataset.expand(input_pattern)  # brace ranges and globs; raises if nothing matches
+    else:
+        _first_file(input_pattern)
 
 
 def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None,
@@ -535,7 +614,7 @@ def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None
     """Runs the builder and returns the contents of ``stats.json``.
 
     Args:
-      input_pattern: table file or glob (see module docstring).
+      input_pattern: table file or glob, or sample shards (see module docstring).
       output_dir: where shards and ``stats.json`` go (created; local or ``tf.io.gfile`` URI).
       config: filter thresholds and I/O settings; the paper's by default.
       pipeline_args: Beam pipeline options, e.g. ``["--runner=DataflowRunner", ...]``;
@@ -557,6 +636,9 @@ def build(input_pattern: str, output_dir: str, config: BuildConfig | None = None
         stats = json.load(f)
     log.info("done in %.1fs: %d rows, %d kept, dropped %s", time.time() - start, stats["rows"],
              stats["kept"], {k: v for k, v in stats["dropped"].items() if v})
+    if stats["damaged_files"]:
+        log.warning("%d input files ended early: %s", len(stats["damaged_files"]),
+                    stats["damaged_files"][:10])
     return stats
 
 
@@ -575,7 +657,8 @@ def _error(message) -> NoReturn:
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
     """``--input``, ``--output_dir`` and one flag per ``BuildConfig`` field."""
-    flags.DEFINE_string("input", None, "Input table file or glob (required).",
+    flags.DEFINE_string("input", None, "Input table file or glob, or sample shards (brace "
+                        "ranges and globs, e.g. 'shards/{00000..00999}.tar') (required).",
                         flag_values=flag_values)
     flags.DEFINE_string("output_dir", None, "Where shards and stats.json go (required).",
                         flag_values=flag_values)

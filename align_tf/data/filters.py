@@ -31,6 +31,9 @@ import re
 # First failing reason wins, in this order.
 DROP_REASONS = (
     "bad_row",            # unparseable line, missing/empty image or text field
+    "corrupt_member",     # sample inputs: a tar member or record that cannot be read
+    "no_image",           # sample inputs: a caption without an image
+    "no_caption",         # sample inputs: an image without a (non-empty) caption
     "too_few_words",      # fewer than min_words unigrams
     "too_many_words",     # more than max_words unigrams
     "shared_text",        # alt-text shared by more than max_images_per_text images

@@ -1,9 +1,11 @@
 r"""Captioned image sets from TensorFlow Datasets (``coco_captions`` and the like).
 
-Two shapes of the same data:
+Three shapes of the same data:
 
 * ``caption_pairs``: one ``{"image", "caption"}`` per caption, the training/fine-tuning form
   (the paper fine-tunes on MSCOCO with the same loss); feeds ``pipeline.batch_pairs`` directly.
+* ``training_stream``: the trainer's endless stream (``config.data.name=tfds:NAME``): one
+  random caption per image per epoch, deterministic per ``(seed, epoch)``, exact resume.
 * ``grouped_captions``: one ``{"image", "captions": string (5,)}`` per image, the retrieval
   protocol's form (MSCOCO/Flickr30K images have 5 captions; an image→text query hits if any of its
   captions is retrieved). COCO has 5–7 captions per image; the first 5 are kept, as is standard.
@@ -80,6 +82,94 @@ def caption_pairs(name: str = "coco_captions", split: str = "train", image_key: 
                                     "caption": tf.data.Dataset.from_tensor_slices(captions)})
 
     return load_split(name, split, **load_kwargs).flat_map(per_caption)
+
+
+# Purpose word of the caption draws (after sampling's RECORDS, SHARDS, SHUFFLE, AUGMENT).
+_CAPTIONS = 16
+
+
+def _num_examples(builder, split: str, dataset) -> int:
+    """Images in ``split``: TFDS's recorded count, else (mock data, no metadata) counted."""
+    if builder.info.splits:
+        return int(builder.info.splits[split].num_examples)
+    return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def training_stream(name: str, split: str, seed: int, layout, first_batch: int = 0,
+                    shuffle_buffer: int = 10_000, data_dir: str | None = None,
+                    image_key: str = "image") -> tf.data.Dataset:
+    """The endless training stream of one input pipeline over a TFDS captioned split, from global
+    batch ``first_batch`` on: ``{"image/encoded", "caption", "position"}`` (``sampling``'s layout).
+
+    Epoch ``e`` visits every image of ``split`` once (``split`` may combine splits:
+    ``train+restval``), with one of its captions drawn from ``(seed, e, image)``: the fine-tuning
+    form of a 5-caption set, each caption seen once per five epochs on average. Order: TFDS's file
+    order (TFDS stores examples hash-shuffled), permuted within windows of ``shuffle_buffer``
+    images by a stateless shuffle keyed by ``(seed, e, window)``. Images stay encoded here
+    (``SkipDecoding``) and are decoded by ``pipeline.batch_pairs``, after the pipeline's slice
+    is taken. Images without a caption get ``""``.
+
+    Every pipeline reads the same global stream and keeps its slice of each global batch, so the
+    stream does not depend on the number of hosts (each host reads the whole split: meant for
+    fine-tuning sets such as COCO, not for web-scale corpora, which go through TFRecord shards).
+    Resuming is exact: the stream starts in ``first_batch``'s epoch, skipping the records before
+    its window undecoded (at most one epoch's records are read and dropped).
+
+    Args:
+      name: the TFDS dataset (optionally ``name/config:version``); never downloaded here.
+      split: TFDS split spec.
+      seed: the run's seed.
+      layout: the pipeline's slice of each global batch (``sampling.Layout``).
+      first_batch: the global batch to start at (a resumed run's ``batches_done``).
+      shuffle_buffer: images per shuffle window.
+      data_dir: TFDS data directory.
+      image_key: the image feature.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from align_tf.data import sampling
+    builder = tfds.builder(name, data_dir=data_dir)
+    records = builder.as_dataset(split=split, shuffle_files=False,
+                                 decoders={image_key: tfds.decode.SkipDecoding()})
+    num_images = _num_examples(builder, split, records)
+    if num_images < 1:
+        raise ValueError(f"TFDS {name}/{split} holds no examples")
+    window = min(shuffle_buffer, num_images)
+    start = first_batch * layout.global_batch  # the global stream's first position
+    first_epoch, offset = divmod(start, num_images)
+    first_window = offset // window
+
+    def epoch_pairs(epoch):
+        skip_windows = tf.where(epoch == first_epoch, first_window, 0)
+
+        def one_caption(index, example):
+            captions = _captions_of(example)
+            n = tf.size(captions, out_type=tf.int64)
+            draw = tf.random.stateless_uniform(
+                [], sampling.stream_key(seed, _CAPTIONS, epoch, index), minval=0,
+                maxval=tf.maximum(n, 1), dtype=tf.int64)
+            caption = tf.cond(n > 0, lambda: tf.gather(captions, draw), lambda: tf.constant(""))
+            return example[image_key], caption
+
+        def shuffle_window(w, pairs):
+            key = sampling.stream_key(seed, sampling.SHUFFLE, epoch, w)
+            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(pairs[0])[0]), key)
+            return tuple(tf.gather(part, order) for part in pairs)
+
+        ds = records.enumerate().skip(skip_windows * window).map(one_caption)
+        return ds.batch(window).enumerate(skip_windows).map(shuffle_window).unbatch()
+
+    ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch_pairs)
+    ds = ds.skip(offset - first_window * window).enumerate(start)
+
+    def mine(position, pair):
+        return (position % layout.global_batch) // layout.per_pipeline == layout.pipeline_id
+
+    def as_example(position, pair):
+        return {"image/encoded": pair[0], "caption": pair[1], "position": position}
+
+    return ds.filter(mine).map(as_example)
 
 
 def grouped_captions(name: str = "coco_captions", split: str = "test",

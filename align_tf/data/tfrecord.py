@@ -48,6 +48,9 @@ FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "caption": tf.io.FixedLenFeature([], tf.string),
 }
+# The (image, caption) feature names of our shards; other layouts pass theirs as ``keys``
+# (img2dataset's TFRecords: ``align_tf.data.img2dataset.KEYS``).
+KEYS = ("image/encoded", "caption")
 # Read-ahead per shard: large sequential reads matter on GCS/remote file systems.
 READ_BUFFER_BYTES = 8 << 20
 _LOG_FIRST = 10  # corrupt records logged individually; later ones are only counted
@@ -206,10 +209,13 @@ def map_skipping_errors(dataset: tf.data.Dataset, fn, reason: str,
     return ds.filter(is_valid).map(strip_flag)
 
 
-def parse_record(source, record):
-    """A serialised Example → ``{"image/encoded", "caption", "source"}`` (fails if malformed)."""
-    ex = tf.io.parse_single_example(record, FEATURES)
-    return {"image/encoded": ex["image/encoded"], "caption": ex["caption"], "source": source}
+def parse_record(source, record, keys: tuple = KEYS):
+    """A serialised Example → ``{"image/encoded", "caption", "source"}`` (fails if malformed);
+    ``keys``: the record's (image, caption) feature names."""
+    image, caption = keys
+    ex = tf.io.parse_single_example(record, {image: tf.io.FixedLenFeature([], tf.string),
+                                             caption: tf.io.FixedLenFeature([], tf.string)})
+    return {"image/encoded": ex[image], "caption": ex[caption], "source": source}
 
 
 def decode_image(encoded):
@@ -383,8 +389,8 @@ def _locate(start: int, files: list, keep, seed: int, group: int) -> tuple:
 def read_training_pairs(pattern: str, seed: int, layout: sampling.Layout, first_batch: int = 0,
                         shuffle_buffer: int = 10_000,
                         input_context: tf.distribute.InputContext | None = None,
-                        stats: ReadStats | None = None,
-                        count_skipped: bool = True) -> tf.data.Dataset:
+                        stats: ReadStats | None = None, count_skipped: bool = True,
+                        keys: tuple = KEYS) -> tf.data.Dataset:
     """The endless training stream of one input pipeline over shards, from global batch
     ``first_batch`` on: ``{"image/encoded", "caption", "source", "position"}``.
 
@@ -415,6 +421,7 @@ def read_training_pairs(pattern: str, seed: int, layout: sampling.Layout, first_
       shuffle_buffer: records per shuffle window (``data.shuffle_buffer``).
       input_context: ``distribute_datasets_from_function``'s, for the pipeline's share.
       stats, count_skipped: where skipped corrupt records are counted (module docstring).
+      keys: the records' (image, caption) feature names (``KEYS``: our shards).
     """
     files, keep = _share(_match(pattern), input_context)
     if not any(tf.io.gfile.stat(f).length for f in files):
@@ -448,7 +455,7 @@ def read_training_pairs(pattern: str, seed: int, layout: sampling.Layout, first_
 
     def parse(element):
         path, record, position = element
-        return dict(parse_record(path, record), position=position)
+        return dict(parse_record(path, record, keys), position=position)
 
     def path_of(element):
         return element[0]
