@@ -119,6 +119,5 @@ def test_cpu_logits_stay_the_plain_matmul():
     np.testing.assert_array_equal(out["logits_i2t"], tf.matmul(q, k, transpose_b=True) / 0.05)
     precise = losses.align_loss(q, k, 0.05, precise_logits=True)
     np.testing.assert_allclose(precise["loss"], out["loss"], rtol=1e-5)
-    mod = losses.momentum_distillation_loss(q, k, 0.05, q, k, q, k, q, k, 0.4,
-                                            precise_logits=True)
+    mod = losses.momentum_distillation_loss(q, k, 0.05, q, k, q, k, 0.4, precise_logits=True)
     np.testing.assert_array_equal(mod["logits_i2t"], precise["logits_i2t"])

@@ -59,59 +59,78 @@ def _loss_inputs(n_local=3, replicas=2, queue=5, dim=6, seed=0):
     return g, local, queues, n_local
 
 
-def test_soft_target_loss_matches_numpy_reference():
+def _reference_loss(queries, queries_m, keys_m, queue, temperature, alpha, eps, offset):
+    """NumPy ITC-MoD for one direction: online queries against the momentum keys + queue."""
+    keys = np.concatenate([keys_m, queue]) if queue is not None else keys_m
+    logits = queries @ keys.T / temperature
+    k = logits.shape[1]
+    one_hot = np.eye(k)[offset + np.arange(len(queries))] * (1 - eps) + eps / k
+    sim_m = queries_m @ keys.T / temperature
+    soft = np.exp(sim_m - sim_m.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    targets = alpha * soft + (1 - alpha) * one_hot
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return -(targets * log_p).sum(1).mean()
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_soft_target_loss_matches_numpy_reference(average):
+    """Online queries are scored against the momentum keys (here the gathered momentum batch, as
+    momentum_distillation passes them) plus the queue; targets from the momentum similarities
+    over the same keys; directions summed (ALIGN) or averaged (ALBEF)."""
     g, local, (iq, tq), offset = _loss_inputs()
     temperature, alpha, eps = 0.3, 0.4, 0.1
     out = losses.momentum_distillation_loss(
-        local["image"], local["text"], temperature, g["image"], g["text"], local["image_m"],
-        local["text_m"], g["image_m"], g["text_m"], alpha, offset, eps, iq, tq)
-
-    def reference(queries, keys, queries_m, keys_m, queue):
-        keys, keys_m = np.concatenate([keys, queue]), np.concatenate([keys_m, queue])
-        logits = queries @ keys.T / temperature
-        k = logits.shape[1]
-        one_hot = np.eye(k)[offset + np.arange(len(queries))] * (1 - eps) + eps / k
-        sim_m = queries_m @ keys_m.T / temperature
-        soft = np.exp(sim_m - sim_m.max(1, keepdims=True))
-        soft /= soft.sum(1, keepdims=True)
-        targets = alpha * soft + (1 - alpha) * one_hot
-        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        return -(targets * log_p).sum(1).mean()
-
-    i2t = reference(local["image"], g["text"], local["image_m"], g["text_m"], tq)
-    t2i = reference(local["text"], g["image"], local["text_m"], g["image_m"], iq)
+        local["image"], local["text"], temperature, local["image_m"], local["text_m"],
+        g["image_m"], g["text_m"], alpha, offset, eps, iq, tq, average_directions=average)
+    i2t = _reference_loss(local["image"], local["image_m"], g["text_m"], tq, temperature, alpha,
+                          eps, offset)
+    t2i = _reference_loss(local["text"], local["text_m"], g["image_m"], iq, temperature, alpha,
+                          eps, offset)
     np.testing.assert_allclose(out["loss_i2t"].numpy(), i2t, rtol=1e-5)
     np.testing.assert_allclose(out["loss_t2i"].numpy(), t2i, rtol=1e-5)
-    np.testing.assert_allclose(out["loss"].numpy(), i2t + t2i, rtol=1e-5)
+    np.testing.assert_allclose(out["loss"].numpy(), (i2t + t2i) / (2 if average else 1),
+                               rtol=1e-5)
     assert out["logits_i2t"].shape == (3, 6 + 5)
 
 
-def test_targets_carry_no_gradient():
+def test_targets_and_keys_carry_no_gradient():
     g, local, (iq, tq), offset = _loss_inputs()
-    watched = [tf.constant(local["image_m"]), tf.constant(g["text_m"]), tf.constant(0.3)]
+    watched = [tf.constant(local["image_m"]), tf.constant(g["text_m"]), tf.constant(0.3),
+               tf.constant(local["image"])]
     with tf.GradientTape() as tape:
         tape.watch(watched)
         out = losses.momentum_distillation_loss(
-            local["image"], local["text"], watched[2], g["image"], g["text"], watched[0],
-            local["text_m"], g["image_m"], watched[1], 0.4, offset, 0.1, iq, tq)
+            watched[3], local["text"], watched[2], watched[0], local["text_m"], g["image_m"],
+            watched[1], 0.4, offset, 0.1, iq, tq)
     grads = tape.gradient(out["loss"], watched)
-    assert grads[0] is None and grads[1] is None
+    assert grads[0] is None and grads[1] is None  # momentum queries and keys are constants
     assert grads[2] is not None  # σ still learns through the online logits
+    assert grads[3] is not None  # and the online queries
 
 
-def test_alpha_zero_without_queue_is_align_loss_exactly():
+def test_alpha_zero_without_queue_is_align_loss_in_value_not_gradient():
+    """With α = 0, no queue and keys equal to the online embeddings (momentum = online, as at
+    initialisation), the value is ALIGN's loss; but the gradient reaches only the queries, where
+    align_loss also trains the keys."""
     g, local, _, offset = _loss_inputs(queue=0)
     plain = losses.align_loss(local["image"], local["text"], 0.3, g["image"], g["text"], offset, 0.1)
-    mod = losses.momentum_distillation_loss(
-        local["image"], local["text"], 0.3, g["image"], g["text"], local["image_m"],
-        local["text_m"], g["image_m"], g["text_m"], 0.0, offset, 0.1)
+    keys = [tf.constant(g["image"]), tf.constant(g["text"])]
+    with tf.GradientTape() as tape:
+        tape.watch(keys)
+        mod = losses.momentum_distillation_loss(
+            local["image"], local["text"], 0.3, local["image_m"], local["text_m"], keys[0],
+            keys[1], 0.0, offset, 0.1)
     for key in ("loss", "loss_i2t", "loss_t2i", "logits_i2t", "labels"):
         np.testing.assert_array_equal(mod[key].numpy(), plain[key].numpy())
+    assert tape.gradient(mod["loss"], keys) == [None, None]
 
 
-def test_alpha_zero_objective_loss_equals_contrastive_loss():
-    """With α = 0 and no queue the objective's loss (hence its step) is exactly ALIGN's."""
-    mod = _objective(alpha=0.0)
+def test_alpha_zero_objective_loss_equals_contrastive_loss_at_initialisation():
+    """With α = 0 and no queue, while the momentum towers still equal the online ones (a fresh
+    objective, inference mode), the objective's loss is exactly ALIGN's; after a step the keys
+    are the momentum towers' and it differs."""
+    mod = _objective(alpha=0.0, momentum=0.5)
     assert isinstance(mod, MomentumDistillation)
     plain = ContrastiveObjective(mod.model, mod.optimizer)
     batch = tf.nest.map_structure(tf.constant, _batch(8))
@@ -119,6 +138,9 @@ def test_alpha_zero_objective_loss_equals_contrastive_loss():
     a, b = mod.compute_loss(batch, training=False), plain.compute_loss(batch, training=False)
     for key in ("loss", "loss_i2t", "loss_t2i", "logits_i2t"):
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    tf.function(mod.train_step)(batch)
+    a, b = mod.compute_loss(batch, training=False), plain.compute_loss(batch, training=False)
+    assert not np.allclose(a["loss"].numpy(), b["loss"].numpy())
     assert type(_objective(distill=False)) is ContrastiveObjective  # the config switch
 
 

@@ -1,19 +1,27 @@
-"""Momentum distillation for noisy pairs: ALBEF's ITC-MoD (Li et al., NeurIPS 2021) on ALIGN.
+"""Momentum towers and queue (ALBEF, Li et al., NeurIPS 2021), and ALIGN's loss with ITC-MoD.
 
-``MomentumDistillation`` keeps an exponential moving average (EMA) of both towers,
+``MomentumTowers`` keeps an exponential moving average (EMA) of both towers,
 
     θ_m ← m · θ_m + (1 − m) · θ          after every applied optimizer step (m = 0.995),
 
-and trains the online towers towards soft targets that mix the momentum model's similarity
-distribution with the (smoothed) one-hot: ``align_tf.losses.momentum_distillation_loss``. A noisy
-caption then is not forced to be the *only* match of its image: whatever the momentum model finds
-similar keeps part of the target mass. α ramps linearly from 0 over ``alpha_ramp_steps`` steps
-because the momentum model starts as an untrained copy.
+and an optional FIFO queue of momentum features (ALBEF: 65,536). Each step all replicas gather the
+global batch's momentum features (no gradient) and write them at the queue pointer, so the queue
+is identical on every replica; its size must be a multiple of the global batch so that writes
+never wrap mid-batch. ``MomentumDistillation`` (here) and ``albef`` (``objectives/albef.py``)
+both use it.
 
-An optional FIFO queue of momentum embeddings (ALBEF: 65,536) supplies extra negatives. Each step
-all replicas gather the global batch's momentum embeddings (no gradient) and write them at the
-queue pointer, so the queue is identical on every replica; its size must be a multiple of the
-global batch so that writes never wrap mid-batch.
+``MomentumDistillation`` is ALIGN's loss with ALBEF's momentum distillation: as in ALBEF the
+online queries are scored against the *momentum* features plus the queue, and trained towards
+soft targets that mix the momentum model's similarity distribution over those keys with the
+(smoothed) one-hot (``align_tf.losses.momentum_distillation_loss``). A noisy caption then is not
+forced to be the *only* match of its image. α ramps linearly from 0 over ``alpha_ramp_steps``
+steps because the momentum model starts as an untrained copy. Where it deliberately stays
+ALIGN-like rather than ALBEF-exact (``albef`` is the exact one):
+
+* keys: the momentum features gathered over *all* replicas (ALIGN's global batch of negatives;
+  ALBEF uses the replica's own batch plus the queue);
+* directions summed, ``L_i2t + L_t2i`` (ALIGN §4.1; ALBEF averages them);
+* label smoothing ε = 0.1 on the one-hot part (ALIGN; ALBEF has none).
 
 The momentum towers are not separate Keras models: they are EMA *weights* (non-trainable
 variables of the objective's state, checkpointed with the queue) run through the online towers'
@@ -32,14 +40,135 @@ from align_tf.objectives.base import GlobalBatch, ObjectiveState, replica_variab
 from align_tf.objectives.contrastive import ContrastiveObjective
 
 
+def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size):
+    """One-line ``ValueError`` for momentum/distillation arguments out of range."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"objective.momentum must be in [0, 1], got {momentum}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
+    if alpha_ramp_steps < 0 or queue_size < 0:
+        raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
+
+
+def ramped_alpha(alpha: float, ramp_steps: int, iterations):
+    """α at optimizer step ``iterations``: linear ramp from 0 over ``ramp_steps`` (0: constant)."""
+    if not ramp_steps:
+        return tf.constant(alpha, tf.float32)
+    progress = tf.cast(iterations, tf.float32) / float(ramp_steps)
+    return alpha * tf.minimum(progress, 1.0)
+
+
+class MomentumTowers:
+    """EMA copies of a model's two towers and the optional queue of their features.
+
+    The variables are registered on ``state`` (the objective's checkpointed ``ObjectiveState``)
+    under stable names: ``momentum_weights``, and with a queue ``image_queue``, ``text_queue``,
+    ``queue_pointer``.
+
+    Args:
+      model: the ``DualEncoder`` whose ``image_encoder`` / ``text_encoder`` are averaged.
+      state: the objective's ``ObjectiveState``.
+      momentum: EMA momentum m.
+      queue_size: queued features per modality; 0: no queue.
+    """
+
+    def __init__(self, model, state, momentum: float, queue_size: int):
+        self.momentum, self.queue_size, self.state = float(momentum), int(queue_size), state
+        self._image_ema = _EmaWeights(model.image_encoder, "momentum_image")
+        self._text_ema = _EmaWeights(model.text_encoder, "momentum_text")
+        # Held by name so checkpoints store (and resume) the momentum towers under stable keys.
+        state.momentum_weights = ObjectiveState()
+        for ema, _ in self.pairs:
+            setattr(state.momentum_weights, ema.name, ema)
+        if self.queue_size:
+            dim = model.embedding_dim
+            # ALBEF starts from random unit vectors: near-orthogonal to everything, so the first
+            # steps see harmless negatives until real momentum features replace them.
+            state.image_queue = _queue_variable("image_queue", self.queue_size, dim, seed=1)
+            state.text_queue = _queue_variable("text_queue", self.queue_size, dim, seed=2)
+            state.queue_pointer = replica_variable(0, "int64", "queue_pointer")
+
+    @property
+    def pairs(self) -> list:
+        """``(momentum variable, online variable)`` pairs of both towers (image tower first)."""
+        return self._image_ema.pairs + self._text_ema.pairs
+
+    def embed(self, batch):
+        """Momentum-tower ``(image, text)`` embeddings of ``batch`` (unit norm, no gradient)."""
+        return (tf.stop_gradient(losses.l2_normalize(self._image_ema(batch["image"]))),
+                tf.stop_gradient(losses.l2_normalize(self._text_ema(batch["text"]))))
+
+    def queues(self) -> tuple:
+        """``(image_queue, text_queue)`` as tensors read now, or ``(None, None)``."""
+        if not self.queue_size:
+            return None, None
+        return tf.identity(self.state.image_queue), tf.identity(self.state.text_queue)
+
+    def check_queue_size(self, local_rows, num_replicas: int):
+        """``ValueError`` unless the queue holds whole global batches (static batch size)."""
+        if not self.queue_size:
+            return
+        local = local_rows.shape[0]
+        if local is None:
+            raise ValueError("the momentum queue needs a static batch size (batch with "
+                             "drop_remainder=True)")
+        global_batch = local * num_replicas
+        if self.queue_size % global_batch:
+            raise ValueError(
+                f"objective.queue_size={self.queue_size} must be a multiple of the global "
+                f"batch size {global_batch} ({local} per replica x {num_replicas} replicas) so that "
+                f"each step's momentum features fill whole queue slots")
+
+    def update(self, features):
+        """EMA update of the momentum towers, then enqueue ``features`` (``{"image", "text"}``:
+        the global batch's momentum features).
+
+        Runs in replica context after an applied step; like Keras' optimizer, the variable writes
+        go through ``strategy.extended.update`` (after one merge_call on strategies that need
+        it), so every replica writes its own, identical copy.
+        """
+        m = self.momentum
+        pairs = self.pairs
+
+        def ema(var, online):
+            return var.assign(m * var + (1.0 - m) * online)
+
+        def update(strategy, features):
+            for var, online in pairs:
+                strategy.extended.update(var.value, ema, args=(online.value,), group=False)
+            if self.queue_size:
+                self._enqueue(strategy, features)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            update, tf.distribute.get_strategy(), features)
+
+    def _enqueue(self, strategy, features):
+        """Writes the features at the pointer (FIFO: overwrites the oldest entries) and advances
+        the pointer."""
+        pointer = tf.identity(self.state.queue_pointer.value)
+
+        def write(queue, values, pointer):
+            rows = tf.cast(pointer, tf.int32) + tf.range(tf.shape(values)[0])
+            return queue.scatter_nd_update(rows[:, None], tf.cast(values, queue.dtype))
+
+        def advance(var, values):
+            return var.assign((var + tf.cast(tf.shape(values)[0], var.dtype)) % self.queue_size)
+
+        for queue, key in ((self.state.image_queue, "image"), (self.state.text_queue, "text")):
+            strategy.extended.update(queue.value, write, args=(features[key], pointer),
+                                     group=False)
+        strategy.extended.update(self.state.queue_pointer.value, advance,
+                                 args=(features["image"],), group=False)
+
+
 class MomentumDistillation(ContrastiveObjective):
-    """ALIGN's loss with momentum-distillation soft targets and an optional queue.
+    """ALIGN's loss against momentum keys with distillation soft targets and an optional queue.
 
     Args:
       model, optimizer: as for ``Objective``.
       label_smoothing: ε of the one-hot part of the targets.
       momentum: EMA momentum m of the momentum towers.
-      alpha: final distillation weight α (0 gives ALIGN's loss, plus queue negatives if any).
+      alpha: final distillation weight α (0: one-hot targets against the momentum keys).
       alpha_ramp_steps: α grows linearly from 0 to ``alpha`` over this many optimizer steps
         (ALBEF: the first epoch); 0 uses ``alpha`` from the start.
       queue_size: number of queued momentum embeddings per modality; 0 disables the queue. Must be
@@ -48,35 +177,18 @@ class MomentumDistillation(ContrastiveObjective):
 
     def __init__(self, model, optimizer, label_smoothing=0.1, momentum=0.995, alpha=0.4,
                  alpha_ramp_steps=0, queue_size=0):
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"objective.momentum must be in [0, 1], got {momentum}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
-        if alpha_ramp_steps < 0 or queue_size < 0:
-            raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
+        check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size)
         super().__init__(model, optimizer, label_smoothing)
         self.momentum = float(momentum)
         self.alpha = float(alpha)
         self.alpha_ramp_steps = int(alpha_ramp_steps)
         self.queue_size = int(queue_size)
-        self._image_ema = _EmaWeights(model.image_encoder, "momentum_image")
-        self._text_ema = _EmaWeights(model.text_encoder, "momentum_text")
-        # Held by name so checkpoints store (and resume) the momentum towers under stable keys.
-        self.state.momentum_weights = ObjectiveState()
-        for ema, _ in self.momentum_pairs:
-            setattr(self.state.momentum_weights, ema.name, ema)
-        if self.queue_size:
-            dim = model.embedding_dim
-            # ALBEF starts from random unit vectors: near-orthogonal to everything, so the first
-            # steps see harmless negatives until real momentum features replace them.
-            self.state.image_queue = _queue_variable("image_queue", self.queue_size, dim, seed=1)
-            self.state.text_queue = _queue_variable("text_queue", self.queue_size, dim, seed=2)
-            self.state.queue_pointer = replica_variable(0, "int64", "queue_pointer")
+        self.towers = MomentumTowers(model, self.state, momentum, queue_size)
 
     @property
     def momentum_pairs(self) -> list:
         """``(momentum variable, online variable)`` pairs of both towers (image tower first)."""
-        return self._image_ema.pairs + self._text_ema.pairs
+        return self.towers.pairs
 
     @property
     def momentum_variables(self) -> list:
@@ -91,86 +203,34 @@ class MomentumDistillation(ContrastiveObjective):
 
     def current_alpha(self):
         """α at the current optimizer step: linear ramp from 0 over ``alpha_ramp_steps``."""
-        if not self.alpha_ramp_steps:
-            return tf.constant(self.alpha, tf.float32)
-        progress = tf.cast(self.optimizer.iterations, tf.float32) / float(self.alpha_ramp_steps)
-        return self.alpha * tf.minimum(progress, 1.0)
+        return ramped_alpha(self.alpha, self.alpha_ramp_steps, self.optimizer.iterations)
 
     def embed_momentum(self, batch):
         """Momentum-tower ``(image, text)`` embeddings (unit norm, no gradient)."""
-        return (tf.stop_gradient(losses.l2_normalize(self._image_ema(batch["image"]))),
-                tf.stop_gradient(losses.l2_normalize(self._text_ema(batch["text"]))))
+        return self.towers.embed(batch)
 
-    def compute_loss(self, batch, training=True) -> dict:
-        """Soft-target loss of this replica's rows against the gathered batch (+ queue)."""
-        image, text = self.embed(batch, training)
+    def loss_from_embeddings(self, batch, embeddings) -> dict:
+        """Soft-target loss of this replica's rows against the gathered momentum batch (+ queue).
+        The momentum towers see the whole ``batch`` here (no gradient: gradient accumulation
+        needs no sub-batches for them)."""
+        image, text = embeddings
         rows = GlobalBatch(image)
-        if self.queue_size:
-            self._check_queue_size(image, rows.num_replicas)
+        self.towers.check_queue_size(image, rows.num_replicas)
         image_m, text_m = self.embed_momentum(batch)
-        # Momentum features carry no gradient: their gather is of constants.
+        # ALIGN-like: keys are the momentum features of the *global* batch (a gather of
+        # constants); the online embeddings are not gathered at all.
         all_image_m, all_text_m = rows.gather(image_m), rows.gather(text_m)
-        image_queue = text_queue = None
-        if self.queue_size:
-            image_queue = tf.identity(self.state.image_queue)
-            text_queue = tf.identity(self.state.text_queue)
+        image_queue, text_queue = self.towers.queues()
         out = losses.momentum_distillation_loss(
-            image, text, self.model.clipped_temperature(), rows.gather(image), rows.gather(text),
-            image_m, text_m, all_image_m, all_text_m, self.current_alpha(), rows.offset,
-            self.label_smoothing, image_queue, text_queue)
+            image, text, self.model.clipped_temperature(), image_m, text_m, all_image_m,
+            all_text_m, self.current_alpha(), rows.offset, self.label_smoothing, image_queue,
+            text_queue)
         out["after_apply"] = {"image": all_image_m, "text": all_text_m}
         return self.with_metrics(out)
 
-    def _check_queue_size(self, image, num_replicas):
-        local = image.shape[0]
-        if local is None:
-            raise ValueError("the momentum queue needs a static batch size (batch with "
-                             "drop_remainder=True)")
-        global_batch = local * num_replicas
-        if self.queue_size % global_batch:
-            raise ValueError(
-                f"objective.queue_size={self.queue_size} must be a multiple of the global "
-                f"batch size {global_batch} ({local} per replica x {num_replicas} replicas) so that "
-                f"each step's momentum features fill whole queue slots")
-
     def after_apply(self, state):
-        """EMA update of the momentum towers, then enqueue the global batch's momentum features.
-
-        Runs in replica context; like Keras' optimizer, the variable writes go through
-        ``strategy.extended.update`` (after one merge_call on strategies that need it), so every
-        replica writes its own, identical copy.
-        """
-        m = self.momentum
-        pairs = self.momentum_pairs
-
-        def ema(var, online):
-            return var.assign(m * var + (1.0 - m) * online)
-
-        def update(strategy, state):
-            for var, online in pairs:
-                strategy.extended.update(var.value, ema, args=(online.value,), group=False)
-            if self.queue_size:
-                self._enqueue(strategy, state)
-
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            update, tf.distribute.get_strategy(), state)
-
-    def _enqueue(self, strategy, state):
-        """Writes ``state``'s global-batch momentum features at the pointer (FIFO: overwrites the
-        oldest entries) and advances the pointer."""
-        pointer = tf.identity(self.state.queue_pointer.value)
-
-        def write(queue, features, pointer):
-            rows = tf.cast(pointer, tf.int32) + tf.range(tf.shape(features)[0])
-            return queue.scatter_nd_update(rows[:, None], tf.cast(features, queue.dtype))
-
-        def advance(var, features):
-            return var.assign((var + tf.cast(tf.shape(features)[0], var.dtype)) % self.queue_size)
-
-        for queue, key in ((self.state.image_queue, "image"), (self.state.text_queue, "text")):
-            strategy.extended.update(queue.value, write, args=(state[key], pointer), group=False)
-        strategy.extended.update(self.state.queue_pointer.value, advance, args=(state["image"],),
-                                 group=False)
+        """EMA update of the momentum towers, then enqueue the global batch's momentum features."""
+        self.towers.update(state)
 
 
 class _EmaWeights:
