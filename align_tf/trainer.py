@@ -90,6 +90,28 @@ def validate_config(config, num_replicas: int = 1) -> None:
         _check(0.0 <= o[name] <= 1.0, f"objective.{name}={o[name]} must be in [0, 1]")
     for name in ("alpha_ramp_steps", "queue_size"):
         _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+    _check(m.fusion_layers >= 0, f"model.fusion_layers={m.fusion_layers} must be >= 0")
+    _check((o.name == "albef") == (m.fusion_layers > 0),
+           f"objective.name={o.name!r} with model.fusion_layers={m.fusion_layers}: ALBEF's fusion "
+           f"encoder and objective.name='albef' go together")
+    if m.fusion_layers:
+        try:
+            text_encoder.split_for_fusion(m.text_architecture or m.text_size_name, m.fusion_layers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if o.name == "albef":
+        from align_tf.objectives import albef
+        _check(o.itm_negatives in albef.ITM_NEGATIVES,
+               f"objective.itm_negatives={o.itm_negatives!r}; choose from {list(albef.ITM_NEGATIVES)}")
+        for name in ("itc_weight", "itm_weight", "mlm_weight"):
+            _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+        _check(0.0 < o.mlm_probability < 1.0,
+               f"objective.mlm_probability={o.mlm_probability} must be in (0, 1)")
+        try:
+            albef.special_token_ids(d.vocab_path if d.vocab_path and
+                                    tf.io.gfile.exists(d.vocab_path) else "")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     _check(o.queue_size % max(t.batch_size, 1) == 0,
            f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
            f"{t.batch_size}, so each step's momentum features fill whole queue slots")
@@ -235,8 +257,9 @@ def build(config, vocabulary_size: int):
     every variable created. Call in the strategy's scope."""
     model = build_dual_encoder(config.model, vocabulary_size)
     optimizer = optim.build_optimizer(config.optim, config.train.steps)
-    optimizer.build(model.trainable_variables)
-    return model, objectives.build_objective(config.objective, model, optimizer, seed=config.seed)
+    # The objective builds the optimizer for what it trains (the model, plus ALBEF's MLM head).
+    return model, objectives.build_objective(config.objective, model, optimizer, seed=config.seed,
+                                             vocab_path=config.data.vocab_path)
 
 
 def checkpoint_for(objective: objectives.Objective) -> tf.train.Checkpoint:

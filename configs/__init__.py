@@ -6,7 +6,7 @@
 import os
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
-PRESETS = ("default", "paper", "align_base", "b3_small")
+PRESETS = ("default", "paper", "align_base", "b3_small", "albef_tiny")
 
 
 def preset_path(name: str) -> str:

@@ -32,6 +32,11 @@ def get_config():
     c.model.similarity = "softmax"
     c.model.logit_scale_init = 10.0    # sigmoid only: initial t (SigLIP: t′ = log 10)
     c.model.logit_bias_init = -10.0    # sigmoid only: initial b (SigLIP: -10)
+    # ALBEF (objective.name = "albef"): the last k BERT layers become the multimodal (fusion)
+    # encoder, each with cross-attention to the image tokens (the EfficientNet's last feature map,
+    # projected to the text width); the first L - k stay the text tower. 0: no fusion encoder
+    # (a plain dual encoder). ALBEF: 6 of BERT-base's 12.
+    c.model.fusion_layers = 0
 
     # How a batch becomes gradients (align_tf/objectives/). Parameters export needs (σ) stay in model.
     c.objective = ml_collections.ConfigDict()
@@ -44,6 +49,14 @@ def get_config():
     c.objective.alpha = 0.4            # weight α of the momentum soft targets (ALBEF: 0.4)
     c.objective.alpha_ramp_steps = 256  # α ramps 0 → α linearly; ALBEF: the first epoch
     c.objective.queue_size = 0         # queued momentum negatives; 0: none (ALBEF: 65536)
+    # albef only (also uses momentum, alpha, alpha_ramp_steps, queue_size: ALBEF's ITC-MoD, with
+    # alpha = 0 plain ITC against the momentum keys). Total loss = the weighted sum of the three.
+    c.objective.itc_weight = 1.0       # image-text contrastive loss on the unimodal embeddings
+    c.objective.itm_weight = 1.0       # image-text matching on the fusion [CLS], hard negatives
+    c.objective.mlm_weight = 1.0       # masked language modelling by the fusion encoder
+    c.objective.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's batch)
+    #                                      or "global" (BLIP: the global batch) candidates
+    c.objective.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"          # "synthetic" (built-in corpus) | "tfrecord" (our shards)
@@ -101,6 +114,9 @@ def get_config():
     c.eval.captions_per_image = 5      # retrieval captions per image (MSCOCO/Flickr30K: 5); 0: all
     c.eval.block_size = 512            # retrieval queries scored at once (memory, not results)
     c.eval.faiss = False               # retrieval R@K with faiss (no ranks reported)
+    # ALBEF models: also re-rank each query's ITC top rerank_k (retrieval: candidates, zero-shot:
+    # classes) with the ITM head and report rerank_* metrics next to the ITC ones; 0: off.
+    c.eval.rerank_k = 0
     c.eval.knn_k = 20                  # kNN neighbours
     c.eval.knn_temperature = 0.07      # kNN vote weight exp(similarity / T); 0: majority vote
     c.eval.linear_backend = "sklearn"  # linear probe: "sklearn" | "keras"

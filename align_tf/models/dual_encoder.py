@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from align_tf import losses
 from align_tf.models.efficientnet import efficientnet
-from align_tf.models.text_encoder import bert_text_encoder
+from align_tf.models.fusion import Fusion
+from align_tf.models.text_encoder import bert_text_encoder, split_for_fusion
 
 
 SIMILARITIES = ("softmax", "sigmoid")  # config.model.similarity
@@ -42,10 +43,13 @@ class DualEncoder(keras.Model):
       similarity: ``"softmax"`` or ``"sigmoid"``.
       logit_scale_init: initial t (SigLIP: 10, i.e. t′ = log 10); sigmoid only.
       logit_bias_init: initial b (SigLIP: -10); sigmoid only.
+      fusion: ALBEF's multimodal part (``align_tf.models.fusion.Fusion``: image tokens, fusion
+        encoder, ITM head) over these towers, or ``None`` for a plain dual encoder.
     """
 
     def __init__(self, image_encoder, text_encoder, temperature_init=1.0, min_temperature=1e-3,
-                 similarity="softmax", logit_scale_init=10.0, logit_bias_init=-10.0, **kwargs):
+                 similarity="softmax", logit_scale_init=10.0, logit_bias_init=-10.0, fusion=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if similarity not in SIMILARITIES:
             raise ValueError(f"unknown similarity {similarity!r}; choose from {list(SIMILARITIES)}")
@@ -56,6 +60,7 @@ class DualEncoder(keras.Model):
         self.similarity = similarity
         self.logit_scale_init = float(logit_scale_init)
         self.logit_bias_init = float(logit_bias_init)
+        self.fusion = fusion
 
         def scalar(value, name):
             # float32 and not autocast: a single scalar that must keep precision under bf16.
@@ -124,6 +129,9 @@ class DualEncoder(keras.Model):
 def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs) -> DualEncoder:
     """Builds a ``DualEncoder`` from a config's ``model`` section (see ``configs/base.py``).
 
+    With ``model.fusion_layers = k > 0`` (ALBEF) the BERT's last k layers become the fusion
+    encoder (``text_encoder.split_for_fusion``) and the model gets a ``fusion`` part.
+
     ``model.image_architecture`` / ``model.text_architecture``, when set (converted checkpoints, see
     ``align_tf.convert.hf_align``), spell out the towers field by field and win over the size names.
     ``image_tower_kwargs`` go to ``efficientnet`` (e.g. ``fused_batch_norm=False`` to time the step
@@ -133,12 +141,20 @@ def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs)
                                  image_size=None, drop_connect_rate=model_config.drop_connect_rate,
                                  bn_group_size=model_config.bn_group_size,
                                  bn_momentum=model_config.bn_momentum, **image_tower_kwargs)
+    text_size = model_config.text_architecture or model_config.text_size_name
+    fusion_layers = model_config.get("fusion_layers", 0)
+    if fusion_layers:
+        text_size, fusion_size = split_for_fusion(text_size, fusion_layers)
     text_encoder = bert_text_encoder(
-        model_config.text_architecture or model_config.text_size_name,
-        vocabulary_size=vocabulary_size, embed_dim=image_encoder.output_shape[-1],
+        text_size, vocabulary_size=vocabulary_size, embed_dim=image_encoder.output_shape[-1],
         max_sequence_length=model_config.max_sequence_length, dropout=model_config.text_dropout)
+    fusion = None
+    if fusion_layers:
+        fusion = Fusion(image_encoder, text_encoder, fusion_size, dropout=model_config.text_dropout,
+                        name="fusion")
     return DualEncoder(image_encoder, text_encoder, temperature_init=model_config.temperature_init,
                        min_temperature=model_config.min_temperature,
                        similarity=model_config.similarity,
                        logit_scale_init=model_config.logit_scale_init,
-                       logit_bias_init=model_config.logit_bias_init, name="align")
+                       logit_bias_init=model_config.logit_bias_init, fusion=fusion,
+                       name="albef" if fusion_layers else "align")

@@ -60,6 +60,37 @@ SIZES = {
 }
 
 
+def get_size(size) -> tuple:
+    """``(name, BertSize)`` for a ``SIZES`` key, a ``BertSize`` or a mapping of its fields (name
+    ``"custom"`` for the latter two)."""
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"Unknown BERT size {size!r}; choose from {sorted(SIZES)}.")
+        return size, SIZES[size]
+    if isinstance(size, BertSize):
+        return "custom", size
+    if isinstance(size, Mapping) or hasattr(size, "to_dict"):
+        return "custom", BertSize.from_dict(size)
+    raise TypeError(f"Not a BERT size: {size!r}")
+
+
+def split_for_fusion(size, fusion_layers: int) -> tuple:
+    """ALBEF's split of one BERT of L layers: ``(text part, fusion part)`` sizes.
+
+    Layers ``0 … L-k-1`` are the text tower (``transformer_layer_i``); layers ``L-k … L-1`` become
+    the fusion encoder (``align_tf.models.fusion``), whose layer ``j`` holds BERT layer ``L-k+j``'s
+    self-attention and feed-forward weights plus a cross-attention block to the image tokens that
+    BERT does not have (ALBEF initialises it randomly). ``k`` must leave at least one text layer.
+    """
+    _, size = get_size(size)
+    k = int(fusion_layers)
+    if not 0 < k < size.num_layers:
+        raise ValueError(f"model.fusion_layers={k} must be in [1, {size.num_layers - 1}] for a "
+                         f"{size.num_layers}-layer BERT (at least one layer stays the text tower)")
+    return (dataclasses.replace(size, num_layers=size.num_layers - k),
+            dataclasses.replace(size, num_layers=k))
+
+
 def _init():
     return keras.initializers.TruncatedNormal(stddev=0.02)
 
@@ -84,16 +115,7 @@ def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_se
       A ``keras.Model`` taking ``{"token_ids", "padding_mask", "segment_ids"}`` (int32,
       ``(batch, seq)``) and returning ``(batch, embed_dim)`` text features.
     """
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"Unknown BERT size {size!r}; choose from {sorted(SIZES)}.")
-        size_name, size = size, SIZES[size]
-    elif isinstance(size, BertSize):
-        size_name = "custom"
-    elif isinstance(size, Mapping) or hasattr(size, "to_dict"):
-        size_name, size = "custom", BertSize.from_dict(size)
-    else:
-        raise TypeError(f"Not a BERT size: {size!r}")
+    size_name, size = get_size(size)
     if num_segments is None:
         num_segments = size.num_segments
     if layer_norm_epsilon is None:

@@ -82,7 +82,13 @@ class Objective:
         self.state.skipped_steps = replica_variable(0, "int64", "skipped_steps")
         self.state.consecutive_skips = replica_variable(0, "int64", "consecutive_skips")
         if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+            optimizer.build(self.trainable_variables)
+
+    @property
+    def trainable_variables(self) -> list:
+        """What the optimizer trains: the model's weights; a subclass adds trainable parts of its
+        own (ALBEF's MLM head, created before ``Objective.__init__`` builds the optimizer)."""
+        return self.model.trainable_variables
 
     @property
     def skipped_steps(self):
@@ -105,7 +111,7 @@ class Objective:
     def train_step(self, batch) -> dict:
         """One optimizer step on this replica's share of the global batch."""
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.model.trainable_variables
+        variables = self.trainable_variables
         # Dropout and stochastic depth draw from (seed, replica, step): their own masks on each
         # replica, the same ones on a rerun or a resume.
         with tf.GradientTape() as tape, random_streams.stateless_seeds(

@@ -1,0 +1,24 @@
+"""ALBEF on CPU: the embedded default's towers with a 3-layer BERT-tiny split 2 + 1 (text + fusion).
+
+``objective.name = "albef"``: ITC (momentum keys + queue, MoD) + ITM with hard negatives + MLM
+(``align_tf/objectives/albef.py``). Same synthetic corpus, vocabulary and evaluation as ``default``.
+"""
+
+from align_tf.configs import base
+
+
+def get_config():
+    c = base.get_config()
+    # BERT-tiny's width and heads with one layer more: 2 text layers (as the default's tower) and
+    # 1 fusion layer with cross-attention to the image tokens.
+    c.model.text_architecture = {"num_layers": 3, "hidden_dim": 128, "num_heads": 2}
+    c.model.fusion_layers = 1
+    c.objective.name = "albef"
+    c.objective.label_smoothing = 0.0  # ALBEF's ITC has none (albef ignores it; recorded as such)
+    c.objective.momentum = 0.995
+    c.objective.alpha = 0.4
+    c.objective.alpha_ramp_steps = 256
+    c.objective.queue_size = 256       # 4 global batches of momentum negatives
+    c.train.steps = 1500
+    c.eval.rerank_k = 5                # eval.json also reports the ITC top-5 re-ranked by ITM
+    return c
