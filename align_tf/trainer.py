@@ -302,7 +302,7 @@ def _restore(objective, path):
         else checkpoint_for(objective)
     try:
         checkpoint.restore(path).assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError) as e:  # ValueError: a variable of another shape
         written = "was written before align_tf's objectives split and " if legacy else ""
         raise ConfigError(f"{path} {written}does not match this config (objective.name="
                           f"{objective.__class__.__name__}): {_first_line(e)}") from None

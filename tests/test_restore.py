@@ -85,6 +85,18 @@ def test_no_readable_checkpoint_and_failed_restores_are_one_line_errors(tmp_path
     assert "\n" not in str(error.value)
 
 
+def test_checkpoint_of_another_shape_is_a_one_line_error(tmp_path):
+    """Resuming a model_dir with a config whose variables have other shapes (e.g. another
+    vocabulary) names the checkpoint and the variable instead of a restore traceback."""
+    run = _small_run(tmp_path, steps=(2,))
+    other = _stand_in_objective()
+    other.optimizer.slots = tf.Variable(tf.zeros(999))
+    with pytest.raises(trainer.ConfigError, match=r"ckpt-2 does not match this config .*shape"
+                       ) as error:
+        trainer.restore(other, f"{run.checkpoint_dir}/ckpt-2", ONE_DEVICE)
+    assert "\n" not in str(error.value)
+
+
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, capsys):
     """A run directory with the training states a run writes at steps 2 and 4 (built, not
     trained, to keep the test short); ckpt-4's data file truncated, as by a job killed mid-write on
