@@ -15,6 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from align_tf import trainer  # noqa: E402
+from align_tf.configs import base  # noqa: E402
 from align_tf.evaluation import runner  # noqa: E402
 
 HELDOUT = "synthetic/zeroshot/heldout_top1"
@@ -24,10 +25,24 @@ METRICS = (HELDOUT, "synthetic/zeroshot/heldout_top5", "synthetic/zeroshot/seen_
 SCALES = ("temperature", "logit_scale", "logit_bias")
 
 
+def short_default(seed: int, args):
+    """The embedded default for one experiment run: ``args.steps`` long (checkpointed only at the
+    end), ``args.eval_per_class`` zero-shot images per class, ``args.image_size`` if set."""
+    c = base.get_config()
+    c.seed = seed
+    c.train.steps = args.steps
+    c.train.checkpoint_every = args.steps
+    c.eval.synthetic_examples_per_class = args.eval_per_class
+    if args.image_size:
+        c.data.image_size = args.image_size
+    return c
+
+
 def run(make_config: Callable[[int, str], object], variants: list[str], seeds: list[int],
-        out_dir: str, args: dict | None = None) -> dict:
+        out_dir: str, args: dict | None = None, metrics_kept=METRICS) -> dict:
     """Trains and evaluates ``make_config(seed, variant)`` for every seed and variant not already
-    in ``{out_dir}/results.json``; returns ``{variant: {seed: metrics}}``."""
+    in ``{out_dir}/results.json``; returns ``{variant: {seed: metrics}}`` (the flattened
+    evaluation keys in ``metrics_kept``)."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
@@ -41,7 +56,8 @@ def run(make_config: Callable[[int, str], object], variants: list[str], seeds: l
             start = time.time()
             result = trainer.train(config, model_dir, verbose=0)
             report = trainer.evaluate(result, config, model_dir)
-            metrics = {k: v for k, v in runner.flatten(report["results"]).items() if k in METRICS}
+            metrics = {k: v for k, v in runner.flatten(report["results"]).items()
+                       if k in metrics_kept}
             metrics.update({k: report["model"][k] for k in SCALES
                             if report["model"].get(k) is not None})
             metrics["train_seconds"] = time.time() - start
@@ -54,13 +70,17 @@ def run(make_config: Callable[[int, str], object], variants: list[str], seeds: l
     return results
 
 
-def summarise(results: dict, variants: list[str]) -> str:
-    """Markdown: mean ± sd over seeds per variant, then the per-seed held-out accuracies."""
+def summarise(results: dict, variants: list[str], metrics=METRICS) -> str:
+    """Markdown: mean ± sd over seeds per variant (a metric a variant lacks: —), then the per-seed
+    held-out accuracies."""
     variants = [v for v in variants if v in results]
-    lines = ["| variant | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    lines = ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for v in variants:
         cells = []
-        for m in METRICS:
+        for m in metrics:
+            if any(m not in r for r in results[v].values()):
+                cells.append("—")
+                continue
             xs = np.array([r[m] for r in results[v].values()])
             cells.append(f"{xs.mean():.3f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.3f}")
         lines.append(f"| {v} (n={len(results[v])}) | " + " | ".join(cells) + " |")

@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-import common  # noqa: F401  (experiments/common.py; puts the repository on sys.path)
-from align_tf.configs import base
+import common  # experiments/common.py (also puts the repository on sys.path)
 
 
 def make_config(seed: int, variant: str, args):
     """The default config, shortened, with noisier captions; ``variant`` is "plain" or "mod"."""
-    c = base.get_config()
-    c.seed = seed
+    c = common.short_default(seed, args)
     c.data.caption_noise = args.caption_noise
-    c.train.steps = args.steps
-    c.train.checkpoint_every = args.steps  # checkpoints only at the end
-    c.eval.synthetic_examples_per_class = args.eval_per_class
-    if args.image_size:
-        c.data.image_size = args.image_size
     c.objective.name = "contrastive" if variant == "plain" else "momentum_distillation"
     if variant == "mod_queue":
         c.objective.queue_size = args.queue_size

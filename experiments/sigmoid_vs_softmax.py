@@ -9,25 +9,21 @@ initial towers and the batch order. The SigLIP paper (Zhai et al., 2023) finds s
 better than softmax below a batch of 16k. Results go to ``{out_dir}/results.json`` (resumable).
 
     python experiments/sigmoid_vs_softmax.py --seeds=0,1,2 --batches=16,64,256 --steps=600
+    python experiments/sigmoid_vs_softmax.py --steps=400 --image_size=32 --eval_per_class=20  # cheaper
 """
 
 from __future__ import annotations
 
 import argparse
 
-import common  # noqa: F401  (experiments/common.py; puts the repository on sys.path)
-from align_tf.configs import base
+import common  # experiments/common.py (also puts the repository on sys.path)
 
 
 def make_config(seed: int, variant: str, args):
     """The default config at ``variant`` = ``"{softmax|sigmoid}_b{batch}"``, ``args.steps`` long."""
     loss, batch = variant.split("_b")
-    c = base.get_config()
-    c.seed = seed
+    c = common.short_default(seed, args)
     c.train.batch_size = int(batch)
-    c.train.steps = args.steps
-    c.train.checkpoint_every = args.steps  # checkpoints only at the end
-    c.eval.synthetic_examples_per_class = args.eval_per_class
     c.objective.name = "sigmoid" if loss == "sigmoid" else "contrastive"
     c.model.similarity = "sigmoid" if loss == "sigmoid" else "softmax"
     return c
@@ -38,6 +34,7 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--batches", default="16,64,256")
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--image_size", type=int, default=0, help="0: the config's")
     parser.add_argument("--eval_per_class", type=int, default=40)
     parser.add_argument("--out_dir", default="/tmp/sigmoid_vs_softmax")
     args = parser.parse_args()
