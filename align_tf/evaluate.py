@@ -14,6 +14,8 @@ What is evaluated is the config's ``eval`` section (``configs/base.py``; the sam
 Datasets (``--datasets``/``--dataset``, comma-separated):
   synthetic        the built-in coloured-shapes corpus (fresh seeded images; no download)
   tfrecord:GLOB    our TFRecord shards (retrieval; records with identical images are grouped)
+  img2dataset_tfrecord:GLOB  img2dataset's TFRecord shards (jpg + txt), likewise
+  tfds:NAME        a TFDS dataset (the training sources' spelling, align_tf.data.sources)
   TFDS names       cifar10, cifar100, imagenet2012 (manual download), coco_captions, or any TFDS
                    dataset with an image and a class label or captions
 Tasks (``--tasks``, comma-separated): retrieval, zeroshot, knn, linear, or auto (retrieval for
@@ -62,7 +64,8 @@ _DOWNLOAD = flags.DEFINE_bool("download", True, "Let TFDS download and prepare m
 _OUTPUT = flags.DEFINE_string("output", None, "Write the report as JSON here.")
 
 # Flags named like the config's eval fields (configs/base.py documents them).
-flags.DEFINE_list("datasets", _EVAL.datasets.split(","), "Datasets: synthetic, tfrecord:GLOB, or "
+flags.DEFINE_list("datasets", _EVAL.datasets.split(","), "Datasets: synthetic, tfrecord:GLOB, "
+                  "img2dataset_tfrecord:GLOB, tfds:NAME, or bare "
                   "TFDS names (cifar10, cifar100, imagenet2012, coco_captions, ...).")
 flags.DEFINE_alias("dataset", "datasets")
 flags.DEFINE_list("tasks", _EVAL.tasks.split(","), "Tasks: retrieval, zeroshot, knn, linear, auto.")

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from align_tf import distribute, objectives, optim
-from align_tf.data import pipeline, sampling, synthetic, tfrecord
+from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
 from align_tf.run_dir import RunDir
 from align_tf.tokenizer import TextPreprocessor, build_vocabulary
@@ -116,8 +116,10 @@ def validate_config(config, num_replicas: int = 1) -> None:
            f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
            f"{t.batch_size}, so each step's momentum features fill whole queue slots")
 
-    _check(d.name in ("synthetic", "tfrecord"),
-           f"unknown data.name {d.name!r}; choose 'synthetic' or 'tfrecord'")
+    try:
+        sources.parse(d.name)  # names the choices
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name in ("vocab_size", "max_tokens", "image_size", "num_train_examples", "shuffle_buffer"):
         _check(d[name] > 0, f"data.{name}={d[name]} must be positive")
     _check(d.resize_size is None or d.resize_size >= d.image_size,
@@ -128,12 +130,10 @@ def validate_config(config, num_replicas: int = 1) -> None:
     for name in ("caption_noise", "caption_partial", "synthetic_unnamed_colour",
                  "synthetic_colour_only", "synthetic_two_shapes"):
         _check(0.0 <= d[name] <= 1.0, f"data.{name}={d[name]} must be in [0, 1]")
-    if d.name == "tfrecord":
-        _check(bool(d.vocab_path), "data.vocab_path is required for TFRecord data (build one "
-                                   "with python -m align_tf.data.vocab)")
-        _check(tf.io.gfile.exists(d.vocab_path), f"data.vocab_path {d.vocab_path} does not exist")
-        _check(bool(tf.io.gfile.glob(d.train_pattern)),
-               f"data.train_pattern {d.train_pattern!r} matches no files")
+    try:
+        sources.check(d)  # vocab_path, train_pattern or the TFDS set of the source
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     for name in ("batch_size", "steps", "steps_per_loop", "log_every", "checkpoint_every",
                  "keep_checkpoints", "max_consecutive_skips"):
@@ -224,7 +224,7 @@ def train_dataset_fn(config, preprocessor, pairs, read_stats: tfrecord.ReadStats
     of ``(config.seed, position)``, so a resumed run neither repeats nor misses a pair and draws
     the same augmentation. Synthetic pairs are sampled by index: the start costs nothing and the
     stream does not depend on the number of hosts; TFRecord shards skip at most one group of
-    shards (``tfrecord.read_training_pairs``).
+    shards (``tfrecord.read_training_pairs``); other sources: ``align_tf.data.sources``.
     ``wrap_inputs(dataset, input_context, first_batch)`` may wrap each pipeline's dataset of
     per-replica batches (``first_batch``: the pipeline-local index of its first element); tests
     use it to observe or corrupt batches.
@@ -237,11 +237,8 @@ def train_dataset_fn(config, preprocessor, pairs, read_stats: tfrecord.ReadStats
         if pairs is not None:
             ds = sampling.sample_arrays({"image": pairs["image"], "caption": pairs["caption"]},
                                         config.seed, layout, batches_done)
-        else:
-            ds = tfrecord.read_training_pairs(
-                config.data.train_pattern, config.seed, layout, batches_done,
-                shuffle_buffer=config.data.shuffle_buffer, input_context=input_context,
-                stats=read_stats)
+        else:  # tfrecord, img2dataset_tfrecord, tfds:NAME (align_tf.data.sources)
+            ds = sources.training_stream(config, layout, batches_done, input_context, read_stats)
         ds = pipeline.batch_pairs(ds, preprocessor, sizes.per_replica, config.data.image_size,
                                   config.data.resize_size, training=True, seed=config.seed,
                                   flip=config.data.random_flip, stats=read_stats)
@@ -522,7 +519,7 @@ class TrainLoop:
                 metrics = {k: float(v) for k, v in loop_metrics.items()}
                 step = int(optimizer.iterations.numpy())
                 metrics["lr"] = float(optimizer.learning_rate)
-                if self.config.data.name == "tfrecord":
+                if self.config.data.name != "synthetic":
                     # Corrupt records/images the input pipeline skipped so far.
                     metrics["skipped_records"] = float(self.read_stats.skipped)
                 progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics

@@ -59,8 +59,13 @@ def get_config():
     c.objective.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic"          # "synthetic" (built-in corpus) | "tfrecord" (our shards)
-    c.data.train_pattern = ""          # TFRecord glob for data.name == "tfrecord"
+    # Training source (align_tf.data.sources): "synthetic" (built-in corpus) | "tfrecord" (our
+    # shards) | "img2dataset_tfrecord" (img2dataset's TFRecords as they are) | "tfds:NAME"
+    # (a prepared TFDS caption set such as tfds:coco_captions; one random caption per image/epoch)
+    c.data.name = "synthetic"
+    c.data.train_pattern = ""          # TFRecord glob(s) for tfrecord / img2dataset_tfrecord
+    c.data.tfds_split = "train"        # tfds:NAME only: TFDS split, e.g. "train+restval"
+    c.data.tfds_data_dir = ""          # tfds:NAME only: TFDS data directory ("": TFDS's default)
     c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
     c.data.vocab_size = 2000
     c.data.max_tokens = 16             # paper: 64

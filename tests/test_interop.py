@@ -297,3 +297,192 @@ def test_vocab_reads_webdataset_and_img2dataset_tfrecord(tars, img2dataset_recor
     flag_values = vocab.parse_args([f"--input={root}/*.tfrecord", "--output=v.txt",
                                     "--format=img2dataset_tfrecord"])
     assert flag_values.format == "img2dataset_tfrecord"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _tiny_config(tmp_path, captions, **data):
+    """A tiny model on ``data`` (the test_data training test's sizes)."""
+    vocab_path = tokenizer.save_vocabulary(tokenizer.build_vocabulary(captions, vocab_size=60),
+                                           str(tmp_path / "vocab.txt"))
+    config = base.get_config()
+    config.model.text_size_name = "nano"
+    config.data.vocab_path = vocab_path
+    config.data.image_size, config.data.max_tokens, config.data.shuffle_buffer = 32, 8, 16
+    config.train.batch_size, config.train.log_every = 4, 5
+    config.train.steps_per_loop, config.eval.enabled, config.export.enabled = 5, False, False
+    for name, value in data.items():
+        config.data[name] = value
+    return config
+
+
+def _trainer_batches(config, tmp_path, steps):
+    """``steps`` per-replica batches from ``trainer.train_dataset_fn``: the trainer's data path
+    (vocabulary, ``sources.training_stream``, decoding, crops, tokens) without a model."""
+    from align_tf.run_dir import RunDir
+    run = RunDir(str(tmp_path / "run")).makedirs()
+    pairs, preprocessor = trainer.prepare_inputs(config, run, chief=True, resuming=False)
+    stats = tfrecord.ReadStats()
+    strategy = tf.distribute.get_strategy()
+    dataset = strategy.distribute_datasets_from_function(
+        trainer.train_dataset_fn(config, preprocessor, pairs, stats))
+    batches = [b for b, _ in zip(dataset, range(steps))]
+    return batches, preprocessor, stats
+
+
+def _stream(config, batches, first_batch=0, global_batch=4, per_pipeline=4, pipeline_id=0):
+    layout = sampling.Layout(global_batch, per_pipeline, pipeline_id)
+    ds = sources.training_stream(config, layout, first_batch, stats=tfrecord.ReadStats())
+    return list(ds.take(batches * per_pipeline).as_numpy_iterator())
+
+
+def test_trainer_reads_img2dataset_tfrecord_shards(img2dataset_records, tmp_path):
+    """``data.name=img2dataset_tfrecord``: img2dataset's shards (``jpg``/``txt``) as they are;
+    one epoch holds every readable record once, positions follow the stream layout, a resumed
+    stream equals the uninterrupted one's tail, and the trainer runs on it."""
+    root, pairs = img2dataset_records
+    captions = [c for c, _ in pairs.values()]
+    config = _tiny_config(tmp_path, captions, name="img2dataset_tfrecord",
+                          train_pattern=str(root / "*.tfrecord"))
+    trainer.validate_config(config)
+    # 8 pairs + the caption-less record (no txt: skipped as corrupt) + "not an Example" (skipped);
+    # the cut record is lost with the file's framing.
+    # Positions count records as written (10 per epoch: 7 + 3 intact), so skipped ones leave gaps.
+    stream = _stream(config, 4)
+    positions = [int(e["position"]) for e in stream]
+    assert positions == sorted(positions) and positions[-1] < 20
+    first_epoch = sorted(e["caption"].decode() for e in stream if e["position"] < 10)
+    assert first_epoch == sorted(captions)
+    by_caption = {c: image for c, image in pairs.values()}
+    assert all(e["image/encoded"] == by_caption[e["caption"].decode()] for e in stream)
+    # Resuming at batch 2 starts at position 8: the uninterrupted stream from there on.
+    resumed = _stream(config, 2, first_batch=2)
+    assert resumed == [e for e in stream if e["position"] >= 8][:8]
+    batches, preprocessor, stats = _trainer_batches(config, tmp_path, 3)
+    assert [b["image"].shape for b in batches] == [(4, 32, 32, 3)] * 3
+    assert [b["text"]["token_ids"].shape for b in batches] == [(4, 8)] * 3
+    # No txt, not an Example: both met in the first epoch (read-ahead may meet them again).
+    assert stats.as_dict()["corrupt_record"] >= 2 and stats.as_dict()["corrupt_image"] == 0
+
+
+def _fake_coco(self, split, decoders=None, **kwargs):
+    """``coco_captions`` as TFDS gives it with ``SkipDecoding`` on the image (JPEG bytes): five
+    images with 5, 6, 7, 5 and 0 captions."""
+    import tensorflow_datasets as tfds
+    assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
+    counts = [5, 6, 7, 5, 0]
+    images = [image_bytes(40 + i, 36, seed=i) for i in range(len(counts))]
+
+    def gen():
+        for i, n in enumerate(counts):
+            yield {"image": images[i], "captions": {"text": [f"image {i} caption {j}"
+                                                             for j in range(n)]}}
+
+    return tf.data.Dataset.from_generator(gen, output_signature={
+        "image": tf.TensorSpec((), tf.string), "captions": {"text": tf.TensorSpec((None,), tf.string)}})
+
+
+def test_tfds_caption_set_stream_and_training(tmp_path):
+    """``data.name=tfds:coco_captions`` (``tfds.testing.mock_data``): each epoch has every image
+    once with one of its captions, drawn per (seed, epoch); reruns and resumed streams (at any
+    batch, on any number of input pipelines) are exact; the trainer runs on it."""
+    import tensorflow_datasets as tfds
+    captions = [f"image {i} caption {j}" for i in range(4) for j in range(7)]
+    config = _tiny_config(tmp_path, captions, name="tfds:coco_captions",
+                          tfds_split="train+restval", shuffle_buffer=3)
+    with tfds.testing.mock_data(as_dataset_fn=_fake_coco):
+        trainer.validate_config(config)
+        stream = _stream(config, 10)  # 40 positions: 8 epochs of 5 images
+        epochs = [stream[i:i + 5] for i in range(0, 40, 5)]
+        for epoch in epochs:
+            images = sorted(int(e["caption"].decode().split()[1]) for e in epoch if e["caption"])
+            assert images == [0, 1, 2, 3] and sum(e["caption"] == b"" for e in epoch) == 1
+        picks = {(e["caption"].decode().split()[1], e["caption"]) for e in stream if e["caption"]}
+        assert len(picks) > 12  # captions differ across epochs (4 images, 23 captions)
+        assert _stream(config, 10) == stream  # deterministic per seed
+        config.seed = 1
+        assert [e["caption"] for e in _stream(config, 10)] != [e["caption"] for e in stream]
+        config.seed = 0
+        for first in (3, 7):  # inside a window / an epoch
+            assert _stream(config, 10 - first, first_batch=first) == stream[4 * first:]
+        halves = [_stream(config, 10, global_batch=4, per_pipeline=2, pipeline_id=p)
+                  for p in (0, 1)]
+        assert [e["position"] for e in halves[1][:4]] == [2, 3, 6, 7]
+        merged = [e for b in range(10) for p in (0, 1) for e in halves[p][2 * b:2 * b + 2]]
+        assert merged == stream
+        batches, preprocessor, _ = _trainer_batches(config, tmp_path, 2)
+    assert [b["image"].shape for b in batches] == [(4, 32, 32, 3)] * 2
+    expected = preprocessor(tf.constant([e["caption"] for e in stream[:8]]))["token_ids"]
+    assert np.array_equal(tf.concat([b["text"]["token_ids"] for b in batches], 0), expected)
+
+
+def test_twenty_steps_on_a_built_webdataset_corpus(built_tars, tars, tmp_path):
+    """From img2dataset tars to a trained model: build (fixture), vocabulary, 20 steps."""
+    out, stats = built_tars
+    vocab.main([vocab.PROG], vocab.parse_args([f"--input={out}/pairs-*.tfrecord",
+                                               f"--output={tmp_path}/vocab.txt",
+                                               "--vocab_size=80"]))
+    config = _tiny_config(tmp_path, ["unused"], name="tfrecord",
+                          train_pattern=str(out / "pairs-*.tfrecord"))
+    config.data.vocab_path = str(tmp_path / "vocab.txt")
+    config.train.steps, config.train.checkpoint_every = 20, 10
+    # ... and evaluate: retrieval on the built shards (the evaluate CLI's --dataset spelling).
+    config.eval.enabled, config.eval.tasks = True, "retrieval"
+    config.eval.datasets = f"tfrecord:{out}/pairs-*.tfrecord"
+    result = trainer.train(config, str(tmp_path / "run"), verbose=0)
+    assert int(result.objective.optimizer.iterations.numpy()) == 20
+    assert np.isfinite(result.metrics["loss"]) and result.metrics["skipped_records"] == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index")) == [
+        "ckpt-10.index", "ckpt-20.index"]
+    trainer.evaluate(result, config, str(tmp_path / "run"))  # what the train CLI runs last
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    retrieval = report["results"][config.eval.datasets]["retrieval"]
+    assert retrieval["num_images"] == len(KEPT) and 0 <= retrieval["i2t_R@1"] <= 1
+
+
+def test_evaluation_spells_sources_as_training_does(img2dataset_records, tmp_path):
+    """``--dataset``/``eval.datasets`` take ``img2dataset_tfrecord:GLOB`` and ``tfds:NAME``."""
+    import tensorflow_datasets as tfds
+
+    from align_tf.evaluation import datasets, runner
+    root, pairs = img2dataset_records
+    with tf.io.TFRecordWriter(str(tmp_path / "clean.tfrecord")) as w:
+        for key, (caption, image) in sorted(pairs.items()):
+            w.write(_img2dataset_record(key, image, caption, f"https://x/{key}"))
+    name = f"img2dataset_tfrecord:{tmp_path}/clean*.tfrecord"
+    assert datasets.dataset_kinds(name) == {datasets.RETRIEVAL}
+    data = runner._retrieval(name, base.get_config().eval, download=False)
+    got = {e["captions"][0].decode(): tf.io.encode_png(e["image"]).numpy()
+           for e in data.make_dataset(None).as_numpy_iterator()}
+    assert {c: tf.io.encode_png(tf.io.decode_jpeg(i)).numpy() for c, i in pairs.values()} == got
+    config = base.get_config()
+    config.eval.datasets, config.eval.tasks = f"{name},tfds:coco_captions", "auto"
+    with tfds.testing.mock_data(num_examples=2):
+        assert datasets.dataset_kinds("tfds:coco_captions") == {datasets.RETRIEVAL}
+        plans = runner.plans_from_config(config)
+        assert [(n, [t for t, _ in tasks]) for n, tasks in plans] == [
+            (name, ["retrieval"]), ("tfds:coco_captions", ["retrieval"])]
+    with pytest.raises(datasets.UnknownDatasetError, match="'tfds:NAME'"):
+        datasets.dataset_kinds("tfds:no_such_dataset_here")
+
+
+def test_source_grammar_one_line_errors(tmp_path):
+    config = base.get_config()
+    for name, message in [
+            ("webdataset", "unknown data.name 'webdataset'; choose from synthetic, tfrecord, "
+                           "img2dataset_tfrecord, tfds:NAME"),
+            ("tfds:", "unknown data.name 'tfds:'"),
+            ("img2dataset_tfrecord", "data.vocab_path is required for "
+                                     "data.name='img2dataset_tfrecord'")]:
+        config.data.name = name
+        with pytest.raises(trainer.ConfigError, match="^" + message.replace("(", r"\(")):
+            trainer.validate_config(config)
+    (tmp_path / "v.txt").write_text("[PAD]\n")
+    config.data.vocab_path = str(tmp_path / "v.txt")
+    config.data.train_pattern = str(tmp_path / "*.tfrecord")
+    with pytest.raises(trainer.ConfigError, match="matches no files"):
+        trainer.validate_config(config)
+    config.data.name = "tfds:no_such_dataset_here"
+    with pytest.raises(trainer.ConfigError, match="unknown TFDS dataset"):
+        trainer.validate_config(config)

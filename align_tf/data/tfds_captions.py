@@ -141,7 +141,8 @@ def training_stream(name: str, split: str, seed: int, layout, first_batch: int =
     first_window = offset // window
 
     def epoch_pairs(epoch):
-        skip_windows = tf.where(epoch == first_epoch, first_window, 0)
+        skip_windows = tf.where(epoch == first_epoch, tf.constant(first_window, tf.int64),
+                                tf.constant(0, tf.int64))
 
         def one_caption(index, example):
             captions = _captions_of(example)

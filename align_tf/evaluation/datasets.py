@@ -1,7 +1,7 @@
 """Evaluation data: labelled image sets (zero-shot, kNN, linear probe) and captioned image sets
 (retrieval), from the built-in synthetic corpus, our TFRecord shards, or TFDS.
 
-Dataset names:
+Dataset names (spelt as training sources are, ``align_tf.data.sources``):
   * ``synthetic``: the built-in coloured-shapes corpus (``align_tf.data.synthetic``), rendered
     fresh from seeded generators (the config's ``eval.synthetic_seed``, far from training's
     ``seed``), so every evaluation of a model sees the same images; classes are all 30
@@ -10,7 +10,8 @@ Dataset names:
     retrieval. Records with byte-identical images are one image with several captions, so a
     caption set written one pair per record (MSCOCO's 5 per image) keeps the 5-caption protocol;
     a record may also hold several ``caption`` values.
-  * any TFDS name, optionally with config/version (``cifar10``, ``cifar100``, ``imagenet2012``,
+  * ``img2dataset_tfrecord:GLOB``: img2dataset's TFRecord shards (``jpg`` + ``txt``), likewise.
+  * ``tfds:NAME``, or a bare TFDS name, optionally with config/version (``cifar10``, ``cifar100``, ``imagenet2012``,
     ``coco_captions``, ``oxford_iiit_pet:3.*.*``): a ``label`` ClassLabel feature makes it a
     classification set, a ``captions/text`` (or ``caption``) feature a retrieval set.
     ``imagenet2012`` needs its archives placed in TFDS's manual directory first (TFDS docs).
@@ -28,10 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from align_tf import prompts
-from align_tf.data import synthetic
+from align_tf.data import img2dataset, sources, synthetic, tfrecord
 
 SYNTHETIC = "synthetic"
 TFRECORD_PREFIX = "tfrecord:"
+IMG2DATASET_TFRECORD_PREFIX = "img2dataset_tfrecord:"
+# Record sources: prefix → (image, caption) feature names.
+RECORD_PREFIXES = {TFRECORD_PREFIX: tfrecord.KEYS, IMG2DATASET_TFRECORD_PREFIX: img2dataset.KEYS}
 CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
 
 
@@ -158,21 +162,46 @@ def synthetic_groups() -> dict:
 # ------------------------------------------------------------------------------------ TFRecord
 
 
+def record_source(name: str) -> tuple | None:
+    """``(glob, (image, caption) feature names)`` of a ``tfrecord:``/``img2dataset_tfrecord:``
+    name, else ``None``."""
+    for prefix, keys in RECORD_PREFIXES.items():
+        if name.startswith(prefix):
+            return name[len(prefix):], keys
+    return None
+
+
+def tfds_name(name: str) -> str:
+    """The TFDS dataset of ``tfds:NAME`` or a bare ``NAME``."""
+    return name[len(sources.TFDS_PREFIX):] if name.startswith(sources.TFDS_PREFIX) else name
+
+
+def record_retrieval(name: str, max_images: int | None = None,
+                     captions_per_image: int | None = 5) -> RetrievalData:
+    """``tfrecord_retrieval`` of a ``tfrecord:GLOB`` or ``img2dataset_tfrecord:GLOB`` name."""
+    pattern, keys = record_source(name)
+    return tfrecord_retrieval(pattern, max_images, captions_per_image, keys, name)
+
+
 def tfrecord_retrieval(pattern: str, max_images: int | None = None,
-                       captions_per_image: int | None = 5) -> RetrievalData:
-    """Captioned images from our TFRecord shards, grouped by identical image bytes (see module)."""
+                       captions_per_image: int | None = 5, keys: tuple = tfrecord.KEYS,
+                       name: str | None = None) -> RetrievalData:
+    """Captioned images from TFRecord shards, grouped by identical image bytes (see module);
+    ``keys``: the (image, caption) feature names (ours, or img2dataset's)."""
+    image_key, caption_key = keys
+
     def make(encoder):
         files = sorted(tf.io.gfile.glob(pattern))
         if not files:
             raise FileNotFoundError(f"No TFRecord files match {pattern!r}.")
-        features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-                    "caption": tf.io.VarLenFeature(tf.string)}
+        features = {image_key: tf.io.FixedLenFeature([], tf.string),
+                    caption_key: tf.io.VarLenFeature(tf.string)}
         order, groups = [], {}
         # Grouping needs every record's image hash, so records are read once in Python; only one
         # copy of each distinct image's bytes is kept (evaluation sets are thousands of images).
         for record in tf.data.TFRecordDataset(files):
             ex = tf.io.parse_single_example(record, features)
-            encoded = ex["image/encoded"].numpy()
+            encoded = ex[image_key].numpy()
             key = hashlib.sha1(encoded).digest()
             if key not in groups:
                 if max_images is not None and len(order) >= max_images:
@@ -180,7 +209,7 @@ def tfrecord_retrieval(pattern: str, max_images: int | None = None,
                 groups[key] = (encoded, [])
                 order.append(key)
             groups[key][1].extend(c.decode("utf-8") for c in
-                                  tf.sparse.to_dense(ex["caption"]).numpy())
+                                  tf.sparse.to_dense(ex[caption_key]).numpy())
         encoded = [groups[k][0] for k in order]
         captions = tf.ragged.constant([groups[k][1] for k in order], dtype=tf.string)
 
@@ -190,7 +219,7 @@ def tfrecord_retrieval(pattern: str, max_images: int | None = None,
 
         return tf.data.Dataset.from_tensor_slices((encoded, captions)).map(decode)
 
-    return RetrievalData(f"tfrecord:{pattern}", make, captions_per_image)
+    return RetrievalData(name or f"tfrecord:{pattern}", make, captions_per_image)
 
 
 # ------------------------------------------------------------------------------------ TFDS
@@ -210,10 +239,11 @@ def _tfds_kind(info, label_key: str) -> str:
 def _tfds_builder(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
     try:
-        return tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(tfds_name(name), data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
         raise UnknownDatasetError(
-            f"unknown dataset {name!r}: use 'synthetic', 'tfrecord:GLOB' or a TFDS name such as "
+            f"unknown dataset {name!r}: use 'synthetic', 'tfrecord:GLOB', "
+            f"'img2dataset_tfrecord:GLOB' or 'tfds:NAME' (a bare TFDS name works too) such as "
             f"cifar10, cifar100, imagenet2012, coco_captions ({type(e).__name__}: "
             f"{str(e).splitlines()[0]})") from None
 
@@ -251,7 +281,7 @@ def tfds_classification(name: str, split: str | None = None, train: bool = False
     info = _tfds_builder(name, data_dir).info
     if _tfds_kind(info, label_key) != CLASSIFICATION:
         raise ValueError(f"{name} is a captioned dataset, not a classification one")
-    classnames = prompts.get_classnames(name, info, label_key)
+    classnames = prompts.get_classnames(tfds_name(name), info, label_key)
 
     def make(encoder):
         ds = _tfds_split(name, split, train, data_dir, download, max_examples)
@@ -296,6 +326,6 @@ def dataset_kinds(name: str, data_dir: str | None = None) -> set:
     """
     if name == SYNTHETIC:
         return {CLASSIFICATION, RETRIEVAL}
-    if name.startswith(TFRECORD_PREFIX):
+    if record_source(name) is not None:
         return {RETRIEVAL}
     return {_tfds_kind(_tfds_builder(name, data_dir).info, "label")}

@@ -169,9 +169,8 @@ def _retrieval(dataset: str, ev, download: bool):
         return datasets.synthetic_retrieval(ev.synthetic_retrieval_rounds, ev.captions_per_image,
                                             ev.synthetic_seed + 2)
     captions = ev.captions_per_image or None  # 0: all
-    if dataset.startswith(datasets.TFRECORD_PREFIX):
-        return datasets.tfrecord_retrieval(dataset[len(datasets.TFRECORD_PREFIX):],
-                                           ev.max_examples, captions)
+    if datasets.record_source(dataset) is not None:  # tfrecord:GLOB, img2dataset_tfrecord:GLOB
+        return datasets.record_retrieval(dataset, ev.max_examples, captions)
     return datasets.tfds_retrieval(dataset, ev.split, ev.data_dir, download, ev.max_examples,
                                    captions)
 
