@@ -28,6 +28,17 @@ Keras' own ``BatchNormalization``, ``tf.nn.silu``'s gradient and ``keras.optimiz
 instead of ``align_tf.models.batch_norm``, ``align_tf.models.activations.swish`` and
 ``align_tf.optim.AdamW``), so before/after come from the same run and load.
 
+Preset mode (GPU readiness): ``--preset=align_base --device=gpu`` trains the preset's towers
+(align_base: EfficientNet-B7 @ 289 px + BERT-base @ 64 tokens, LAMB) with bf16 mixed precision and
+XLA for a fixed batch and step count, no peer, and prints the compile time (the first step) apart
+from the step time, pairs/s per device and MFU: model FLOPs (3 × the forward FLOPs counted on the
+traced graph, ``graph_flops``) per second over the device's dense bf16 peak (``PEAK_TFLOPS``, e.g.
+H200 SXM 989 TFLOP/s; ``--peak_tflops`` overrides). The whole run stays under ~8 minutes
+(``--max_seconds`` caps the timed steps). Checked on CPU with a tiny shape::
+
+    python benchmarks/bench_train.py --preset=align_base --device=cpu --image_model=b0 \
+        --text=nano --image_size=32 --seq_len=8 --batch_size=4 --steps=2 --no_append
+
 XLA: with ``--xla=auto`` both TF modes are compiled and timed for a few steps; the slower is
 reported from those steps only and the faster one goes into the interleaved comparison. On this
 CPU XLA was ~9× slower per step and took minutes to compile (RESULTS.md), so the default
@@ -180,24 +191,188 @@ def matmul_flops(n: int, repeats: int) -> dict:
     return {k: flops / v["median"] for k, v in times.items()}
 
 
+# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' datasheets; the first
+# name contained in the device's name wins.
+PEAK_TFLOPS = (("H200 NVL", 835.0), ("H200", 989.4), ("H100 NVL", 835.0), ("H100 PCIe", 756.0),
+               ("H100", 989.4), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0))
+
+
+def graph_flops(graph) -> tuple:
+    """``(FLOPs, uncounted)`` of one run of ``graph``: 2 per multiply-add of its convolutions,
+    depthwise convolutions, matmuls and einsums (static shapes needed; element-wise ops, BN and
+    softmax are not counted, as is usual for MFU). ``uncounted``: such ops with unknown shapes."""
+    total, uncounted = 0.0, 0
+    for op in graph.get_operations():
+        try:
+            if op.type == "Conv2D":  # kernel [kh, kw, cin, cout]
+                kh, kw, cin, _ = op.inputs[1].shape.as_list()
+                total += 2.0 * np.prod(op.outputs[0].shape.as_list()) * kh * kw * cin
+            elif op.type == "DepthwiseConv2dNative":  # kernel [kh, kw, cin, multiplier]
+                kh, kw = op.inputs[1].shape.as_list()[:2]
+                total += 2.0 * np.prod(op.outputs[0].shape.as_list()) * kh * kw
+            elif op.type in ("MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+                a = op.inputs[0].shape.as_list()
+                adj = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+                total += 2.0 * np.prod(op.outputs[0].shape.as_list()) * a[-2 if adj else -1]
+            elif op.type == "Einsum":  # every index once: the multiply-adds of the contraction
+                lhs = op.get_attr("equation").decode().split("->")[0].split(",")
+                sizes = {}
+                for letters, t in zip(lhs, op.inputs):
+                    sizes.update(zip(letters, t.shape.as_list()))
+                total += 2.0 * np.prod(list(sizes.values()))
+        except (TypeError, ValueError):  # None in a shape
+            uncounted += 1
+    return total, uncounted
+
+
+def preset_main(args) -> dict:
+    """``--preset``: the GPU-readiness run (module docstring)."""
+    import importlib
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    from align_tf import trainer
+
+    if args.device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif not tf.config.list_physical_devices("GPU"):
+        raise SystemExit("bench_train.py: error: --device=gpu but TensorFlow sees no GPU")
+    try:
+        config = importlib.import_module(f"align_tf.configs.{args.preset}").get_config()
+    except ModuleNotFoundError:
+        raise SystemExit(f"bench_train.py: error: no preset configs/{args.preset}.py") from None
+    m = config.model
+    m.image_size_name = args.image_model or m.image_size_name
+    m.text_size_name = args.text or m.text_size_name
+    image_size = args.image_size or config.data.image_size
+    seq_len = args.seq_len or config.data.max_tokens
+    m.max_sequence_length = seq_len
+    m.bn_group_size = 0  # one device: BN over its own batch
+    batch_size = args.batch_size or 64
+    config.train.batch_size = batch_size
+    config.train.mixed_precision = not args.fp32
+    keras.mixed_precision.set_global_policy("float32" if args.fp32 else "mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    device = "/GPU:0" if args.device == "gpu" else "/CPU:0"
+    name = (tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+            .get("device_name", "GPU") if args.device == "gpu" else common.cpu_model())
+    peak = args.peak_tflops or next((p for n, p in PEAK_TFLOPS if n in name), 0.0)
+    xla = args.xla != "off"
+    what = (f"{args.preset}: {m.image_size_name} @ {image_size} px + BERT-{m.text_size_name} @ "
+            f"{seq_len} tokens, batch {batch_size}, {config.optim.name}, "
+            f"{'fp32' if args.fp32 else 'bf16 mixed'}{' + XLA' if xla else ''}, {name}")
+    print(what, flush=True)
+
+    t_start = time.perf_counter()
+    with tf.device(device):
+        data = make_batch(batch_size, image_size, seq_len)
+        ids = tf.constant(data["ids"])
+        batch = {"image": tf.constant(data["pixels"]),
+                 "text": {"token_ids": ids, "padding_mask": tf.cast(ids != 0, tf.int32),
+                          "segment_ids": tf.zeros_like(ids)}}
+        model, objective = trainer.build(config, 30522)
+        # Model FLOPs: the forward pass traced at this batch (towers + similarity matmul).
+        forward = tf.function(lambda b: model.logits(tf.matmul(
+            model.embed_image(b["image"], training=True),
+            model.embed_text(b["text"], training=True), transpose_b=True)))
+        fwd_flops, uncounted = graph_flops(forward.get_concrete_function(batch).graph)
+        step_flops = 3 * fwd_flops
+        params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        build_s = time.perf_counter() - t_start
+        step = tf.function(objective.train_step, jit_compile=xla)
+        t0 = time.perf_counter()
+        float(step(batch)["loss"])
+        compile_s = time.perf_counter() - t0  # trace + XLA compile + one step
+        for _ in range(args.warmup):
+            float(step(batch)["loss"])
+        times, t_steps = [], time.perf_counter()
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            loss = float(step(batch)["loss"])
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() - t_start > args.max_seconds:
+                break
+    t = common.summarize(times)
+    mem = (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+           if args.device == "gpu" else float("nan"))
+    pairs = batch_size / t["median"]
+    achieved = step_flops / t["median"]
+    mfu = achieved / (peak * 1e12) if peak else float("nan")
+    rows = [["build + FLOP count s", f"{build_s:.1f}"],
+            ["first step s (trace + compile + 1 step)", f"{compile_s:.1f}"],
+            ["timed steps", f"{t['n']} after {args.warmup} warm-up, loss {loss:.3f}"],
+            ["step ms median / p90 / min", f"{t['median'] * 1e3:.1f} / {t['p90'] * 1e3:.1f} / "
+                                           f"{t['min'] * 1e3:.1f}"],
+            ["pairs/s per device", f"{pairs:.1f}"],
+            ["model GFLOP/step (3 × forward)", f"{step_flops / 1e9:.1f}" + (
+                f" ({uncounted} ops of unknown shape uncounted)" if uncounted else "")],
+            ["achieved TFLOP/s", f"{achieved / 1e12:.2f}"],
+            ["peak bf16 dense TFLOP/s", f"{peak:.1f}" if peak else "unknown (--peak_tflops)"],
+            ["MFU", f"{mfu:.1%}" if peak else "n/a"],
+            ["trainable parameters", f"{params:,}"],
+            ["peak device memory GiB", f"{mem:.1f}"],
+            ["whole run s", f"{time.perf_counter() - t_start:.0f}"]]
+    print(common.markdown_table(["figure", "value"], rows))
+    setup = (f"{what}; {step_flops / 1e9:.0f} GFLOP/step; first step {compile_s:.0f} s; "
+             f"{t['n']} steps after {args.warmup} warm-up")
+    common.record("bench_train.py", [
+        (f"train pairs/s per device, preset {args.preset}", f"{pairs:.1f}", "-", "-"),
+        ("train MFU vs dense bf16 peak", f"{achieved / 1e12:.1f} TFLOP/s",
+         f"{peak:.0f} TFLOP/s ({name})" if peak else "unknown", f"{mfu:.1%}" if peak else "n/a"),
+    ], setup, not args.no_append, args.output,
+        {"step": t, "compile_s": compile_s, "build_s": build_s, "pairs_per_s": pairs,
+         "step_flops": step_flops, "mfu": mfu, "peak_tflops": peak, "device": name,
+         "peak_memory_gib": mem})
+    return {"pairs_per_s": pairs, "mfu": mfu, "step_flops": step_flops, "compile_s": compile_s}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--seq_len", type=int, default=32)
-    parser.add_argument("--text", default="mini", help="BERT size (align_tf text_encoder.SIZES)")
+    parser.add_argument("--batch_size", type=int, default=None, help="default 32 (preset: 64)")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="default 128 (preset: its data.image_size)")
+    parser.add_argument("--seq_len", type=int, default=None,
+                        help="default 32 (preset: its data.max_tokens)")
+    parser.add_argument("--text", default=None,
+                        help="BERT size (align_tf text_encoder.SIZES); default mini (preset: its)")
     parser.add_argument("--repeats", type=int, default=8, help="timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per implementation")
-    parser.add_argument("--xla", default="off", choices=("auto", "both", "on", "off"),
+    parser.add_argument("--preset", default="",
+                        help="GPU-readiness mode: train this configs/ preset (e.g. align_base) "
+                             "with bf16 + XLA, no peer (module docstring)")
+    parser.add_argument("--device", default="gpu", choices=("gpu", "cpu"), help="--preset only")
+    parser.add_argument("--image_model", default="",
+                        help="--preset only: EfficientNet size instead of the preset's")
+    parser.add_argument("--steps", type=int, default=30, help="--preset only: timed steps")
+    parser.add_argument("--max_seconds", type=float, default=420,
+                        help="--preset only: stop timing steps after this much of the run")
+    parser.add_argument("--peak_tflops", type=float, default=0.0,
+                        help="--preset only: the device's dense bf16 peak (default: PEAK_TFLOPS)")
+    parser.add_argument("--fp32", action="store_true", help="--preset only: no mixed precision")
+    parser.add_argument("--output", default="", help="also write the results as JSON here")
+    parser.add_argument("--xla", default=None, choices=("auto", "both", "on", "off"),
                         help="auto: time both TF modes briefly, compare the faster with open_clip; "
                              "both: interleave both with open_clip")
     parser.add_argument("--before", action="store_true",
                         help="also interleave our step without the issue-9 speed-ups (Keras' "
                              "BatchNormalization, swish gradient, AdamW) as ours_before")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also interleave our step with bf16 mixed precision as ours_bf16 "
+                             "(train.mixed_precision)")
     parser.add_argument("--probe_steps", type=int, default=2, help="--xla=auto: steps per mode")
     parser.add_argument("--matmul_size", type=int, default=3072)
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
+    if args.preset:
+        args.xla = args.xla or "on"  # the preset run is bf16 + XLA unless told otherwise
+        return preset_main(args)
+    args.xla = args.xla or "off"
+    args.batch_size = args.batch_size or 32
+    args.image_size = args.image_size or 128
+    args.seq_len = args.seq_len or 32
+    args.text = args.text or "mini"
 
     import tensorflow as tf
     import torch
@@ -219,10 +394,18 @@ def main(argv=None) -> dict:
     if args.before:
         steps["ours_before"] = tf.function(build_ours(args.text, args.seq_len, lr,
                                                       before=True)[1].train_step)
+    if args.bf16:
+        import keras
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as train.mixed_precision
+        try:
+            steps["ours_bf16"] = tf.function(build_ours(args.text, args.seq_len, lr)[1].train_step)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
     fns = {name: (lambda s=s: s(batch)["loss"].numpy()) for name, s in steps.items()}
     probe = {}
     if args.xla == "auto":
-        probe = common.time_interleaved({k: v for k, v in fns.items() if k != "ours_before"},
+        probe = common.time_interleaved({k: v for k, v in fns.items()
+                                         if k not in ("ours_before", "ours_bf16")},
                                         args.probe_steps, warmup=1)
         slower = max(probe, key=lambda k: probe[k]["median"])
         print("XLA probe: " + ", ".join(f"{k} {v['median'] * 1e3:.0f} ms/step (first "
@@ -293,10 +476,15 @@ def main(argv=None) -> dict:
                 f"{rate['open_clip']:.1f} (open_clip)",
                 common.fmt_ratio(rate["ours_before"], rate["open_clip"]))]
               if "ours_before" in rate else []),
+            *([("train pairs/s, ours with bf16 mixed precision (train.mixed_precision)",
+                f"{rate['ours_bf16']:.1f} (ours_bf16)", f"{rate['ours']:.1f} (ours, fp32)",
+                common.fmt_ratio(rate["ours_bf16"], rate["ours"]))]
+              if "ours_bf16" in rate and "ours" in rate else []),
             ("train FLOP/s vs tf.matmul fp32 peak",
              f"{step_flops / times[best]['median'] / 1e9:.1f} GFLOP/s", f"{peak['tf'] / 1e9:.0f} GFLOP/s (matmul {args.matmul_size}²)",
              f"{step_flops / times[best]['median'] / peak['tf']:.0%}"),
         ], setup)
+    common.record("bench_train.py", [], setup, False, args.output, results)
     return results
 
 

@@ -31,8 +31,9 @@ Rows are appended by the `benchmarks/bench_*.py` scripts (see README.md, *Perfor
 medians of repeated runs after warm-up; a ratio compares two figures measured in the same run
 (interleaved call by call for training and inference, one after the other for the input
 pipeline). The shared 2-core machine these were taken on also ran other people's work:
-`load` is `os.getloadavg()` (1 / 5 min) at the end of the run; with a load above the core count,
-absolute figures are low and noisy, ratios less so.
+`load` is `os.getloadavg()` (1 / 5 min) at the end of the run, marked "(loaded)" above 2: such rows
+are not headline figures (PyTorch degrades more than TF under oversubscription, so even the ratios
+move).
 
 | date (UTC) | commit | benchmark | figure | ours | reference | ratio | setup | load | machine | versions |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
@@ -118,8 +119,15 @@ def versions(names=VERSIONED) -> str:
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
+# Headline ratios come only from runs at a 1-minute load at most this (README, *Performance*):
+# above it other jobs share the 2 cores and PyTorch's threads degrade far more than TF's.
+QUIET_LOAD = 2.0
+
+
 def load() -> str:
-    return "{:.1f} / {:.1f}".format(*os.getloadavg()[:2])
+    """``"1-min / 5-min"`` load average, marked ``loaded`` above ``QUIET_LOAD``."""
+    one, five = os.getloadavg()[:2]
+    return f"{one:.1f} / {five:.1f}" + (" (loaded)" if one > QUIET_LOAD else "")
 
 
 def commit() -> str:

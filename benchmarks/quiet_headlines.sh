@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Re-runs every headline cell of issue 21's table, for README "Performance", in about 10 minutes
+# (hard cap 12): inference images and texts at batch 1 and 64 vs HF AlignModel (and the opt-in bf16
+# export), the input pipeline vs decode_jpeg on the web-sized and the small mix (1 thread and all
+# cores, with the before-variants), training vs open_clip (and bf16 mixed precision) with the
+# matmul limit, and the training step profile. Every script appends its rows to
+# benchmarks/RESULTS.md with the load; rows at a 1-minute load above 2 are marked "(loaded)" and
+# are not headline figures.
+#
+#   bash benchmarks/quiet_headlines.sh            # refuses to start at a 1-minute load above 2
+#   FORCE=1 bash benchmarks/quiet_headlines.sh    # run anyway (rows come out marked as loaded)
+#
+# bench_train.py needs open_clip, timm, ftfy and torchvision installed aside (README,
+# "Performance"); ALIGN_TF_BENCH_VENDOR points elsewhere than ~/.cache/align_tf_bench/vendor.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+vendor=${ALIGN_TF_BENCH_VENDOR:-$HOME/.cache/align_tf_bench/vendor}
+load=$(cut -d' ' -f1 /proc/loadavg)
+if awk "BEGIN { exit !($load > 2) }" && [ -z "${FORCE:-}" ]; then
+  echo "quiet_headlines.sh: 1-minute load is $load (> 2): headline figures need a quiet" \
+       "machine; wait, or set FORCE=1 to record loaded rows" >&2
+  exit 1
+fi
+if [ ! -d "$vendor/open_clip" ]; then
+  echo "quiet_headlines.sh: no open_clip in $vendor; install it aside first (README," \
+       "Performance)" >&2
+  exit 1
+fi
+start=$SECONDS
+failed=()
+run() {  # run SECONDS NAME COMMAND...: one benchmark under a time limit; go on if it fails
+  local limit=$1 name=$2
+  shift 2
+  echo "== $name (load $(cut -d' ' -f1-2 /proc/loadavg), $((SECONDS - start)) s in)"
+  timeout "$limit" "$@" || failed+=("$name")
+}
+run 200 inference python benchmarks/bench_inference.py --batch_sizes=1,64 --bf16
+run 260 input_pipeline python benchmarks/bench_input_pipeline.py --before --threads=1,2 \
+  --seconds=1.5 --repeats=5
+run 170 train env PYTHONPATH="$vendor" python benchmarks/bench_train.py --repeats=12 --bf16
+run 90 train_profile python benchmarks/profile_train_step.py
+echo "quiet_headlines.sh: $((SECONDS - start)) s, load now $(cut -d' ' -f1-2 /proc/loadavg)" \
+     "${failed[*]:+; FAILED: ${failed[*]}}"
+[ ${#failed[@]} -eq 0 ]
