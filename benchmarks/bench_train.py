@@ -37,12 +37,15 @@ H200 SXM 989 TFLOP/s; ``--peak_tflops`` overrides). The whole run stays under ~8
 (``--max_seconds`` caps the timed steps). Checked on CPU with a tiny shape::
 
     python benchmarks/bench_train.py --preset=align_base --device=cpu --image_model=b0 \
-        --text=nano --image_size=32 --seq_len=8 --batch_size=4 --steps=2 --no_append
+        --text=nano --image_size=32 --seq_len=8 --batch_size=4 --steps=2 --xla=off --no_append
+
+(1–3 min, most of it tracing the step: first step 141 s, whole run 165 s at load 11; with XLA, as
+on the GPU, this CPU compiles even the tiny model for 4–5 minutes: 272 s at load 10.)
 
 XLA: with ``--xla=auto`` both TF modes are compiled and timed for a few steps; the slower is
 reported from those steps only and the faster one goes into the interleaved comparison. On this
 CPU XLA was ~9× slower per step and took minutes to compile (RESULTS.md), so the default
-``--xla=off`` times the graph mode only, as ``train.jit_compile=False`` (the default) trains.
+(``--xla=off`` without ``--preset``) times the graph mode only, as ``train.jit_compile=False`` (the default) trains.
 """
 
 from __future__ import annotations
