@@ -348,19 +348,97 @@ def export_saved_model(model, preprocessor, path: str, *, image_size: int | None
             with open(config_path, "w") as f:
                 json.dump(data, f, indent=2, sort_keys=True, default=str)
             module.config_file = tf.saved_model.Asset(config_path)
-        tf.io.gfile.makedirs(path)
-        # tf.saved_model.save logs an INFO line per signature about renamed captured inputs
-        # (hundreds of names): noise for the training run's log. TF logs it through both its own
-        # logger and absl's.
-        logger = tf.get_logger()
-        level, absl_level = logger.level, absl_logging.get_verbosity()
-        logger.setLevel("WARNING")
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            tf.saved_model.save(module, path, signatures=module.signatures())
-        finally:
-            logger.setLevel(level)
-            absl_logging.set_verbosity(absl_level)
+        _save_quietly(module, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _save_quietly(module, path: str) -> None:
+    """``tf.saved_model.save`` with ``module.signatures()``, without its INFO lines."""
+    tf.io.gfile.makedirs(path)
+    # tf.saved_model.save logs an INFO line per signature about renamed captured inputs
+    # (hundreds of names): noise for the training run's log. TF logs it through both its own
+    # logger and absl's.
+    logger = tf.get_logger()
+    level, absl_level = logger.level, absl_logging.get_verbosity()
+    logger.setLevel("WARNING")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        tf.saved_model.save(module, path, signatures=module.signatures())
+    finally:
+        logger.setLevel(level)
+        absl_logging.set_verbosity(absl_level)
+
+
+class ClassifierExport(tf.__internal__.tracking.AutoTrackable):
+    """The SavedModel of a fine-tuned classifier (``align_tf.models.classifier``).
+
+    Signatures: ``classify(images) → {"probabilities": [B, C] (softmax), "logits": [B, C]}`` and
+    ``image_embed(images) → {"embeddings": [B, D]}`` (the fine-tuned tower, unit norm), both on
+    float32 ``[B, H, W, 3]`` RGB in [0, 1] of any size, resized and centre-cropped inside as
+    ``image_embed`` of ``AlignExport``. Attributes: ``class_names`` (string ``[C]``, label order),
+    the ``class_names_file`` asset (one name per line), ``image_size``, ``resize_size``,
+    ``num_classes``, ``variables`` / ``trainable_variables``.
+    """
+
+    def __init__(self, classifier, class_names, image_size: int, resize_size: int | None,
+                 asset_dir: str):
+        super().__init__()
+        class_names = [str(n) for n in class_names]
+        if len(class_names) != classifier.num_classes:
+            raise ValueError(f"{len(class_names)} class names for {classifier.num_classes} classes")
+        dim, num_classes = classifier.embedding_dim, classifier.num_classes
+        preprocess = ImagePreprocessor(image_size, resize_size)
+        images_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+
+        def features(images):
+            pixels = preprocess(_check_pixels(images), training=False)
+            # An empty batch never reaches the tower (TF's convs mis-shape it; see AlignExport).
+            return tf.cond(tf.shape(pixels)[0] > 0, lambda: classifier.embed_image(pixels),
+                           lambda: tf.zeros([0, dim], tf.float32))
+
+        def classify(images):
+            logits = classifier.head(features(images))
+            return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+
+        fn = lambda f: tf.function(f, input_signature=[images_spec], autograph=False)  # noqa
+        self.classify = fn(classify)
+        self.image_embed = fn(lambda images: {"embeddings": features(images)})
+        used = _variables_used_by(list(self.signatures().values()))
+        self.variables = used
+        self.trainable_variables = [v for v in used if v.trainable]
+        meta = lambda value, dtype: tf.Variable(value, dtype=dtype, trainable=False)  # noqa
+        self.class_names = meta(class_names, tf.string)
+        self.num_classes = meta(num_classes, tf.int32)
+        self.image_size = meta(int(image_size), tf.int32)
+        self.resize_size = meta(int(resize_size or 0), tf.int32)
+        names_path = os.path.join(asset_dir, "class_names.txt")
+        with open(names_path, "w", encoding="utf-8") as f:
+            f.write("".join(name + "\n" for name in class_names))
+        self.class_names_file = tf.saved_model.Asset(names_path)
+
+    def signatures(self) -> dict:
+        return {"classify": self.classify, "image_embed": self.image_embed}
+
+
+def export_classifier(classifier, class_names, path: str, *, image_size: int,
+                      resize_size: int | None = None, config=None) -> str:
+    """Writes the SavedModel of ``ClassifierExport`` to ``path`` (loads without align_tf).
+
+    ``image_size`` / ``resize_size``: the evaluation preprocessing baked in (centre crop of
+    ``image_size`` after resizing to ``resize_size``; None: resize only). ``config``: stored as
+    the ``config_file`` asset, as ``export_saved_model`` does. Returns ``path``.
+    """
+    tmp = tempfile.mkdtemp(prefix="align_export_")
+    try:
+        module = ClassifierExport(classifier, class_names, image_size, resize_size, tmp)
+        if config is not None:
+            config_path = os.path.join(tmp, "align_config.json")
+            with open(config_path, "w") as f:
+                json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+            module.config_file = tf.saved_model.Asset(config_path)
+        _save_quietly(module, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -171,11 +171,32 @@ def load_model(model_dir: str, checkpoint: str | None = None):
     # Float32 weights and compute whatever the run trained with (bf16 checkpoints hold f32 vars).
     keras.config.set_dtype_policy("float32")
     model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
+    restore_model(model, ckpt)
+    return model, preprocessor, config
+
+
+class _Parts(tf.__internal__.tracking.AutoTrackable):
+    """Named parts of a model, tracked under the names the model gives them in a checkpoint."""
+
+
+def restore_model(model, checkpoint: str, parts=None) -> None:
+    """Restores ``model``'s weights (the checkpoint key ``model``) from ``checkpoint``.
+
+    ``parts``: attribute names of ``model`` to restore alone (e.g. ``("image_encoder",)`` for a
+    classifier built on a run's image tower); default the whole model. The optimizer's and the
+    objective's state in the checkpoint are skipped; every variable restored must be in it with its
+    shape, or this raises a one-line ``ValueError`` (a checkpoint of another architecture).
+    """
+    target = model
+    if parts is not None:
+        target = _Parts()
+        for name in parts:
+            setattr(target, name, getattr(model, name))
     try:
-        status = tf.train.Checkpoint(model=model).restore(ckpt)
+        status = tf.train.Checkpoint(model=target).restore(checkpoint)
         status.expect_partial()  # optimizer and objective state are in the checkpoint, not needed
-        status.assert_existing_objects_matched()  # but every model variable must be
+        status.assert_existing_objects_matched()  # but every variable asked for must be
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot restore the model from {ckpt}: {first[:300]}") from None
-    return model, preprocessor, config
+        raise ValueError(f"cannot restore the model from {checkpoint}: {first[:300]}") from None
+

@@ -390,8 +390,27 @@ def choose_checkpoint(run: RunDir, strategy: tf.distribute.Strategy) -> str | No
                 f"{run.checkpoint_dir}/ckpt-{chosen}")
 
 
+@dataclasses.dataclass
+class TrainHooks:
+    """The steps of ``train`` a variant of training replaces (``align_tf.finetune``: a classifier
+    or a locked image tower, other data, weights from ``--init``); the defaults train ALIGN.
+
+    Attributes:
+      prepare_inputs: ``f(config, run, chief, resuming) -> (pairs or None, text preprocessor)``.
+      build: ``f(config, vocabulary_size) -> (model, objective)``, called in the strategy's scope.
+      dataset_fn: ``f(config, preprocessor, pairs, read_stats, batches_done, wrap_inputs)`` →
+        a ``distribute_datasets_from_function`` callable (``train_dataset_fn``'s arguments).
+      initialize: ``f(objective)`` on a fresh run only (nothing to resume), after ``build``.
+    """
+    prepare_inputs: Callable = prepare_inputs
+    build: Callable = build
+    dataset_fn: Callable = train_dataset_fn
+    initialize: Callable | None = None
+
+
 def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None,
-          verbose: int = 1, wrap_inputs: Callable | None = None) -> TrainResult:
+          verbose: int = 1, wrap_inputs: Callable | None = None,
+          hooks: TrainHooks | None = None) -> TrainResult:
     """Trains (or resumes) the model described by ``config``; returns the model and last metrics.
 
     Multi-worker: every worker runs this with the same ``model_dir`` (a shared file system such as
@@ -401,6 +420,7 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
     Args:
       wrap_inputs: optional ``f(dataset, input_context, first_batch) -> dataset`` applied to each
         input pipeline's per-replica batches (see ``train_dataset_fn``).
+      hooks: replaced steps (``TrainHooks``); default: ALIGN's own.
 
     Raises:
       ConfigError: the config cannot run, or ``model_dir`` has checkpoints but none restores.
@@ -419,19 +439,23 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
     write_dir = distribute.worker_write_dir(model_dir, strategy)
     try:
         latest = choose_checkpoint(run, strategy)
-        pairs, preprocessor = prepare_inputs(config, run, chief, resuming=latest is not None)
+        hooks = hooks or TrainHooks()
+        pairs, preprocessor = hooks.prepare_inputs(config, run, chief,
+                                                   resuming=latest is not None)
         with strategy.scope():
-            model, objective = build(config, preprocessor.vocabulary_size)
+            model, objective = hooks.build(config, preprocessor.vocabulary_size)
         if latest:
             restore(objective, latest, strategy)
             if verbose and chief:
                 print(f"Resumed from {latest}")
+        elif hooks.initialize is not None:
+            hooks.initialize(objective)
         loop = TrainLoop(config, objective, strategy, run, RunDir(write_dir), preprocessor,
                          verbose=verbose if chief else 0)
         # Every train step (applied or skipped as non-finite) consumed one global batch.
         batches_done = int(objective.optimizer.iterations.numpy()) + \
             int(objective.skipped_steps.numpy())
-        dataset = strategy.distribute_datasets_from_function(train_dataset_fn(
+        dataset = strategy.distribute_datasets_from_function(hooks.dataset_fn(
             config, preprocessor, pairs, loop.read_stats, batches_done, wrap_inputs))
         metrics = loop.run(iter(dataset), resumed=latest is not None)
         return TrainResult(model, preprocessor, metrics, objective)

@@ -135,4 +135,25 @@ def get_config():
     c.export = ml_collections.ConfigDict()
     c.export.enabled = True            # write RUN/savedmodel after training
     c.export.templates = "clip80"      # prompts baked into zero_shot_classify (align_tf.prompts)
+
+    # Fine-tuning from a run directory (python -m align_tf.finetune, presets configs/finetune_*.py;
+    # align_tf.train ignores this section). The model section, the vocabulary and (retrieval) the
+    # objective come from the --init run; classification trains on the evaluation's fit split
+    # (eval.train_split, eval.max_train_examples; synthetic: the linear probe's images) and is
+    # scored on its test split, as the linear probe is.
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.task = ""               # "classification" | "lit" | "retrieval" (--task)
+    c.finetune.init = ""               # the run directory the weights start from (--init)
+    c.finetune.dataset = "synthetic"   # classification: "synthetic" (the 30 colour/shape classes)
+    #                                    or a TFDS set with an image and a class label (cifar10)
+    c.finetune.head_init = "zeroshot"  # classification head: "zeroshot" (the init's prompt-ensembled
+    #                                    class embeddings / σ: step 0 = zero-shot) | "zeros"
+    c.finetune.label_smoothing = 0.0   # classification cross-entropy
+    c.finetune.text_tower = "fresh"    # lit: "fresh" (a new text tower) | "init" (the init run's)
+    c.finetune.shuffle_buffer = 10000  # classification: training examples shuffled at once
+    # Image sizes; None: the init run's data.image_size / data.resize_size.
+    c.finetune.image_size = placeholder(int)        # training crop (VTAB: 289)
+    c.finetune.resize_size = placeholder(int)       # resize before the training crop
+    c.finetune.eval_image_size = placeholder(int)   # classification evaluation/export crop (VTAB: 360)
+    c.finetune.eval_resize_size = placeholder(int)  # resize before that crop (None: resize only)
     return c

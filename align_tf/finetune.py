@@ -1,0 +1,494 @@
+"""Fine-tunes a trained or converted ALIGN model: the paper's transfer recipes (§5) and LiT.
+
+    python -m align_tf.finetune --init=RUN --task=classification --model_dir=OUT [--dataset=cifar10]
+    python -m align_tf.finetune --init=RUN --task=lit --model_dir=OUT
+    python -m align_tf.finetune --init=RUN --task=retrieval --model_dir=OUT --dataset=tfrecord:GLOB
+
+``--init`` is a run directory: a training ``--model_dir`` or ``align_tf.convert.hf_align`` output
+(``config.json``, ``vocab.txt``, ``checkpoints/``). The model section, the vocabulary and, for
+retrieval, the objective come from it; everything else from the preset (``--config``, default
+``configs/finetune_{task}.py``; any field overridable with ``--config.SECTION.FIELD=value``).
+
+Tasks:
+
+* ``classification``: the image tower plus a new linear head on its L2-normalised embedding
+  (``align_tf.models.classifier``), every weight trained, BatchNorm statistics frozen (inference
+  mode; γ/β train). The head starts from the zero-shot classifier (``finetune.head_init``), so
+  step 0 has zero-shot accuracy. Data: ``synthetic`` (the 30 colour/shape classes; the linear
+  probe's images) or a TFDS set with an image and a class label; scored on the test split into
+  ``OUT/eval.json``; ``OUT/savedmodel`` has ``classify`` and ``image_embed``.
+* ``lit``: the image tower locked (``align_tf.objectives.lit``), the text tower trained with the
+  contrastive loss, freshly initialised (``finetune.text_tower = "fresh"``) or from ``--init``.
+* ``retrieval``: both towers with the ``--init`` run's objective (softmax or sigmoid), on our
+  shards (``--dataset=tfrecord:GLOB``), the synthetic corpus, or any caption source the trainer
+  reads (``data.name``).
+
+Training is ``align_tf.trainer.train`` with its steps replaced (``trainer.TrainHooks``):
+checkpoints, resume (rerun the same command), distribution strategies, TensorBoard and the
+progress bar are the trainer's. ``lit`` and ``retrieval`` end like ``align_tf.train`` (the
+config's evaluators into ``eval.json``, the usual SavedModel).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TASKS = ("classification", "lit", "retrieval")
+HEAD_INITS = ("zeroshot", "zeros")
+TEXT_TOWERS = ("fresh", "init")
+TFRECORD_PREFIX = "tfrecord:"
+
+
+class InitError(ValueError):
+    """``--init`` is not a run directory fine-tuning can start from; one line for the user."""
+
+
+def check_init(init: str):
+    """The ``RunDir`` of ``init``, or ``InitError`` saying in one line what is wrong with it."""
+    import tensorflow as tf
+
+    from align_tf.run_dir import RunDir
+    if not init:
+        raise InitError("--init is required: a training --model_dir or converted weights")
+    if not tf.io.gfile.isdir(init):
+        raise InitError(f"--init={init} does not exist" if not tf.io.gfile.exists(init)
+                        else f"--init={init} is a file, not a run directory")
+    run = RunDir(init)
+    if not tf.io.gfile.exists(run.config_path):
+        if tf.io.gfile.exists(os.path.join(init, "saved_model.pb")):
+            raise InitError(f"--init={init} is a SavedModel; fine-tuning starts from a run "
+                            "directory (config.json, vocab.txt, checkpoints/): the --model_dir it "
+                            "was exported from, or align_tf.convert.hf_align output")
+        raise InitError(f"--init={init} is not a run directory (no config.json)")
+    if not run.has_vocabulary():
+        raise InitError(f"--init={init} has no vocab.txt")
+    if not run.latest_checkpoint():
+        raise InitError(f"--init={init} has no checkpoint in {run.checkpoint_dir}")
+    return run
+
+
+def make_config(preset, init: str, task: str, dataset: str | None = None):
+    """The fine-tuning config: ``preset`` with the ``--init`` run's model, vocabulary, token length,
+    image sizes (unless ``finetune.image_size`` sets them) and, for retrieval, objective.
+
+    ``dataset``: classification: ``finetune.dataset``; otherwise ``synthetic``,
+    ``tfrecord:GLOB`` or another ``data.name``.
+    """
+    import ml_collections
+
+    run = check_init(init)
+    try:
+        init_config = run.load_config()
+    except ValueError as e:
+        raise InitError(f"--init: {e}") from None
+    config = ml_collections.ConfigDict(copy.deepcopy(preset.to_dict()))
+    f = config.finetune
+    f.task, f.init = task, os.path.abspath(init) if "://" not in init else init
+    config.model = ml_collections.ConfigDict(init_config.model.to_dict())
+    if task == "retrieval":  # the loss the model was trained with (softmax or sigmoid)
+        config.objective = ml_collections.ConfigDict(init_config.objective.to_dict())
+    d = config.data
+    d.max_tokens, d.vocab_size = init_config.data.max_tokens, init_config.data.vocab_size
+    with d.ignore_type():
+        if f.image_size:
+            d.image_size, d.resize_size = f.image_size, f.resize_size
+        else:
+            d.image_size, d.resize_size = init_config.data.image_size, init_config.data.resize_size
+    if not (task == "lit" and f.text_tower == "fresh" and d.vocab_path):
+        d.vocab_path = run.vocab_path  # the text tower's vocabulary (a fresh LiT tower may differ)
+    if dataset:
+        if task == "classification":
+            f.dataset = dataset
+        elif dataset.startswith(TFRECORD_PREFIX):
+            d.name, d.train_pattern = "tfrecord", dataset[len(TFRECORD_PREFIX):]
+        else:
+            d.name = dataset
+    return config
+
+
+def validate(config, num_replicas: int = 1) -> None:
+    """``trainer.validate_config`` plus the ``finetune`` section; one-line ``ConfigError``."""
+    from align_tf import trainer
+    f = config.finetune
+    error = trainer.ConfigError
+    if f.task not in TASKS:
+        raise error(f"unknown finetune.task {f.task!r}; choose from {list(TASKS)}")
+    if f.head_init not in HEAD_INITS:
+        raise error(f"unknown finetune.head_init {f.head_init!r}; choose from {list(HEAD_INITS)}")
+    if f.text_tower not in TEXT_TOWERS:
+        raise error(f"unknown finetune.text_tower {f.text_tower!r}; choose from "
+                    f"{list(TEXT_TOWERS)}")
+    if not 0.0 <= f.label_smoothing < 1.0:
+        raise error(f"finetune.label_smoothing={f.label_smoothing} must be in [0, 1)")
+    for name in ("image_size", "eval_image_size", "shuffle_buffer"):
+        if f[name] is not None and f[name] <= 0:
+            raise error(f"finetune.{name}={f[name]} must be positive")
+    if f.task == "classification" and config.eval.every_steps:
+        raise error("eval.every_steps must be 0 for classification (the classifier is scored "
+                    "on its test split at the end)")
+    if f.task == "lit" and (config.objective.name != "contrastive" or
+                            config.model.similarity != "softmax"):
+        raise error("lit trains with objective.name='contrastive' and model.similarity='softmax'")
+    trainer.validate_config(config, num_replicas)
+
+
+# ---------------------------------------------------------------------------------- tasks
+
+
+def _init_checkpoint(config) -> str:
+    from align_tf.run_dir import RunDir
+    return RunDir(config.finetune.init).latest_checkpoint()
+
+
+def _classification_data(config, train: bool, image_size: int):
+    """The evaluation's ``ClassificationData`` of ``finetune.dataset`` (fit or test split)."""
+    from align_tf.evaluation import datasets
+    ev, name = config.eval, config.finetune.dataset
+    if name == datasets.SYNTHETIC:
+        # The linear probe's fit images (train) and the zero-shot test images (test).
+        return datasets.synthetic_classification("train" if train else "test",
+                                                 ev.synthetic_examples_per_class,
+                                                 ev.synthetic_seed + int(train))
+    return datasets.tfds_classification(
+        name, ev.train_split if train else ev.split, train=train, data_dir=ev.data_dir,
+        download=False, max_examples=ev.max_train_examples if train else ev.max_examples)
+
+
+def _eval_sizes(config) -> tuple:
+    f = config.finetune
+    if f.eval_image_size:
+        return f.eval_image_size, f.eval_resize_size
+    return config.data.image_size, config.data.resize_size
+
+
+class ClassificationTask:
+    """Hooks of ``trainer.train`` for ``--task=classification``."""
+
+    def __init__(self, config):
+        self.config = config
+        try:
+            self.train_data = _classification_data(config, True, config.data.image_size)
+        except ValueError as e:
+            from align_tf.trainer import ConfigError
+            raise ConfigError(f"finetune.dataset: {e}") from None
+        self.class_names = self.train_data.classnames
+
+    def hooks(self):
+        from align_tf import trainer
+        return trainer.TrainHooks(prepare_inputs=self.prepare_inputs, build=self.build,
+                                  dataset_fn=self.dataset_fn, initialize=self.initialize)
+
+    def prepare_inputs(self, config, run, chief, resuming):
+        from align_tf import trainer
+        preprocessor = trainer.make_preprocessor(config, run, write=chief)
+        if chief:
+            run.save_config(config)
+        return None, preprocessor
+
+    def build(self, config, vocabulary_size):
+        from align_tf import optim
+        from align_tf.models.classifier import ImageClassifier
+        from align_tf.models.dual_encoder import build_dual_encoder
+        from align_tf.objectives.classification import ClassificationObjective
+        # The tower exactly as the init run built it (sizes, BatchNorm groups, fused kernels).
+        tower = build_dual_encoder(config.model, vocabulary_size).image_encoder
+        model = ImageClassifier(tower, len(self.class_names), name="classifier")
+        optimizer = optim.build_optimizer(config.optim, config.train.steps)
+        optimizer.build(model.trainable_variables)
+        objective = ClassificationObjective(model, optimizer, config.finetune.label_smoothing)
+        objective.seed = int(config.seed)
+        return model, objective
+
+    def initialize(self, objective):
+        """The init run's image tower; the head from its zero-shot classifier (or zeros)."""
+        import keras
+
+        from align_tf import prompts, run_dir
+        from align_tf.evaluation.embed import encoder_for_model
+        from align_tf.evaluation.zero_shot import class_embeddings
+        classifier, config = objective.model, self.config
+        run_dir.restore_model(classifier, _init_checkpoint(config), parts=("image_encoder",))
+        if config.finetune.head_init == "zeros":
+            for v in classifier.head.weights:
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
+            return
+        policy = keras.config.dtype_policy()
+        dual, preprocessor, init_config = run_dir.load_model(config.finetune.init)
+        keras.config.set_dtype_policy(policy)  # load_model builds in float32
+        encoder = encoder_for_model(dual, preprocessor, init_config)
+        templates = prompts.get_templates(config.eval.templates, config.finetune.dataset)
+        emb = class_embeddings(encoder.embed_texts, list(self.class_names), templates)
+        bias = float(dual.logit_bias) if dual.similarity == "sigmoid" else 0.0
+        classifier.initialize_head(emb, float(dual.logit_scale()), bias)
+
+    def dataset_fn(self, config, preprocessor, pairs, read_stats, batches_done, wrap_inputs=None):
+        from align_tf.data import labelled
+        from align_tf.evaluation import datasets
+        kwargs = {}
+        if config.finetune.dataset == datasets.SYNTHETIC:
+            kwargs["arrays"] = labelled.as_arrays(self.train_data, config.data.image_size)
+        else:
+            ev = config.eval
+            kwargs["examples"] = labelled.tfds_examples(config.finetune.dataset, ev.train_split,
+                                                        ev.data_dir, ev.max_train_examples)
+        return labelled.train_dataset_fn(
+            config.train.batch_size, config.seed, config.data.image_size, config.data.resize_size,
+            batches_done, shuffle_buffer=config.finetune.shuffle_buffer,
+            flip=config.data.random_flip, **kwargs)
+
+    def evaluate(self, classifier, model_dir: str) -> dict:
+        """Top-1/top-5 of the classifier on the test split (synthetic: also over the held-out
+        and the seen pairs) → ``{model_dir}/eval.json``; returns the report."""
+        from align_tf.evaluation import runner
+        from align_tf.run_dir import RunDir
+        start = time.time()
+        metrics = classifier_accuracy(classifier, self.config)
+        info = {"model_dir": model_dir, "task": "classification",
+                "init": self.config.finetune.init, "train_steps": self.config.train.steps}
+        report = runner.make_report({self.config.finetune.dataset: {"finetune": metrics}}, info,
+                                    time.time() - start)
+        RunDir(model_dir).write_eval(report)
+        return report
+
+    def export(self, classifier, path: str) -> str:
+        from align_tf.export import export_classifier
+        image_size, resize_size = _eval_sizes(self.config)
+        return export_classifier(classifier, self.class_names, path, image_size=image_size,
+                                 resize_size=resize_size, config=self.config)
+
+
+def classifier_accuracy(classifier, config) -> dict:
+    """Top-k accuracy of ``classifier`` on ``finetune.dataset``'s test split, images at the
+    evaluation preprocessing (``finetune.eval_image_size``, else ``data.image_size``), as the
+    zero-shot evaluator scores them; synthetic: also ``heldout_top*`` / ``seen_top*``."""
+    import numpy as np
+    import tensorflow as tf
+
+    from align_tf.evaluation import datasets, embed, runner
+    from align_tf.evaluation.zero_shot import label_ranks
+
+    image_size, resize_size = _eval_sizes(config)
+
+    class LogitsEncoder(embed.Encoder):
+        """The evaluation's image pipeline (preprocessing, batching) with logits as output."""
+
+        def __init__(self):
+            self.image_size, self.resize_size = image_size, resize_size
+            self.batch_size = config.eval.batch_size
+            self._fn = tf.function(lambda x: classifier(x, training=False), input_signature=[
+                tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+
+        def embed_image_batch(self, pixels):
+            return self._fn(tf.convert_to_tensor(pixels, tf.float32)).numpy()
+
+    logits, labels = _classification_data(config, False, image_size).embed_images(LogitsEncoder())
+    ranks = label_ranks(logits, labels)
+    out = {f"top{k}": float(np.mean(ranks < k)) for k in runner.TOPK if k <= logits.shape[1]}
+    if config.finetune.dataset == datasets.SYNTHETIC:
+        for group, ids in datasets.synthetic_groups().items():
+            mask = np.isin(labels, ids)
+            out.update({f"{group}_top{k}": float(np.mean(ranks[mask] < k)) for k in runner.TOPK})
+    out["num_examples"] = float(len(labels))
+    return out
+
+
+class DualEncoderTask:
+    """Hooks of ``trainer.train`` for ``--task=lit`` and ``--task=retrieval``: the trainer's
+    data, the init run's weights (LiT: a locked image tower and, by default, a fresh text one)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def hooks(self):
+        from align_tf import trainer
+        build = self.build_lit if self.config.finetune.task == "lit" else trainer.build
+        return trainer.TrainHooks(build=build, initialize=self.initialize)
+
+    def build_lit(self, config, vocabulary_size):
+        from align_tf import optim
+        from align_tf.models.dual_encoder import build_dual_encoder
+        from align_tf.objectives.lit import LockedImageObjective, lock_image_tower
+        model = build_dual_encoder(config.model, vocabulary_size)
+        lock_image_tower(model)  # before the optimizer is built: no slots for the locked tower
+        optimizer = optim.build_optimizer(config.optim, config.train.steps)
+        optimizer.build(model.trainable_variables)
+        objective = LockedImageObjective(model, optimizer, config.objective.label_smoothing)
+        objective.seed = int(config.seed)
+        return model, objective
+
+    def initialize(self, objective):
+        from align_tf import run_dir
+        f = self.config.finetune
+        parts = None
+        if f.task == "lit" and f.text_tower == "fresh":
+            parts = ("image_encoder", "temperature")  # σ starts from the init run's
+        run_dir.restore_model(objective.model, _init_checkpoint(self.config), parts=parts)
+
+
+# ---------------------------------------------------------------------------------- driver
+
+
+def check_model_dir(config, model_dir: str) -> None:
+    """A ``model_dir`` being resumed must continue the same task from the same architecture."""
+    import tensorflow as tf
+
+    from align_tf import trainer
+    from align_tf.run_dir import RunDir
+    run = RunDir(model_dir)
+    if not tf.io.gfile.exists(run.config_path):
+        return
+    saved = run.load_config()
+    if saved.finetune.task != config.finetune.task:
+        raise trainer.ConfigError(
+            f"--model_dir={model_dir} holds a {saved.finetune.task or 'training'} run, not "
+            f"{config.finetune.task} fine-tuning; use a new --model_dir")
+    if saved.model.to_dict() != config.model.to_dict():
+        changed = sorted(k for k in set(saved.model) | set(config.model)
+                         if saved.model.get(k) != config.model.get(k))
+        raise trainer.ConfigError(
+            f"--model_dir={model_dir} was fine-tuned from another architecture (model."
+            f"{', model.'.join(changed)} differ from --init's); use a new --model_dir")
+
+
+def finetune(config, model_dir: str, strategy=None, verbose: int = 1) -> dict:
+    """Fine-tunes (or resumes) as ``config`` says, evaluates and exports; returns
+    ``{"train": TrainResult, "eval": report or None, "savedmodel": path or None}``."""
+    import tensorflow as tf
+
+    from align_tf import distribute, trainer
+    from align_tf.export import config_export_kwargs, export_saved_model
+    from align_tf.run_dir import RunDir
+
+    strategy = strategy or tf.distribute.get_strategy()
+    validate(config, strategy.num_replicas_in_sync)
+    check_model_dir(config, model_dir)
+    classification = config.finetune.task == "classification"
+    task = ClassificationTask(config) if classification else DualEncoderTask(config)
+    result = trainer.train(config, model_dir, strategy, verbose=verbose, hooks=task.hooks())
+    out = {"train": result, "eval": None, "savedmodel": None}
+    if not distribute.is_chief(strategy):
+        return out
+    model = result.model
+    if config.finetune.task == "lit":
+        model.image_encoder.trainable = True  # exported towers stay fine-tunable by consumers
+    if config.eval.enabled:
+        out["eval"] = task.evaluate(model, model_dir) if classification else \
+            trainer.evaluate(result, config, model_dir)
+    if config.export.enabled:
+        path = RunDir(model_dir).savedmodel_path
+        out["savedmodel"] = task.export(model, path) if classification else export_saved_model(
+            model, result.preprocessor, path, config=config, **config_export_kwargs(config))
+    return out
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def _argv_value(argv, name: str):
+    """The value of ``--name=V`` or ``--name V`` in ``argv`` (None if absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _prepare_argv(argv):
+    """Resolves ``--config=NAME`` among the fine-tuning presets (default ``finetune_{task}``) and
+    rejects unknown ``--config.FIELD`` overrides in one line, before ``config_flags`` reads
+    ``sys.argv`` (an unknown field is a KeyError traceback there)."""
+    from align_tf.configs import FINETUNE_PRESETS, preset_path, unknown_field
+    out = []
+    for arg in argv:
+        if arg.startswith("--config."):
+            problem = unknown_field(arg[len("--config."):].split("=")[0])
+            if problem:
+                sys.exit(f"align_tf.finetune: error: {problem}")
+        if arg.startswith("--config="):
+            try:
+                arg = "--config=" + preset_path(arg[len("--config="):], FINETUNE_PRESETS)
+            except ValueError as e:
+                sys.exit(f"align_tf.finetune: error: {e}")
+        out.append(arg)
+    task = _argv_value(argv, "task")
+    default = preset_path(f"finetune_{task}", FINETUNE_PRESETS) if task in TASKS else \
+        preset_path("finetune_classification", FINETUNE_PRESETS)
+    return out, default
+
+
+def main(argv):
+    from absl import flags
+
+    from align_tf import distribute, trainer
+    f = flags.FLAGS
+    if len(argv) > 1:
+        sys.exit(f"align_tf.finetune: error: unexpected arguments {argv[1:]}")
+    try:
+        return _main(f)
+    except SystemExit:
+        # A failed restore leaves the half-restored model to log a warning per unrestored value
+        # when it is collected at exit: hundreds of lines after the one that says what is wrong.
+        import tensorflow as tf
+        tf.get_logger().setLevel("ERROR")
+        raise
+
+
+def _main(f):
+    from align_tf import distribute, trainer
+    try:
+        config = make_config(f.config, f.init, f.task, f.dataset)
+        if f.train_steps is not None:
+            config.train.steps = f.train_steps
+        strategy = distribute.get_strategy(f.strategy, f.tpu)
+        out = finetune(config, f.model_dir, strategy)
+    except (InitError, trainer.ConfigError, distribute.StrategyError, FileNotFoundError) as e:
+        sys.exit(f"align_tf.finetune: error: {e}")
+    except ValueError as e:  # e.g. a checkpoint of another architecture (run_dir.restore_model)
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.exit(f"align_tf.finetune: error: {line}")
+    except trainer.Preempted as e:
+        sys.exit(f"align_tf.finetune: preempted: {e}. Rerun the same command to resume.")
+    except FloatingPointError as e:
+        sys.exit(f"align_tf.finetune: error: {e}")
+    if out["eval"]:
+        for dataset, tasks in out["eval"]["results"].items():
+            for name, metrics in tasks.items():
+                print(f"eval {dataset} {name}:", ", ".join(
+                    f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    if out["savedmodel"]:
+        print(f"exported SavedModel to {out['savedmodel']}")
+
+
+def run():
+    """Console entry point: ``python -m align_tf.finetune --init=RUN --task=T --model_dir=OUT``."""
+    from absl import app, flags
+    from ml_collections import config_flags
+    sys.argv[1:], default = _prepare_argv(sys.argv[1:])
+    config_flags.DEFINE_config_file(
+        "config", default, "Fine-tuning preset (finetune_classification, finetune_vtab, "
+        "finetune_lit, finetune_retrieval, finetune_retrieval_paper; default finetune_{task}) "
+        "or a path to a config .py file; fields overridable, e.g. --config.train.steps=100.",
+        lock_config=False)
+    flags.DEFINE_string("init", None, "Run directory to start from: a training --model_dir or "
+                        "align_tf.convert.hf_align output.", required=True)
+    flags.DEFINE_enum("task", None, list(TASKS), "What to fine-tune.", required=True)
+    flags.DEFINE_string("dataset", None, "classification: synthetic or a TFDS set with an image "
+                        "and a label (finetune.dataset); lit/retrieval: synthetic, tfrecord:GLOB "
+                        "or another data.name. Default: the preset's.")
+    flags.DEFINE_string("model_dir", None, "Output run directory (rerun to resume).",
+                        required=True)
+    flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored",
+                                           "one_device"], "Distribution strategy (as train).")
+    flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address or 'local'.")
+    flags.DEFINE_integer("train_steps", None, "Overrides config.train.steps.")
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()

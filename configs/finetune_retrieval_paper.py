@@ -1,0 +1,23 @@
+"""Fine-tuning preset: the paper's retrieval recipe (§5): the same loss, batch 2048, lr 1e-5
+(Flickr30K: 3k steps; MSCOCO: 6k, set here), on caption shards of the training split (MSCOCO
+Karpathy train = TFDS coco_captions train + restval; align_tf.data.tfds_captions writes them)."""
+
+from align_tf.configs import base
+
+
+def get_config():
+    c = base.get_config()
+    c.finetune.task = "retrieval"
+    c.data.name = "tfrecord"
+    c.data.train_pattern = "gs://YOUR_BUCKET/coco_karpathy_train/train-*.tfrecord"
+    c.data.shuffle_buffer = 100_000
+    c.train.batch_size = 2048
+    c.train.steps = 6000
+    c.train.steps_per_loop = 100
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.optim.learning_rate = 1e-5
+    c.optim.warmup_steps = 0
+    c.eval.datasets = "coco_captions"
+    c.eval.tasks = "retrieval"
+    return c
