@@ -29,6 +29,7 @@ Examples:
   python -m align_tf.evaluate --model_dir=RUN --dataset=cifar10,cifar100 --tasks=zeroshot,knn,linear
   python -m align_tf.evaluate --savedmodel=SM --image_size=289 --resize_size=346 \\
       --dataset=coco_captions --tasks=retrieval        # Karpathy 5k test, 5 captions per image
+  python -m align_tf.evaluate --model_dir=ALBEF_RUN --tasks=retrieval --rerank_k=16  # + ITM
 
 Metrics are fractions in [0, 1]; ranks are 1-based. ``--output`` writes the report
 (``runner.make_report``, the structure of RUN/eval.json) as JSON.
@@ -88,6 +89,9 @@ flags.DEFINE_integer("captions_per_image", _EVAL.captions_per_image, "Retrieval:
 flags.DEFINE_integer("block_size", _EVAL.block_size, "Retrieval: queries scored at once (memory "
                      "block_size x candidates floats).")
 flags.DEFINE_bool("faiss", _EVAL.faiss, "Retrieval R@K with faiss (no ranks reported).")
+flags.DEFINE_integer("rerank_k", _EVAL.rerank_k, "ALBEF models (--model_dir only): re-rank each "
+                     "query's ITC top K (retrieval candidates, zero-shot classes) with the ITM "
+                     "head; reports rerank_* next to the ITC metrics. 0: off.")
 flags.DEFINE_integer("knn_k", _EVAL.knn_k, "kNN neighbours.")
 flags.DEFINE_float("knn_temperature", _EVAL.knn_temperature,
                    "kNN vote weight exp(sim/T); 0 = majority.")
@@ -125,9 +129,15 @@ def main(argv):
         _error("give exactly one of --model_dir and --savedmodel")
     if _CHECKPOINT.value and not _MODEL_DIR.value:
         _error("--checkpoint needs --model_dir")
+    if flags.FLAGS.rerank_k and _SAVEDMODEL.value:
+        _error("--rerank_k needs --model_dir: through a SavedModel, ITM re-ranking would re-run "
+               "both towers for every (image, text) pair")
     overrides = {name: flags.FLAGS[name].value for name in EVAL_FLAGS if flags.FLAGS[name].present}
     try:
         config = model_config(_MODEL_DIR.value, _SAVEDMODEL.value) or base.get_config()
+        if _SAVEDMODEL.value and config.eval.rerank_k and "rerank_k" not in overrides:
+            print("eval.rerank_k of the run's config is skipped: re-ranking needs --model_dir")
+            overrides["rerank_k"] = 0
         config = runner.with_eval_overrides(config, **overrides)
         # Datasets and tasks are checked before the (possibly large) model is loaded.
         plans = runner.plans_from_config(config, download=_DOWNLOAD.value)

@@ -29,6 +29,9 @@ Signatures (also callable as attributes of the loaded object; ``export/SIGNATURE
   grayscale replicated, alpha dropped) → ``{"embeddings": [B, D]}``.
 * ``text_embed(texts)``: string ``[B]`` → WordPiece ids with the model's vocabulary, truncated to the
   model's maximum length → ``{"embeddings": [B, D]}``.
+* ``image_text_match(images, texts)`` (ALBEF models only, ``model.fusion_layers > 0``): images as
+  ``image_embed``'s, texts string ``[B]``, row-paired → ``{"match_probability": [B]}``, the
+  fusion encoder's image-text matching head's P(match).
 * ``zero_shot_classify(images, class_names)``: ``class_names`` string ``[C]``; the prompt templates
   chosen at export are baked in (each class: the mean of its L2-normalised template embeddings,
   re-normalised, as ALIGN §5.2 / CLIP) → ``{"probabilities": [B, C], "logits": [B, C]}``. A
@@ -258,6 +261,9 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
                                      tf.TensorSpec([None], tf.string, name="class_names"))
         self.class_embeddings = fn(lambda names: {"embeddings": class_embeddings(names)},
                                    tf.TensorSpec([None], tf.string, name="class_names"))
+        if getattr(model, "fusion", None) is not None:  # ALBEF: the fusion encoder + ITM head
+            self.image_text_match = fn(_image_text_match(model, tokenize, prepare_images),
+                                       images_spec, strings)
 
         # Towers for fine-tuning: un-normalised features (the contrastive loss normalises).
         self.image_tower = _Tower(
@@ -299,8 +305,34 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
 
     def signatures(self) -> dict:
         """The serving signatures (name → tf.function with an input signature)."""
-        names = ("image_embed", "image_embed_encoded", "text_embed", "zero_shot_classify")
+        names = ("image_embed", "image_embed_encoded", "text_embed", "zero_shot_classify",
+                 "image_text_match")
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+
+def _image_text_match(model, tokenize, prepare_images):
+    """ALBEF models' ``image_text_match(images, texts) -> {"match_probability": [B]}``: the ITM
+    head's P(match) of row-paired images (as ``image_embed``'s input) and raw strings; a batch
+    size mismatch is an ``InvalidArgumentError`` naming it."""
+    match = tf.function(
+        lambda pixels, tokens: model.fusion.match_probability(pixels, tokens, training=False),
+        autograph=False)
+
+    def image_text_match(images, texts):
+        pixels, tokens = prepare_images(images), tokenize(texts)
+        n = tf.shape(pixels)[0]
+        same = tf.debugging.assert_equal(
+            n, tf.shape(tokens["token_ids"])[0],
+            message="image_text_match needs one text per image (row-paired inputs): the batch "
+                    "sizes of images and texts differ")
+        with tf.control_dependencies([same]):
+            # An empty batch never reaches the towers (TF's conv kernels mis-shape it).
+            probability = tf.cond(n > 0, lambda: match(pixels, tokens),
+                                  lambda: tf.zeros([0], tf.float32))
+        probability.set_shape([None])
+        return {"match_probability": probability}
+
+    return image_text_match
 
 
 def _variables_used_by(fns) -> list:

@@ -14,6 +14,8 @@ Tasks (each evaluator has ``name`` and ``run(encoder) -> {metric: float}``):
   * ``knn``: kNN top-1/top-5 on frozen image embeddings (``knn.KnnEvaluator``).
   * ``linear``: linear probe top-1/top-5 on frozen image embeddings
     (``linear_probe.LinearProbeEvaluator``).
+With ``eval.rerank_k > 0`` (ALBEF models) retrieval and zero-shot also report ``rerank_*``: the
+ITC top-K re-ranked by the ITM head (``rerank.py``).
 ``auto`` picks what a dataset supports without a fit split: retrieval for captioned sets,
 zero-shot for labelled ones (both for ``synthetic``).
 """
@@ -26,6 +28,7 @@ from align_tf import prompts
 from align_tf.evaluation import datasets
 from align_tf.evaluation.knn import KnnEvaluator
 from align_tf.evaluation.linear_probe import LinearProbeEvaluator
+from align_tf.evaluation.rerank import RerankRetrievalEvaluator, RerankZeroShotEvaluator
 from align_tf.evaluation.retrieval import RetrievalEvaluator
 from align_tf.evaluation.zero_shot import ZeroShotEvaluator
 
@@ -89,6 +92,10 @@ def _check_fields(ev):
                   "synthetic_retrieval_rounds"):
         _check_int(ev, field, 1)
     _check_int(ev, "captions_per_image", 0)
+    _check_int(ev, "rerank_k", 0)
+    if ev.rerank_k and ev.faiss:
+        raise ValueError("eval.rerank_k re-ranks the exact ITC ranking; it cannot be combined "
+                         "with eval.faiss")
     _check_int(ev, "synthetic_seed", 0)
     _check_int(ev, "max_examples", 1, optional=True)
     _check_int(ev, "max_train_examples", 1, optional=True)
@@ -179,6 +186,10 @@ def _evaluators(dataset: str, tasks: list, ev, ks: tuple, download: bool) -> lis
     """``[(task, evaluator), ...]`` for ``dataset``."""
     out, test, train = [], None, None
     for task in _resolve_tasks(dataset, tasks, ev.data_dir):
+        if task == "retrieval" and ev.rerank_k:
+            out.append((task, RerankRetrievalEvaluator(_retrieval(dataset, ev, download), ks,
+                                                       ev.rerank_k, ev.block_size)))
+            continue
         if task == "retrieval":
             out.append((task, RetrievalEvaluator(_retrieval(dataset, ev, download), ks,
                                                  ev.block_size, ev.faiss)))
@@ -187,8 +198,12 @@ def _evaluators(dataset: str, tasks: list, ev, ks: tuple, download: bool) -> lis
         test = test or _classification(dataset, ev, False, download)
         if task == "zeroshot":
             groups = datasets.synthetic_groups() if dataset == datasets.SYNTHETIC else None
-            out.append((task, ZeroShotEvaluator(test, prompts.get_templates(ev.templates, dataset),
-                                                TOPK, groups)))
+            templates = prompts.get_templates(ev.templates, dataset)
+            if ev.rerank_k:
+                out.append((task, RerankZeroShotEvaluator(test, templates, TOPK, ev.rerank_k,
+                                                          groups)))
+            else:
+                out.append((task, ZeroShotEvaluator(test, templates, TOPK, groups)))
             continue
         train = train or _classification(dataset, ev, True, download)
         if task == "knn":

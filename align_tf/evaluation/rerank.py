@@ -1,0 +1,223 @@
+"""ITM re-ranking (ALBEF §3.3 / its retrieval evaluation): the ITC top-K, re-scored by the fusion
+encoder's image-text matching head.
+
+Scoring every (image, text) pair with the fusion encoder costs a cross-attention pass per pair, so
+ALBEF ranks all candidates by the cheap unimodal (ITC) similarity first and re-scores only each
+query's top K (K = 128 / 256 in ALBEF) with ITM. Image tokens and text states are computed once
+per image / caption and cached; only the fusion layers and the head run per pair.
+
+Ranking rule (``rerank_ranks``): a query's top K candidates by ITC score (ties: lower index first)
+are re-ordered by ITM score (ties: ITC order); every other candidate keeps its ITC position
+behind them. So a positive outside the ITC top K keeps its ITC rank (≥ K), and R@K for any K is
+never computed from ITM scores of pairs ITC did not shortlist.
+
+Re-ranking needs the model in memory (``--model_dir``): through a SavedModel it would re-run both
+towers for every pair, so ``python -m align_tf.evaluate --savedmodel`` refuses ``--rerank_k``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from align_tf.evaluation import retrieval
+from align_tf.evaluation.embed import Encoder, KerasEncoder
+from align_tf.evaluation.zero_shot import class_embeddings, label_ranks
+
+
+def rerank_ranks(itc_scores, positives, k: int, match_scores) -> np.ndarray:
+    """0-based rank of each query's first positive after ITM re-ranking of its ITC top ``k``.
+
+    Args:
+      itc_scores: ``(Q, C)`` unimodal similarities.
+      positives: ``(Q, C)`` bool, the candidates that count as hits (every query has one).
+      k: how many of the ITC best candidates are re-scored.
+      match_scores: ``f(query_index (P,), candidate_index (P,)) -> (P,)`` ITM scores of pairs.
+
+    Returns:
+      ``(Q,)`` int64 ranks (rank < K: a hit at Recall@K).
+    """
+    itc_scores = np.asarray(itc_scores, np.float32)
+    positives = np.asarray(positives, bool)
+    num_queries, num_candidates = itc_scores.shape
+    k = min(int(k), num_candidates)
+    order = np.argsort(-itc_scores, axis=1, kind="stable")  # ties: lower index first
+    top = order[:, :k]
+    queries = np.repeat(np.arange(num_queries), k)
+    scores = np.asarray(match_scores(queries, top.reshape(-1)), np.float32).reshape(
+        num_queries, k)
+    reranked = np.take_along_axis(top, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    full = np.concatenate([reranked, order[:, k:]], axis=1)
+    hits = np.take_along_axis(positives, full, axis=1)
+    if not hits.any(axis=1).all():
+        raise ValueError("every query needs at least one positive candidate")
+    return np.argmax(hits, axis=1).astype(np.int64)
+
+
+class MatchScorer(Encoder):
+    """An ``Encoder`` over an ALBEF model that also keeps what ITM needs.
+
+    Embedding images through it caches their image tokens (``image_tokens``, in embedding order);
+    ``text_features`` gives text states and masks; ``match`` scores row-paired tokens and states.
+
+    Args:
+      encoder: a ``KerasEncoder`` whose model has a ``fusion`` part.
+    """
+
+    def __init__(self, encoder):
+        if not isinstance(encoder, KerasEncoder):
+            raise ValueError("ITM re-ranking needs the model in memory (--model_dir); with a "
+                             "SavedModel it would re-run both towers for every pair")
+        model = encoder.model
+        if getattr(model, "fusion", None) is None:
+            raise ValueError("ITM re-ranking needs an ALBEF model (model.fusion_layers > 0)")
+        self.inner, self.model, self.preprocessor = encoder, model, encoder.preprocessor
+        self.image_size, self.resize_size = encoder.image_size, encoder.resize_size
+        self.batch_size = encoder.batch_size
+        self.image_tokens = []
+        fusion = model.fusion
+        self._image_fn = tf.function(lambda pixels: fusion.encode_image(pixels), input_signature=[
+            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)])
+
+        def text(texts):
+            tokens = self.preprocessor(texts)
+            emb, states = fusion.encode_text(tokens)
+            return emb, states, tokens["padding_mask"]
+
+        self._text_fn = tf.function(text, input_signature=[tf.TensorSpec([None], tf.string)])
+        self._match_fn = tf.function(
+            lambda states, masks, tokens: tf.nn.softmax(
+                fusion.match_logits(states, masks, tokens), axis=-1)[:, 1])
+
+    def embed_image_batch(self, pixels) -> np.ndarray:
+        emb, tokens = self._image_fn(tf.convert_to_tensor(pixels, tf.float32))
+        self.image_tokens.append(tokens.numpy())
+        return emb.numpy()
+
+    def embed_text_batch(self, texts) -> np.ndarray:
+        return self._text_fn(tf.convert_to_tensor(texts, tf.string))[0].numpy()
+
+    def take_image_tokens(self) -> np.ndarray:
+        """The cached image tokens of everything embedded since the last call, ``(N, P, H)``."""
+        tokens, self.image_tokens = self.image_tokens, []
+        return np.concatenate(tokens) if tokens else np.zeros((0, 0, 0), np.float32)
+
+    def text_features(self, texts) -> tuple:
+        """``(embeddings (N, D), states (N, T, H), padding masks (N, T))`` of a list of strings."""
+        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
+        parts = [self._text_fn(tf.constant(texts[s:s + self.batch_size], tf.string))
+                 for s in range(0, len(texts), self.batch_size)]
+        return tuple(np.concatenate([p[i].numpy() for p in parts]) for i in range(3))
+
+    def match(self, image_tokens, states, masks) -> np.ndarray:
+        """P(match) of row-paired ``(P, N, H)`` image tokens and ``(P, T, H)`` text states."""
+        out = [self._match_fn(tf.constant(states[s:s + self.batch_size]),
+                              tf.constant(masks[s:s + self.batch_size]),
+                              tf.constant(image_tokens[s:s + self.batch_size])).numpy()
+               for s in range(0, len(states), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def info(self) -> dict:
+        return self.inner.info()
+
+
+class RerankRetrievalEvaluator:
+    """Retrieval R@K with the ITC ranking (the same keys as ``retrieval``) and with the ITC top
+    ``rerank_k`` re-ranked by ITM (``rerank_`` keys), on the same embeddings.
+
+    Args:
+      data: a ``datasets.RetrievalData``.
+      ks: the K values.
+      rerank_k: candidates per query re-scored by ITM.
+      block_size: queries scored at once by the ITC ranking.
+    """
+
+    name = "retrieval"
+
+    def __init__(self, data, ks=(1, 5, 10), rerank_k: int = 16, block_size: int = 512):
+        self.data, self.ks, self.rerank_k, self.block_size = data, tuple(ks), rerank_k, block_size
+
+    def run(self, encoder) -> dict:
+        scorer = MatchScorer(encoder)
+        image_emb, captions, text_to_image, galleries = self.data.embed_images(scorer)
+        image_tokens = scorer.take_image_tokens()
+        text_emb, states, masks = scorer.text_features(captions)
+        out = retrieval.recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size,
+                                    galleries)
+        i2t = np.empty(len(image_emb), np.int64)
+        t2i = np.empty(len(text_emb), np.int64)
+        for img, txt, local in retrieval._galleries(text_to_image, galleries,  # noqa: SLF001
+                                                    len(image_emb)):
+            sim = image_emb[img] @ text_emb[txt].T
+            own = local[None, :] == np.arange(len(img))[:, None]  # (images, captions)
+
+            def i2t_scores(q, c):
+                return scorer.match(image_tokens[img[q]], states[txt[c]], masks[txt[c]])
+
+            def t2i_scores(q, c):
+                return scorer.match(image_tokens[img[c]], states[txt[q]], masks[txt[q]])
+
+            i2t[img] = rerank_ranks(sim, own, self.rerank_k, i2t_scores)
+            t2i[txt] = rerank_ranks(sim.T, own.T, self.rerank_k, t2i_scores)
+        reranked = retrieval.metrics_from_ranks(i2t, t2i, self.ks)
+        out.update({f"rerank_{key}": value for key, value in reranked.items()})
+        out.update(rerank_k=float(self.rerank_k), num_images=float(len(image_emb)),
+                   num_captions=float(len(text_emb)), num_galleries=float(len(np.unique(galleries))))
+        return out
+
+
+class RerankZeroShotEvaluator:
+    """Zero-shot top-k with ITC (prompt-ensembled, the same keys as ``zeroshot``) and with each
+    image's ITC top ``rerank_k`` classes re-ranked by ITM (``rerank_`` keys). A class's ITM score is
+    the mean match probability of the image with the class name in every template.
+
+    Args:
+      data: a ``datasets.ClassificationData``.
+      templates: prompt templates.
+      topk: the k values.
+      rerank_k: classes per image re-scored by ITM.
+      groups: optional ``{name: label ids}`` as for ``ZeroShotEvaluator``.
+    """
+
+    name = "zeroshot"
+
+    def __init__(self, data, templates, topk=(1, 5), rerank_k: int = 5, groups=None):
+        self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
+        self.rerank_k, self.groups = rerank_k, dict(groups or {})
+
+    def run(self, encoder) -> dict:
+        scorer = MatchScorer(encoder)
+        classnames = list(self.data.classnames)
+        class_emb = class_embeddings(scorer.embed_texts, classnames, self.templates)
+        image_emb, extras = scorer.embed_image_dataset(self.data.make_dataset(scorer),
+                                                       keys=("label",))
+        labels = extras["label"].astype(np.int64)
+        image_tokens = scorer.take_image_tokens()
+        prompts = [t.format(name) for name in classnames for t in self.templates]
+        _, states, masks = scorer.text_features(prompts)
+        num_templates = len(self.templates)
+        states = states.reshape(len(classnames), num_templates, *states.shape[1:])
+        masks = masks.reshape(len(classnames), num_templates, -1)
+        sim = image_emb @ class_emb.T
+
+        def scores(q, c):
+            t = num_templates
+            probs = scorer.match(np.repeat(image_tokens[q], t, axis=0),
+                                 states[c].reshape(-1, *states.shape[2:]),
+                                 masks[c].reshape(-1, masks.shape[-1]))
+            return probs.reshape(-1, t).mean(axis=1)
+
+        itc_ranks = label_ranks(sim, labels)
+        positives = labels[:, None] == np.arange(len(classnames))[None, :]
+        ranks = rerank_ranks(sim, positives, self.rerank_k, scores)
+        out = {}
+        for prefix, r in (("", itc_ranks), ("rerank_", ranks)):
+            groups = [("", np.ones(len(labels), bool))] + [
+                (f"{g}_", np.isin(labels, np.asarray(list(ids)))) for g, ids in self.groups.items()]
+            for group, mask in groups:
+                for k in self.topk:
+                    if k <= len(classnames):
+                        out[f"{prefix}{group}top{k}"] = float(np.mean(r[mask] < k))
+        out.update(rerank_k=float(self.rerank_k), num_examples=float(len(labels)),
+                   num_classes=float(len(classnames)), num_templates=float(num_templates))
+        return out
