@@ -490,3 +490,7 @@ def test_source_grammar_one_line_errors(tmp_path):
     config.data.name = "tfds:no_such_dataset_here"
     with pytest.raises(trainer.ConfigError, match="unknown TFDS dataset"):
         trainer.validate_config(config)
+    config.data.name, config.data.tfds_data_dir = "tfds:coco_captions", str(tmp_path)
+    with pytest.raises(trainer.ConfigError, match="^data.name='tfds:coco_captions', data.tfds_split"
+                                                  "='train', .*could not find data"):
+        trainer.validate_config(config)  # not prepared: never downloaded while training

@@ -64,13 +64,19 @@ def check(data) -> None:
             raise ValueError(f"data.train_pattern {data.train_pattern!r} matches no files")
         return
     import tensorflow_datasets as tfds
+
+    from align_tf.data import tfds_captions
     if not data.tfds_split:
         raise ValueError(f"data.tfds_split is required for data.name={data.name!r}")
     try:
-        tfds.builder(argument, data_dir=data.tfds_data_dir or None)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        tfds_captions.encoded_split(argument, data.tfds_split, data.tfds_data_dir or None)
+    except tfds.core.registered.DatasetNotFoundError as e:
         raise ValueError(f"data.name={data.name!r}: unknown TFDS dataset "
                          f"({str(e).strip().splitlines()[0]})") from None
+    except (ValueError, AssertionError) as e:  # an unknown split; not prepared (no download here)
+        raise ValueError(f"data.name={data.name!r}, data.tfds_split={data.tfds_split!r}, "
+                         f"data.tfds_data_dir={data.tfds_data_dir!r}: "
+                         f"{str(e).strip().splitlines()[0]}") from None
 
 
 def training_stream(config, layout, first_batch: int,

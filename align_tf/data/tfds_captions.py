@@ -88,6 +88,16 @@ def caption_pairs(name: str = "coco_captions", split: str = "train", image_key: 
 _CAPTIONS = 16
 
 
+def encoded_split(name: str, split: str, data_dir: str | None = None, image_key: str = "image"):
+    """``(builder, dataset)``: a prepared TFDS split in file order with its images still encoded
+    (``SkipDecoding``). Lazy, so also the check that the set is prepared and has the split:
+    raises ``DatasetNotFoundError``/``ValueError``/``AssertionError`` (not prepared) otherwise."""
+    import tensorflow_datasets as tfds
+    builder = tfds.builder(name, data_dir=data_dir)
+    return builder, builder.as_dataset(split=split, shuffle_files=False,
+                                       decoders={image_key: tfds.decode.SkipDecoding()})
+
+
 def _num_examples(builder, split: str, dataset) -> int:
     """Images in ``split``: TFDS's recorded count, else (mock data, no metadata) counted."""
     if builder.info.splits:
@@ -126,12 +136,9 @@ def training_stream(name: str, split: str, seed: int, layout, first_batch: int =
       image_key: the image feature.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     from align_tf.data import sampling
-    builder = tfds.builder(name, data_dir=data_dir)
-    records = builder.as_dataset(split=split, shuffle_files=False,
-                                 decoders={image_key: tfds.decode.SkipDecoding()})
+    builder, records = encoded_split(name, split, data_dir, image_key)
     num_images = _num_examples(builder, split, records)
     if num_images < 1:
         raise ValueError(f"TFDS {name}/{split} holds no examples")
