@@ -1,6 +1,7 @@
 """Fine-tuning preset: the paper's retrieval recipe (§5): the same loss, batch 2048, lr 1e-5
-(Flickr30K: 3k steps; MSCOCO: 6k, set here), on caption shards of the training split (MSCOCO
-Karpathy train = TFDS coco_captions train + restval; align_tf.data.tfds_captions writes them)."""
+(Flickr30K: 3k steps; MSCOCO: 6k, set here), on MSCOCO's Karpathy train split (TFDS
+coco_captions train + restval, prepared beforehand; one random caption per image per epoch, so
+an image never meets itself as a negative), evaluated on the Karpathy 5k test images."""
 
 from align_tf.configs import base
 
@@ -8,9 +9,8 @@ from align_tf.configs import base
 def get_config():
     c = base.get_config()
     c.finetune.task = "retrieval"
-    c.data.name = "tfrecord"
-    c.data.train_pattern = "gs://YOUR_BUCKET/coco_karpathy_train/train-*.tfrecord"
-    c.data.shuffle_buffer = 100_000
+    c.data.name = "tfds:coco_captions"
+    c.data.tfds_split = "train+restval"
     c.train.batch_size = 2048
     c.train.steps = 6000
     c.train.steps_per_loop = 100

@@ -60,8 +60,8 @@ def init_dir(tmp_path_factory):
     return path
 
 
-def _config(preset, init, task, **fields):
-    config = finetune.make_config(preset.get_config(), init, task)
+def _config(preset, init, task, dataset=None, **fields):
+    config = finetune.make_config(preset.get_config(), init, task, dataset)
     config.train.batch_size, config.train.steps_per_loop = 8, 1
     config.eval.synthetic_examples_per_class = 2  # 60 images per split
     config.eval.synthetic_retrieval_rounds = 1
@@ -253,11 +253,31 @@ def test_lit_locks_the_image_tower_and_trains_a_fresh_text_tower(init_dir, tmp_p
     assert abs(float(model.temperature.numpy()) - 0.07) < 0.01  # σ from --init, then trained
 
 
-def test_retrieval_starts_from_init_with_its_objective(init_dir, tmp_path):
-    config = _config(finetune_retrieval, init_dir, "retrieval", train__steps=2,
-                     export__enabled=False, eval__tasks="retrieval")
+def _mock_captions(self, split, **kwargs):
+    """A TFDS caption set as the trainer reads it (images undecoded): 12 PNGs, 5 captions each."""
+    pairs = synthetic.CLASSES[:12]
+    images = [tf.io.encode_png(synthetic.render(p, 40, np.random.default_rng(i))[0]).numpy()
+              for i, p in enumerate(pairs)]
+
+    def gen():
+        for image, pair in zip(images, pairs):
+            yield {"image": image, "captions": {
+                "text": [f"a {synthetic.class_name(pair)} {j}" for j in range(5)]}}
+
+    return tf.data.Dataset.from_generator(gen, output_signature={
+        "image": tf.TensorSpec((), tf.string),
+        "captions": {"text": tf.TensorSpec((None,), tf.string)}})
+
+
+@pytest.mark.slow
+def test_retrieval_starts_from_init_with_its_objective_on_a_tfds_caption_set(init_dir, tmp_path):
+    import tensorflow_datasets as tfds
+    config = _config(finetune_retrieval, init_dir, "retrieval", "tfds:coco_captions",
+                     train__steps=2, export__enabled=False, eval__tasks="retrieval")
+    assert config.data.name == "tfds:coco_captions"
     assert config.objective.to_dict() == run_dir.load_config(init_dir).objective.to_dict()
-    out = finetune.finetune(config, str(tmp_path / "ret"), verbose=0)
+    with tfds.testing.mock_data(as_dataset_fn=_mock_captions):
+        out = finetune.finetune(config, str(tmp_path / "ret"), verbose=0)
     init, _, _ = run_dir.load_model(init_dir)
     model = out["train"].model
     assert "i2t_R@1" in out["eval"]["results"]["synthetic"]["retrieval"]
