@@ -295,10 +295,10 @@ def sigmoid_loss(image_embeddings: tf.Tensor,
         return context.all_gather(piece, axis=0) if num_replicas > 1 else piece
 
     def positives(c):
-        # z = +1 where local row i meets its own text: column replica·m + (i - c·m) of chunk c.
-        local = tf.range(rows) - c * slice_rows
-        own = tf.where((local >= 0) & (local < slice_rows), replica * slice_rows + local, -1)
-        return tf.one_hot(own, num_replicas * slice_rows)  # a -1 row is all zeros
+        # z = +1 only where local row c·m + j meets its own text, column replica·m + j of chunk c:
+        # m index pairs, so no (N_local, R·m) mask is ever built.
+        j = tf.range(slice_rows)
+        return tf.stack([c * slice_rows + j, replica * slice_rows + j], axis=1)
 
     def chunk_logits(image, texts_c, scale, bias):
         cosines = logits_matmul(image, texts_c, precise_logits)
@@ -306,26 +306,34 @@ def sigmoid_loss(image_embeddings: tf.Tensor,
 
     @tf.custom_gradient
     def chunked(image, texts, scale, bias):
-        loss, best, own = tf.constant(0.0), tf.fill([rows], -float("inf")), tf.zeros([rows])
+        loss, best, own = tf.constant(0.0), tf.fill([rows], -float("inf")), []
         for c in range(chunks):
-            _, logits = chunk_logits(image, gathered(texts, c), scale, bias)
-            pos = positives(c)
-            # -log σ(z·s) = softplus(-z·s), stable for large |s|.
-            loss += tf.reduce_sum(tf.nn.softplus(-(2.0 * pos - 1.0) * logits))
+            # The chunks are independent: without this dependency the executor could run them
+            # at once and hold every chunk's logits together, the very peak chunking avoids.
+            with tf.control_dependencies([loss, best]):
+                texts_c = gathered(texts, c)
+            _, logits = chunk_logits(image, texts_c, scale, bias)
+            own_c = tf.gather_nd(logits, positives(c))
+            # -log σ(z·s) = softplus(-z·s): softplus(s) for every pair, then the m positives'
+            # softplus(s) swapped for softplus(-s) (stable for large |s|, no mask needed).
+            loss += tf.reduce_sum(tf.nn.softplus(logits)) + \
+                tf.reduce_sum(tf.nn.softplus(-own_c) - tf.nn.softplus(own_c))
             best = tf.maximum(best, tf.reduce_max(logits, axis=1))
-            own += tf.reduce_sum(pos * logits, axis=1)
+            own.append(own_c)  # rows c·m … (c+1)·m - 1
         rows_f = tf.cast(rows, tf.float32)
         # A row's own text counts as its best on ties (the same logit compared with itself).
-        accuracy = tf.reduce_sum(tf.cast(own >= best, tf.float32)) / rows_f
+        accuracy = tf.reduce_sum(tf.cast(tf.concat(own, 0) >= best, tf.float32)) / rows_f
 
         def grad(upstream, _):
             # d softplus(-z·s)/ds = σ(s) - [z = +1], recomputed chunk by chunk.
             upstream = upstream / rows_f
             d_image, d_scale, d_bias, d_texts = tf.zeros_like(image), 0.0, 0.0, []
             for c in range(chunks):
-                texts_c = gathered(texts, c)
+                with tf.control_dependencies([d_image] + d_texts):  # one chunk at a time
+                    texts_c = gathered(texts, c)
                 cosines, logits = chunk_logits(image, texts_c, scale, bias)
-                d_logits = upstream * (tf.sigmoid(logits) - positives(c))
+                d_logits = tf.tensor_scatter_nd_sub(upstream * tf.sigmoid(logits), positives(c),
+                                                    tf.fill([slice_rows], upstream))
                 d_cosines = scale * d_logits
                 d_image += tf.matmul(d_cosines, texts_c)
                 d_scale += tf.reduce_sum(d_logits * cosines)
