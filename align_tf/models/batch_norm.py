@@ -36,9 +36,17 @@ Under a distribution strategy two things differ from Keras:
   statistics; every replica held the same values before, so this equals one EMA step with the
   replicas' mean batch statistics, and all replicas keep identical copies. Skipped when the
   statistics already cover all replicas, and a no-op with one replica.
+
+Passes that re-run a forward (rematerialisation's recomputation, gradient accumulation's second
+pass over a sub-batch) run inside ``frozen_moving_statistics()``: batch statistics as usual, no
+update of the moving ones, which that step has updated already. ``moving_statistics(model)``
+lists the variables, for gradient accumulation's one update per step.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -57,6 +65,30 @@ def check_group_size(group_size: int, num_replicas: int) -> int:
         raise ValueError(f"bn_group_size={group_size} must be 0 (per replica), -1 (all replicas) "
                          f"or divide the {num_replicas} replicas")
     return group_size
+
+
+_local = threading.local()  # .frozen: inside frozen_moving_statistics (per replica thread)
+
+
+@contextlib.contextmanager
+def frozen_moving_statistics():
+    """Within the context, training-mode BatchNormalization layers of this module normalise with
+    their batch statistics but leave the moving statistics (and their cross-replica average)
+    alone. Per thread: MirroredStrategy runs each replica in its own."""
+    previous = getattr(_local, "frozen", False)
+    _local.frozen = True
+    try:
+        yield
+    finally:
+        _local.frozen = previous
+
+
+def moving_statistics(model) -> list:
+    """The moving statistics of every BatchNormalization layer in ``model`` (Keras' included),
+    in a fixed order."""
+    return [v for layer in model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for v in layer.non_trainable_weights]
 
 
 def _replica_context():
@@ -96,11 +128,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 in _FUSED_DTYPES)
 
     def call(self, inputs, training=None, mask=None):
+        frozen = training and self.trainable and getattr(_local, "frozen", False)
         if self._use_fused(inputs, mask):
-            outputs = self._fused_call(inputs, training)
+            outputs = self._fused_call(inputs, training, update=not frozen)
+        elif frozen:
+            # Keras' call updates the moving statistics itself: put the old values back.
+            saved = [tf.identity(v.value) for v in self.non_trainable_weights]
+            outputs = super().call(inputs, training=training, mask=mask)
+            for v, value in zip(self.non_trainable_weights, saved):
+                v.assign(value)
         else:
             outputs = super().call(inputs, training=training, mask=mask)
-        if training and self.trainable:
+        if training and self.trainable and not frozen:
             self._average_moving_statistics()
         return outputs
 
@@ -137,7 +176,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         for i, v in enumerate(variables):
             v.assign(tf.cast(mean[i], v.dtype))
 
-    def _fused_call(self, inputs, training):
+    def _fused_call(self, inputs, training, update=True):
         channels = inputs.shape[-1]
         gamma = (tf.cast(self.gamma, tf.float32) if self.scale
                  else tf.ones((channels,), tf.float32))
@@ -153,6 +192,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
             # variance follows the biased one it normalises with.
             n = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
             variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+            if not update:
+                return tf.cast(y, self.compute_dtype)
             moving_mean = tf.cast(self.moving_mean, tf.float32)
             moving_variance = tf.cast(self.moving_variance, tf.float32)
             self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))

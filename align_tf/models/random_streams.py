@@ -23,7 +23,9 @@ interleaved at every cross-replica call (a BatchNorm all-reduce sits between two
 The draw counter is a Python int that starts at 0 on every entry: re-entering the context with the
 same ``(step, sub_batch)`` (gradient accumulation re-running a micro-batch, rematerialisation
 re-running a forward) reproduces the same masks, and different ``sub_batch`` values give
-independent ones. Draws happen while tracing: inside a ``tf.function`` the step is a tensor and
+independent ones. ``capture`` and ``replay`` do the same for a part of a forward pass
+(rematerialisation recomputes one block during the backward pass, after the context has exited).
+Draws happen while tracing: inside a ``tf.function`` the step is a tensor and
 the graph draws fresh masks each time it runs.
 """
 
@@ -60,8 +62,16 @@ class _Stream:
 
     def __init__(self, key, generators):
         self.key = key
+        self.generators = list(generators)
         self.index = {id(g): i for i, g in enumerate(generators)}
         self.draws = {}
+
+    def copy(self):
+        """A stream with the same key and generators that continues from this one's draws."""
+        stream = _Stream.__new__(_Stream)
+        stream.key, stream.generators, stream.index = self.key, self.generators, self.index
+        stream.draws = dict(self.draws)
+        return stream
 
     def seed(self, generator):
         i = self.index[id(generator)]
@@ -133,3 +143,30 @@ def stateless_seeds(model, seed: int, step, sub_batch=0, replica_id=None):
         _local.stream = previous
         _uninstall(generators)
 
+
+
+def capture():
+    """The calling thread's active stream at this point of the forward pass (``None`` if no
+    ``stateless_seeds`` context is active), for ``replay``."""
+    stream = getattr(_local, "stream", None)
+    return stream.copy() if stream is not None else None
+
+
+@contextlib.contextmanager
+def replay(captured):
+    """Within the context, draws repeat those made after ``capture()`` returned ``captured``: the
+    same generators draw the same seeds in the same order (also after the capturing context has
+    exited, e.g. in a rematerialised block's backward pass). ``None``: draws as outside any context.
+    """
+    if captured is None:
+        yield
+        return
+    generators = captured.generators
+    previous = getattr(_local, "stream", None)
+    _install(generators)
+    _local.stream = captured.copy()
+    try:
+        yield
+    finally:
+        _local.stream = previous
+        _uninstall(generators)

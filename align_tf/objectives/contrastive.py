@@ -22,18 +22,14 @@ class ContrastiveObjective(Objective):
     """
 
     scalars = Objective.scalars + ("loss_i2t", "loss_t2i", "temperature", "i2t_accuracy")
+    supports_accumulation = True
 
     def __init__(self, model, optimizer, label_smoothing: float = 0.1):
         super().__init__(model, optimizer)
         self.label_smoothing = float(label_smoothing)
 
-    def embed(self, batch, training=True):
-        """This replica's ``(image, text)`` embeddings, unit norm."""
-        return (self.model.embed_image(batch["image"], training=training),
-                self.model.embed_text(batch["text"], training=training))
-
-    def compute_loss(self, batch, training=True) -> dict:
-        image, text = self.embed(batch, training)
+    def loss_from_embeddings(self, batch, embeddings) -> dict:
+        image, text = embeddings
         rows = GlobalBatch(image)
         out = losses.align_loss(image, text, self.model.clipped_temperature(),
                                 rows.gather(image), rows.gather(text), rows.offset,

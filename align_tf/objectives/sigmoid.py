@@ -23,6 +23,7 @@ class SigmoidObjective(Objective):
     """
 
     scalars = Objective.scalars + ("logit_scale", "logit_bias", "i2t_accuracy")
+    supports_accumulation = True
 
     def __init__(self, model, optimizer):
         if model.similarity != "sigmoid":
@@ -30,9 +31,8 @@ class SigmoidObjective(Objective):
                              f"(its t′ and b); got {model.similarity!r}")
         super().__init__(model, optimizer)
 
-    def compute_loss(self, batch, training=True) -> dict:
-        image = self.model.embed_image(batch["image"], training=training)
-        text = self.model.embed_text(batch["text"], training=training)
+    def loss_from_embeddings(self, batch, embeddings) -> dict:
+        image, text = embeddings
         scale = self.model.logit_scale()
         out = losses.sigmoid_loss(image, text, scale, self.model.logit_bias)
         return dict(out, logit_scale=tf.stop_gradient(scale),
