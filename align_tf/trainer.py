@@ -139,9 +139,18 @@ def validate_config(config, num_replicas: int = 1) -> None:
                  "keep_checkpoints", "max_consecutive_skips"):
         _check(t[name] > 0, f"train.{name}={t[name]} must be positive")
     try:
-        distribute.batch_sizes(t.batch_size, num_replicas)
+        sizes = distribute.batch_sizes(t.batch_size, num_replicas)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    k = t.accumulation_steps
+    _check(k >= 1, f"train.accumulation_steps={k} must be positive")
+    _check(k == 1 or objectives.supports_accumulation(o.name),
+           f"train.accumulation_steps={k} needs an objective whose loss depends on the batch only "
+           f"through the embeddings (contrastive, sigmoid, momentum_distillation), not {o.name!r}")
+    _check(sizes.per_replica % k == 0,
+           f"train.accumulation_steps={k} must divide the per-replica batch of {sizes.per_replica} "
+           f"(train.batch_size={t.batch_size} over {num_replicas} replicas)")
+    _check(isinstance(m.remat, bool), f"model.remat={m.remat!r} must be true or false")
 
     _check(opt.name in optim.NAMES, f"unknown optim.name {opt.name!r}; choose from "
                                     f"{list(optim.NAMES)}")
@@ -255,8 +264,10 @@ def build(config, vocabulary_size: int):
     model = build_dual_encoder(config.model, vocabulary_size)
     optimizer = optim.build_optimizer(config.optim, config.train.steps)
     # The objective builds the optimizer for what it trains (the model, plus ALBEF's MLM head).
-    return model, objectives.build_objective(config.objective, model, optimizer, seed=config.seed,
-                                             vocab_path=config.data.vocab_path)
+    objective = objectives.build_objective(config.objective, model, optimizer, seed=config.seed,
+                                           vocab_path=config.data.vocab_path)
+    objective.accumulation_steps = config.train.accumulation_steps
+    return model, objective
 
 
 def checkpoint_for(objective: objectives.Objective) -> tf.train.Checkpoint:

@@ -22,6 +22,9 @@ def get_config():
     # replica count). Moving statistics always average every replica's.
     c.model.bn_group_size = 0
     c.model.bn_momentum = 0.9          # Keras/ALIGN: 0.99, whose moving stats need ~1k steps to settle
+    # Rematerialise each EfficientNet block and BERT layer in the backward pass (gradient
+    # checkpointing, align_tf/models/remat.py): same results, less activation memory, ~1 more forward.
+    c.model.remat = False
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
     c.model.min_temperature = 1e-3     # σ is clipped from below at this in the logits (never 0)
     # How cosines become logits, i.e. the loss the model is trained with and what export's scores
@@ -90,6 +93,10 @@ def get_config():
     c.train.mixed_precision = False    # bf16 compute, float32 variables/embeddings/loss
     c.train.jit_compile = False
     c.train.max_consecutive_skips = 10  # non-finite steps are skipped; this many in a row stop the run
+    # K > 1: each replica's batch runs as K sub-batches with exact gradients of the whole global
+    # batch (GradCache: embeddings first, loss once, towers again; align_tf/objectives/
+    # accumulation.py). BatchNorm statistics then come from sub-batches of batch_size / (replicas·K).
+    c.train.accumulation_steps = 1
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "lamb"             # "lamb" | "adamw" | "sgd"

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import keras
 
 from align_tf.models.activations import swish
+from align_tf.models.remat import rematerialize
 from align_tf.models.batch_norm import BatchNormalization
 from align_tf.models.fields import dataclass_from_mapping
 
@@ -250,7 +251,7 @@ def get_size(size) -> tuple:
 
 def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=None,
                  bn_group_size=0, bn_momentum=0.99, fused_batch_norm=True,
-                 fused_swish_grad=True, name=None) -> keras.Model:
+                 fused_swish_grad=True, remat=False, name=None) -> keras.Model:
     """Builds the ALIGN image tower.
 
     Args:
@@ -271,6 +272,8 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
         XLA-fused gradient (``align_tf.models.activations``). ``False``: Keras' own layers
         (``benchmarks/bench_train.py --before`` times the step without them; Keras' BatchNorm
         keeps replica 0's moving statistics and takes ``bn_group_size`` 0 or -1 only).
+      remat: rematerialise each MBConv block in the backward pass (``align_tf.models.remat``):
+        same results, activation memory of one block plus the block boundaries.
       name: model name, default ``efficientnet_{size}``.
 
     Returns:
@@ -299,4 +302,9 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
                     bn_momentum=bn_momentum, fused_bn=fused_batch_norm,
                     fused_swish=fused_swish_grad, **spec)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, x, name=name or f"efficientnet_{size_name}")
+    model = keras.Model(inputs, x, name=name or f"efficientnet_{size_name}")
+    if remat:
+        # One segment per block: its layers are named "block3b_..." (see block_specs).
+        rematerialize(model, lambda layer: layer.split("_")[0]
+                                if layer.startswith("block") else None)
+    return model

@@ -15,6 +15,7 @@ import keras
 import keras_hub
 
 from align_tf.models.fields import dataclass_from_mapping
+from align_tf.models.remat import rematerialize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _init():
 
 def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_sequence_length=512,
                       dropout=0.1, num_segments=None, layer_norm_epsilon=None,
-                      name=None) -> keras.Model:
+                      remat=False, name=None) -> keras.Model:
     """Builds the ALIGN text tower.
 
     Args:
@@ -109,6 +110,8 @@ def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_se
       dropout: dropout of embeddings, attention and feed-forward.
       num_segments: size of the segment (token type) table; ``None``: the size's (2).
       layer_norm_epsilon: ``None``: the size's (BERT's 1e-12).
+      remat: rematerialise each transformer layer in the backward pass
+        (``align_tf.models.remat``): same results, activation memory of one layer.
       name: model name.
 
     Returns:
@@ -143,5 +146,9 @@ def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_se
     x = x[:, 0, :]  # [CLS]
     if embed_dim is not None:
         x = keras.layers.Dense(embed_dim, kernel_initializer=_init(), name="text_projection")(x)
-    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask,
-                        "segment_ids": segment_ids}, x, name=name or f"bert_{size_name}")
+    model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask,
+                         "segment_ids": segment_ids}, x, name=name or f"bert_{size_name}")
+    if remat:
+        # One segment per transformer layer (a single Keras layer each).
+        rematerialize(model, lambda layer: layer if layer.startswith("transformer_layer_") else None)
+    return model

@@ -52,3 +52,11 @@ def build_objective(objective_config, model, optimizer, seed: int = 0,
         raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
     objective.seed = int(seed)
     return objective
+
+
+def supports_accumulation(name: str) -> bool:
+    """Whether objective ``name`` can run a step as sub-batches (``train.accumulation_steps > 1``):
+    its loss depends on the batch only through the embeddings (``Objective.supports_accumulation``)."""
+    classes = {"contrastive": ContrastiveObjective, "momentum_distillation": MomentumDistillation,
+               "sigmoid": SigmoidObjective}
+    return name in classes and classes[name].supports_accumulation

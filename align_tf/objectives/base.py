@@ -4,7 +4,9 @@ An objective owns how a batch becomes gradients; the model (``align_tf.models``)
 ``Objective.train_step`` runs once per replica (inside ``strategy.run``):
 
 1. ``compute_loss`` (the subclass) embeds the local batch and evaluates its loss against the
-   global batch, gathered once per step by ``GlobalBatch``;
+   global batch, gathered once per step by ``GlobalBatch``; with ``accumulation_steps = K > 1``
+   the same loss and gradients come from K sub-batches (``accumulation.py``), which needs the
+   loss split into ``embed`` and ``loss_from_embeddings``;
 2. gradients of ``loss / num_replicas`` are all-reduced once (the optimizer is told not to reduce
    again, so the logged gradient norm and the finiteness check see the global gradient);
 3. the update is applied only if loss and gradients are finite; otherwise the step is counted in
@@ -21,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from align_tf.models import random_streams
+from align_tf.objectives import accumulation
 
 
 class GlobalBatch:
@@ -61,21 +64,28 @@ class Objective:
       model: the ``DualEncoder`` (or another plain model) whose trainable variables are trained.
       optimizer: a built or unbuilt Keras optimizer; it is built for the model's variables here.
 
-    Subclasses implement ``compute_loss`` and may extend ``scalars``, ``after_apply`` and
-    ``state``.
+    Subclasses implement ``compute_loss`` (or, to support gradient accumulation, ``embed`` and
+    ``loss_from_embeddings`` with ``supports_accumulation = True``) and may extend ``scalars``,
+    ``after_apply`` and ``state``.
 
     Attributes:
       seed: keys the model's dropout and stochastic-depth draws in ``train_step``
         (``align_tf.models.random_streams``); ``build_objective`` sets ``config.seed``.
+      accumulation_steps: K sub-batches per replica and step (``train.accumulation_steps``);
+        1 runs the whole batch at once.
     """
 
     #: Metrics every train step returns (the trainer logs them; all are float scalars).
     scalars = ("loss", "grad_norm", "skipped_steps", "consecutive_skips")
+    #: Whether the loss depends on the batch only through ``embed``'s outputs, so that
+    #: ``accumulation_steps > 1`` gives the same loss and gradients (``accumulation.py``).
+    supports_accumulation = False
 
     def __init__(self, model, optimizer):
         self.model = model
         self.optimizer = optimizer
         self.seed = 0
+        self.accumulation_steps = 1
         skip_optimizer_all_reduce(optimizer)
         self.state = ObjectiveState()
         # Steps whose loss or gradients were not finite: skipped (weights untouched), counted.
@@ -101,7 +111,19 @@ class Objective:
     def compute_loss(self, batch, training=True) -> dict:
         """This replica's loss on ``batch``: a dict with ``"loss"`` (mean over the local rows), any
         further scalars named in ``scalars``, and optionally ``"after_apply"`` (a nest handed to
-        ``after_apply`` once the update is applied)."""
+        ``after_apply`` once the update is applied). By default ``loss_from_embeddings`` of
+        ``embed``."""
+        return self.loss_from_embeddings(batch, self.embed(batch, training))
+
+    def embed(self, batch, training=True):
+        """This replica's ``(image, text)`` embeddings of ``batch``, unit norm: the towers' part
+        of the loss (what gradient accumulation runs one sub-batch at a time)."""
+        return (self.model.embed_image(batch["image"], training=training),
+                self.model.embed_text(batch["text"], training=training))
+
+    def loss_from_embeddings(self, batch, embeddings) -> dict:
+        """``compute_loss``'s dict from ``embed``'s ``embeddings`` of this replica's whole
+        ``batch``; may read the batch only where no gradient flows (e.g. momentum towers)."""
         raise NotImplementedError
 
     def after_apply(self, state):
@@ -112,14 +134,21 @@ class Objective:
         """One optimizer step on this replica's share of the global batch."""
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
-        # Dropout and stochastic depth draw from (seed, replica, step): their own masks on each
-        # replica, the same ones on a rerun or a resume.
-        with tf.GradientTape() as tape, random_streams.stateless_seeds(
-                self.model, self.seed, self.optimizer.iterations):
-            out = self.compute_loss(batch, training=True)
-            # Each replica's loss is a mean over its local rows; the global loss is their mean.
-            scaled_loss = out["loss"] / num_replicas
-        grads = tape.gradient(scaled_loss, variables)
+        # Each replica's loss is a mean over its local rows; the global loss is their mean.
+        if self.accumulation_steps > 1:
+            if not self.supports_accumulation:
+                raise ValueError(f"{type(self).__name__} cannot accumulate gradients "
+                                 "(train.accumulation_steps must be 1)")
+            out, scaled_loss, grads = accumulation.accumulated_gradients(
+                self, batch, self.accumulation_steps, variables, 1.0 / num_replicas)
+        else:
+            # Dropout and stochastic depth draw from (seed, replica, step): their own masks on
+            # each replica, the same ones on a rerun or a resume.
+            with tf.GradientTape() as tape, random_streams.stateless_seeds(
+                    self.model, self.seed, self.optimizer.iterations):
+                out = self.compute_loss(batch, training=True)
+                scaled_loss = out["loss"] / num_replicas
+            grads = tape.gradient(scaled_loss, variables)
         ctx = tf.distribute.get_replica_context()
         global_loss = scaled_loss
         if ctx is not None and num_replicas > 1:
