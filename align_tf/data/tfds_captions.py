@@ -165,8 +165,10 @@ def training_stream(name: str, split: str, seed: int, layout, first_batch: int =
             order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(pairs[0])[0]), key)
             return tuple(tf.gather(part, order) for part in pairs)
 
-        ds = records.enumerate().skip(skip_windows * window).map(one_caption)
-        return ds.batch(window).enumerate(skip_windows).map(shuffle_window).unbatch()
+        ds = records.enumerate().skip(skip_windows * window).map(
+            one_caption, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # The next window is read while this one is consumed: no stall at window boundaries.
+        return ds.batch(window).enumerate(skip_windows).map(shuffle_window).prefetch(1).unbatch()
 
     ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch_pairs)
     ds = ds.skip(offset - first_window * window).enumerate(start)
