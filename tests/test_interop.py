@@ -191,6 +191,11 @@ def test_read_samples_groups_members_and_reports_damage(tars):
     read = list(webdataset.read_samples(str(cut)))
     assert [s and s.key for s in read] == ["000010000", None]
     assert read[0].caption == KEPT["000010000"][0]
+    # A corrupt header (bad checksum) mid-shard: what precedes it is read, the shard is damaged.
+    data = bytearray((root / "00001.tar").read_bytes())
+    data[members[3].offset + 100:members[3].offset + 108] = b"garbage!"
+    cut.write_bytes(bytes(data))
+    assert [s and s.key for s in webdataset.read_samples(str(cut))] == ["000010000", None]
 
 
 # ----------------------------------------------------------------------------- builder
