@@ -17,8 +17,7 @@ from PIL import Image
 
 from align_tf import tokenizer, trainer
 from align_tf.configs import base
-from align_tf.data import (build, filters, img2dataset, sampling, sources, tfds_captions,
-                           tfrecord, vocab, webdataset)
+from align_tf.data import build, filters, sampling, sources, tfrecord, vocab, webdataset
 
 wds = pytest.importorskip("webdataset")
 
