@@ -19,6 +19,6 @@ def get_config():
     c.objective.alpha = 0.4
     c.objective.alpha_ramp_steps = 256
     c.objective.queue_size = 256       # 4 global batches of momentum negatives
-    c.train.steps = 1500
+    c.train.steps = 800
     c.eval.rerank_k = 5                # eval.json also reports the ITC top-5 re-ranked by ITM
     return c

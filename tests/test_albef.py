@@ -309,6 +309,19 @@ def test_train_step_trains_every_part_and_fills_the_queue():
     assert not any(id(v) in model_vars for v in objective.mlm_head.trainable_variables)
 
 
+def test_itc_alone_trains_only_the_towers():
+    config = _config()
+    config.objective.itm_weight = config.objective.mlm_weight = 0.0
+    keras.utils.set_random_seed(0)
+    model = build_dual_encoder(config.model, VOCAB)
+    objective = objectives.build_objective(config.objective, model, keras.optimizers.SGD(0.1))
+    trained = {id(v) for v in objective.trainable_variables}
+    towers = model.image_encoder.trainable_variables + model.text_encoder.trainable_variables
+    assert all(id(v) in trained for v in towers + [model.temperature])
+    assert not any(id(v) in trained for v in model.fusion.trainable_variables
+                   + objective.mlm_head.trainable_variables)
+
+
 def test_config_errors_are_one_line():
     c = _config()
     trainer.validate_config(c)

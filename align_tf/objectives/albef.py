@@ -206,7 +206,15 @@ class AlbefObjective(Objective):
 
     @property
     def trainable_variables(self) -> list:
-        return self.model.trainable_variables + self.mlm_head.trainable_variables
+        """The model's weights and the MLM head's, less the parts no loss reaches (the fusion
+        encoder without ITM and MLM, the MLM head without MLM): ITC alone trains the towers."""
+        variables = list(self.model.trainable_variables)
+        if not (self.itm_weight or self.mlm_weight):
+            fusion = {id(v) for v in self.model.fusion.trainable_variables}
+            variables = [v for v in variables if id(v) not in fusion]
+        if self.mlm_weight:
+            variables += self.mlm_head.trainable_variables
+        return variables
 
     def current_alpha(self):
         """ITC-MoD's α at the current optimizer step."""
