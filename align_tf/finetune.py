@@ -21,7 +21,8 @@ Tasks:
   contrastive loss, freshly initialised (``finetune.text_tower = "fresh"``) or from ``--init``.
 * ``retrieval``: both towers with the ``--init`` run's objective (softmax or sigmoid), on our
   shards (``--dataset=tfrecord:GLOB``), the synthetic corpus, or any caption source the trainer
-  reads (``data.name``).
+  reads (``data.name``: ``tfds:coco_captions`` with ``--config.data.tfds_split=train+restval`` is
+  MSCOCO's Karpathy train split, one random caption per image per epoch).
 
 Training is ``align_tf.trainer.train`` with its steps replaced (``trainer.TrainHooks``):
 checkpoints, resume (rerun the same command), distribution strategies, TensorBoard and the
@@ -41,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TASKS = ("classification", "lit", "retrieval")
 HEAD_INITS = ("zeroshot", "zeros")
 TEXT_TOWERS = ("fresh", "init")
-TFRECORD_PREFIX = "tfrecord:"
+SHARD_SOURCES = ("tfrecord", "img2dataset_tfrecord")  # data.name values read from a glob
 
 
 class InitError(ValueError):
@@ -77,7 +78,8 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
     image sizes (unless ``finetune.image_size`` sets them) and, for retrieval, objective.
 
     ``dataset``: classification: ``finetune.dataset``; otherwise ``synthetic``,
-    ``tfrecord:GLOB`` or another ``data.name``.
+    ``tfrecord:GLOB``, ``img2dataset_tfrecord:GLOB`` (``data.name`` and ``data.train_pattern``) or
+    another ``data.name`` (``tfds:coco_captions``).
     """
     import ml_collections
 
@@ -104,8 +106,8 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
     if dataset:
         if task == "classification":
             f.dataset = dataset
-        elif dataset.startswith(TFRECORD_PREFIX):
-            d.name, d.train_pattern = "tfrecord", dataset[len(TFRECORD_PREFIX):]
+        elif dataset.partition(":")[0] in SHARD_SOURCES:  # tfrecord:GLOB, as evaluate spells it
+            d.name, _, d.train_pattern = dataset.partition(":")
         else:
             d.name = dataset
     return config
@@ -145,18 +147,20 @@ def _init_checkpoint(config) -> str:
     return RunDir(config.finetune.init).latest_checkpoint()
 
 
-def _classification_data(config, train: bool, image_size: int):
-    """The evaluation's ``ClassificationData`` of ``finetune.dataset`` (fit or test split)."""
-    from align_tf.evaluation import datasets
-    ev, name = config.eval, config.finetune.dataset
-    if name == datasets.SYNTHETIC:
-        # The linear probe's fit images (train) and the zero-shot test images (test).
-        return datasets.synthetic_classification("train" if train else "test",
-                                                 ev.synthetic_examples_per_class,
-                                                 ev.synthetic_seed + int(train))
-    return datasets.tfds_classification(
-        name, ev.train_split if train else ev.split, train=train, data_dir=ev.data_dir,
-        download=False, max_examples=ev.max_train_examples if train else ev.max_examples)
+def _classification_data(config, train: bool):
+    """The evaluation's ``ClassificationData`` of ``finetune.dataset``: its fit split (synthetic:
+    the linear probe's images) or its test split (synthetic: the zero-shot test images)."""
+    from align_tf.evaluation import runner
+    return runner._classification(config.finetune.dataset, config.eval, train,  # noqa: SLF001
+                                  download=False)
+
+
+def _optimizer(config, model):
+    """The config's optimizer, built for ``model``'s trainable variables (as ``trainer.build``)."""
+    from align_tf import optim
+    optimizer = optim.build_optimizer(config.optim, config.train.steps)
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def _eval_sizes(config) -> tuple:
@@ -172,7 +176,7 @@ class ClassificationTask:
     def __init__(self, config):
         self.config = config
         try:
-            self.train_data = _classification_data(config, True, config.data.image_size)
+            self.train_data = _classification_data(config, True)
         except ValueError as e:
             from align_tf.trainer import ConfigError
             raise ConfigError(f"finetune.dataset: {e}") from None
@@ -191,16 +195,14 @@ class ClassificationTask:
         return None, preprocessor
 
     def build(self, config, vocabulary_size):
-        from align_tf import optim
         from align_tf.models.classifier import ImageClassifier
         from align_tf.models.dual_encoder import build_dual_encoder
         from align_tf.objectives.classification import ClassificationObjective
         # The tower exactly as the init run built it (sizes, BatchNorm groups, fused kernels).
         tower = build_dual_encoder(config.model, vocabulary_size).image_encoder
         model = ImageClassifier(tower, len(self.class_names), name="classifier")
-        optimizer = optim.build_optimizer(config.optim, config.train.steps)
-        optimizer.build(model.trainable_variables)
-        objective = ClassificationObjective(model, optimizer, config.finetune.label_smoothing)
+        objective = ClassificationObjective(model, _optimizer(config, model),
+                                            config.finetune.label_smoothing)
         objective.seed = int(config.seed)
         return model, objective
 
@@ -286,7 +288,7 @@ def classifier_accuracy(classifier, config) -> dict:
         def embed_image_batch(self, pixels):
             return self._fn(tf.convert_to_tensor(pixels, tf.float32)).numpy()
 
-    logits, labels = _classification_data(config, False, image_size).embed_images(LogitsEncoder())
+    logits, labels = _classification_data(config, False).embed_images(LogitsEncoder())
     ranks = label_ranks(logits, labels)
     out = {f"top{k}": float(np.mean(ranks < k)) for k in runner.TOPK if k <= logits.shape[1]}
     if config.finetune.dataset == datasets.SYNTHETIC:
@@ -310,14 +312,12 @@ class DualEncoderTask:
         return trainer.TrainHooks(build=build, initialize=self.initialize)
 
     def build_lit(self, config, vocabulary_size):
-        from align_tf import optim
         from align_tf.models.dual_encoder import build_dual_encoder
         from align_tf.objectives.lit import LockedImageObjective, lock_image_tower
         model = build_dual_encoder(config.model, vocabulary_size)
         lock_image_tower(model)  # before the optimizer is built: no slots for the locked tower
-        optimizer = optim.build_optimizer(config.optim, config.train.steps)
-        optimizer.build(model.trainable_variables)
-        objective = LockedImageObjective(model, optimizer, config.objective.label_smoothing)
+        objective = LockedImageObjective(model, _optimizer(config, model),
+                                         config.objective.label_smoothing)
         objective.seed = int(config.seed)
         return model, objective
 
@@ -423,9 +423,8 @@ def _prepare_argv(argv):
 
 
 def main(argv):
+    """The absl entry point: fine-tune, evaluate, export; errors as one line."""
     from absl import flags
-
-    from align_tf import distribute, trainer
     f = flags.FLAGS
     if len(argv) > 1:
         sys.exit(f"align_tf.finetune: error: unexpected arguments {argv[1:]}")
@@ -479,8 +478,8 @@ def run():
                         "align_tf.convert.hf_align output.", required=True)
     flags.DEFINE_enum("task", None, list(TASKS), "What to fine-tune.", required=True)
     flags.DEFINE_string("dataset", None, "classification: synthetic or a TFDS set with an image "
-                        "and a label (finetune.dataset); lit/retrieval: synthetic, tfrecord:GLOB "
-                        "or another data.name. Default: the preset's.")
+                        "and a label (finetune.dataset); lit/retrieval: synthetic, tfrecord:GLOB, "
+                        "tfds:NAME or another data.name. Default: the preset's.")
     flags.DEFINE_string("model_dir", None, "Output run directory (rerun to resume).",
                         required=True)
     flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored",

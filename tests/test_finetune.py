@@ -136,7 +136,8 @@ def test_resume_continues_to_the_same_weights(classification, tmp_path):
     for name in os.listdir(ckpt):  # back to the state after step 2
         if name.startswith("ckpt-4") or name == "checkpoint":
             os.remove(os.path.join(ckpt, name))
-    config = classification["config"]
+    config = classification["config"].copy_and_resolve_references()
+    config.eval.enabled = config.export.enabled = False  # what follows training is tested above
     model = finetune.finetune(config, resumed, verbose=0)["train"].model
     assert run_dir.RunDir(resumed).latest_checkpoint().endswith("ckpt-4")
     want = _weights(classification["model"].weights)
@@ -329,3 +330,21 @@ def test_bad_init_is_a_one_line_error(init_dir, classification, tmp_path):
     with pytest.raises(Exception, match="another architecture"):
         finetune.check_model_dir(finetune.make_config(preset, wrong, "classification"),
                                  classification["dir"])
+
+
+@pytest.mark.slow
+def test_classification_on_two_replicas_equals_one_device(init_dir, tmp_path):
+    """MirroredStrategy over 2 CPU devices: the same global batch, gradients all-reduced, so plain
+    SGD reaches the one-device weights."""
+    config = _config(finetune_classification, init_dir, "classification", train__steps=2,
+                     eval__enabled=False, export__enabled=False, optim__name="sgd",
+                     optim__learning_rate=0.5, optim__warmup_steps=0)
+    one = finetune.finetune(config, str(tmp_path / "one"), verbose=0)["train"].model
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    two = finetune.finetune(config, str(tmp_path / "two"), strategy, verbose=0)["train"].model
+    init, _, _ = run_dir.load_model(init_dir)
+    moved = _weights(init.image_encoder.trainable_weights)
+    want = _weights(one.weights)
+    for k, v in _weights(two.weights).items():
+        np.testing.assert_allclose(v, want[k], atol=1e-5, err_msg=k)
+    assert not np.array_equal(want["stem_conv/kernel"], moved["stem_conv/kernel"])
