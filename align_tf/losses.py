@@ -167,7 +167,9 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
                                image_queue: tf.Tensor | None = None,
                                text_queue: tf.Tensor | None = None,
                                average_directions: bool = False,
-                               precise_logits: bool | None = None) -> dict:
+                               precise_logits: bool | None = None,
+                               online_image_keys: tf.Tensor | None = None,
+                               online_text_keys: tf.Tensor | None = None) -> dict:
     """Contrastive loss against momentum keys with ALBEF's distillation targets (ITC-MoD).
 
     As in ALBEF (Li et al., 2021, ``model_pretrain.py``), the online queries are scored against the
@@ -200,25 +202,33 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
       image_queue, text_queue: optional ``(Q, D)`` queued momentum features (extra negatives).
       average_directions: ``loss = (i2t + t2i) / 2`` (ALBEF) instead of the sum (ALIGN).
       precise_logits: ``logits_matmul``'s ``precise`` for the online and the momentum logits.
+      online_image_keys, online_text_keys: optional ``(N_keys, D)`` *online* embeddings of the key
+        batch: when given, the online logits use them (with gradient, as ``align_loss``) followed
+        by the queue, while the targets stay the momentum similarities over the momentum keys.
 
     Returns:
       dict like ``align_loss``'s (``loss``, ``loss_i2t``, ``loss_t2i``, ``logits_i2t`` of shape
       ``(N_local, N_keys + Q)``, ``labels``).
     """
     temperature = tf.cast(temperature, tf.float32)
+    logit_text_keys, logit_image_keys = online_text_keys, online_image_keys
     text_keys = tf.stop_gradient(tf.cast(text_keys, tf.float32))
     image_keys = tf.stop_gradient(tf.cast(image_keys, tf.float32))
+    logit_text_keys = text_keys if logit_text_keys is None else logit_text_keys
+    logit_image_keys = image_keys if logit_image_keys is None else logit_image_keys
     if text_queue is not None:
         text_keys = tf.concat([text_keys, text_queue], axis=0)
+        logit_text_keys = tf.concat([logit_text_keys, text_queue], axis=0)
     if image_queue is not None:
         image_keys = tf.concat([image_keys, image_queue], axis=0)
+        logit_image_keys = tf.concat([logit_image_keys, image_queue], axis=0)
     labels = tf.range(tf.shape(image_embeddings)[0]) + tf.cast(label_offset, tf.int32)
     alpha = tf.cast(alpha, tf.float32)
     # The targets are constants: no gradient into σ or the momentum features through them.
     temperature_m = tf.stop_gradient(temperature)
 
-    def direction(queries, keys, queries_m):
-        logits = logits_matmul(queries, keys, precise_logits) / temperature
+    def direction(queries, keys, queries_m, logit_keys):
+        logits = logits_matmul(queries, logit_keys, precise_logits) / temperature
         num_classes = tf.shape(logits)[-1]
         one_hot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
         one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
@@ -228,8 +238,10 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
         loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
         return loss, logits
 
-    loss_i2t, logits_i2t = direction(image_embeddings, text_keys, momentum_image_embeddings)
-    loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings)
+    loss_i2t, logits_i2t = direction(image_embeddings, text_keys, momentum_image_embeddings,
+                                     logit_text_keys)
+    loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings,
+                            logit_image_keys)
     loss = loss_i2t + loss_t2i
     if average_directions:
         loss = loss / 2.0

@@ -103,6 +103,8 @@ def validate_config(config, num_replicas: int = 1) -> None:
         from align_tf.objectives import albef
         _check(o.itm_negatives in albef.ITM_NEGATIVES,
                f"objective.itm_negatives={o.itm_negatives!r}; choose from {list(albef.ITM_NEGATIVES)}")
+        _check(o.itc_keys in albef.ITC_KEYS,
+               f"objective.itc_keys={o.itc_keys!r}; choose from {list(albef.ITC_KEYS)}")
         for name in ("itc_weight", "itm_weight", "mlm_weight"):
             _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
         _check(0.0 < o.mlm_probability < 1.0,

@@ -60,6 +60,9 @@ def get_config():
     c.objective.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's batch)
     #                                      or "global" (BLIP: the global batch) candidates
     c.objective.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
+    # ITC logits' keys: "momentum" (ALBEF: the momentum towers' features, no gradient) or "online"
+    # (the replica's online embeddings with gradient, as ALIGN; for training from scratch)
+    c.objective.itc_keys = "momentum"
 
     c.data = ml_collections.ConfigDict()
     # Training source (align_tf.data.sources): "synthetic" (built-in corpus) | "tfrecord" (our

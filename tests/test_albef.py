@@ -255,12 +255,18 @@ def _softmax(x):
     return e / e.sum(1, keepdims=True)
 
 
-def test_itc_mod_keys_and_targets_match_numpy():
+@pytest.mark.parametrize("keys", ["momentum", "online"])
+def test_itc_mod_keys_and_targets_match_numpy(keys):
     """ALBEF-exact ITC: online queries against the momentum features of the replica's batch plus
     the queue; targets α·softmax(momentum similarities) + (1-α)·one-hot; no label smoothing;
-    directions averaged. The momentum towers are moved away from the online ones first, so
-    online keys (the old behaviour) would fail."""
-    objective = _objective(alpha=0.4, queue=16)
+    directions averaged. The momentum towers are moved away from the online ones first, so the
+    wrong keys would fail. ``itc_keys="online"``: the logits' keys are the online embeddings
+    (+ queue), the targets unchanged."""
+    config = _config(alpha=0.4, queue=16)
+    config.objective.itc_keys = keys
+    keras.utils.set_random_seed(0)
+    objective = objectives.build_objective(
+        config.objective, build_dual_encoder(config.model, VOCAB), keras.optimizers.SGD(0.5))
     for i, (ema, online) in enumerate(objective.towers.pairs):  # momentum towers ≠ online ones
         if online.trainable:
             ema.assign(online + tf.random.stateless_normal(online.shape, (i, 1)) * 0.05)
@@ -273,14 +279,16 @@ def test_itc_mod_keys_and_targets_match_numpy():
     iq, tq = objective.state.image_queue.numpy(), objective.state.text_queue.numpy()
     sigma = float(model.clipped_temperature())
 
-    def direction(q, q_m, keys, queue):
-        keys = np.concatenate([keys, queue])
-        logits = q @ keys.T / sigma
-        one_hot = np.eye(keys.shape[0])[np.arange(len(q))]
-        targets = 0.4 * _softmax(q_m @ keys.T / sigma) + 0.6 * one_hot
+    def direction(q, q_m, keys_m, keys_online, queue):
+        keys_m = np.concatenate([keys_m, queue])
+        logit_keys = keys_m if keys == "momentum" else np.concatenate([keys_online, queue])
+        logits = q @ logit_keys.T / sigma
+        one_hot = np.eye(keys_m.shape[0])[np.arange(len(q))]
+        targets = 0.4 * _softmax(q_m @ keys_m.T / sigma) + 0.6 * one_hot
         return -(targets * np.log(_softmax(logits))).sum(1).mean()
 
-    expected = (direction(image, image_m, text_m, tq) + direction(text, text_m, image_m, iq)) / 2
+    expected = (direction(image, image_m, text_m, text, tq)
+                + direction(text, text_m, image_m, image, iq)) / 2
     out = objective.compute_loss(batch, training=False)
     np.testing.assert_allclose(float(out["loss_itc"]), expected, rtol=2e-5)
 

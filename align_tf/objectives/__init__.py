@@ -47,7 +47,7 @@ def build_objective(objective_config, model, optimizer, seed: int = 0,
             mlm_weight=c.mlm_weight, itm_negatives=c.itm_negatives,
             mlm_probability=c.mlm_probability, momentum=c.momentum, alpha=c.alpha,
             alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size,
-            special_tokens=special_token_ids(vocab_path))
+            special_tokens=special_token_ids(vocab_path), itc_keys=c.itc_keys)
     else:
         raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
     objective.seed = int(seed)

@@ -9,6 +9,11 @@ The model is a ``DualEncoder`` with a ``fusion`` part (``align_tf.models.fusion`
   ``α · softmax(momentum similarities) + (1 − α) · one-hot`` over the same keys (ITC-MoD; α = 0 is
   plain ITC), no label smoothing, and the two directions averaged
   (``losses.momentum_distillation_loss`` with ``average_directions``).
+  ``itc_keys = "online"`` instead scores against the replica's *online* embeddings (with
+  gradient, as ALIGN's loss) followed by the queue, targets unchanged. Not ALBEF: ALBEF starts
+  from pre-trained encoders, and from scratch the momentum keys stay near-identical (a random
+  BERT's [CLS] and an inference-mode EfficientNet map every input to almost the same vector), so
+  the stop-gradient ITC did not leave chance in our tiny runs (README, ALBEF section).
 * **ITM** (fuse): the fusion encoder's [CLS] → ``fusion.itm_head``, a binary "matches" decision on
   the B positive pairs plus, per image, one hard-negative text and, per text, one hard-negative
   image. Negatives are drawn with probability ∝ softmax of the ITC similarities
@@ -51,6 +56,7 @@ from align_tf.objectives.base import GlobalBatch, Objective
 from align_tf.objectives.momentum import MomentumTowers, check_momentum_arguments, ramped_alpha
 
 ITM_NEGATIVES = ("local", "global")  # config.objective.itm_negatives
+ITC_KEYS = ("momentum", "online")  # config.objective.itc_keys
 
 # Purposes folded into the stateless key, so each draw of a step is independent.
 _MASK_SELECT, _MASK_KIND, _MASK_RANDOM, _NEG_TEXT, _NEG_IMAGE = range(5)
@@ -168,6 +174,7 @@ class AlbefObjective(Objective):
       itc_weight, itm_weight, mlm_weight: loss weights (0 skips that part).
       itm_negatives: ``"local"`` or ``"global"`` candidate pool of the hard negatives.
       mlm_probability: share of text tokens selected for MLM.
+      itc_keys: ``"momentum"`` (ALBEF) or ``"online"`` keys of the ITC logits (module docstring).
       momentum, alpha, alpha_ramp_steps, queue_size: the momentum towers, ITC-MoD's α (ramped)
         and the queue, as for ``MomentumDistillation``.
       special_tokens: ``special_token_ids(...)`` of the model's vocabulary.
@@ -179,13 +186,17 @@ class AlbefObjective(Objective):
 
     def __init__(self, model, optimizer, itc_weight=1.0, itm_weight=1.0, mlm_weight=1.0,
                  itm_negatives="local", mlm_probability=0.15, momentum=0.995, alpha=0.4,
-                 alpha_ramp_steps=0, queue_size=0, special_tokens=None):
+                 alpha_ramp_steps=0, queue_size=0, special_tokens=None, itc_keys="momentum"):
         if getattr(model, "fusion", None) is None:
             raise ValueError("objective.name='albef' needs a fusion encoder: set "
                              "model.fusion_layers > 0")
         if itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"objective.itm_negatives must be one of {list(ITM_NEGATIVES)}, "
                              f"got {itm_negatives!r}")
+        if itc_keys not in ITC_KEYS:
+            raise ValueError(f"objective.itc_keys must be one of {list(ITC_KEYS)}, "
+                             f"got {itc_keys!r}")
+        self.itc_keys = itc_keys
         if min(itc_weight, itm_weight, mlm_weight) < 0:
             raise ValueError("objective.itc_weight, itm_weight and mlm_weight must be >= 0")
         if not 0.0 < mlm_probability < 1.0:
@@ -234,9 +245,11 @@ class AlbefObjective(Objective):
         temperature = self.model.clipped_temperature()
         image_queue, text_queue = self.towers.queues()
         # ALBEF-exact ITC: keys are the momentum features of this replica's batch + the queue.
+        online = {"online_image_keys": image, "online_text_keys": text} \
+            if self.itc_keys == "online" else {}
         itc = losses.momentum_distillation_loss(
             image, text, temperature, image_m, text_m, image_m, text_m, self.current_alpha(),
-            0, 0.0, image_queue, text_queue, average_directions=True)
+            0, 0.0, image_queue, text_queue, average_directions=True, **online)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(
             tf.argmax(itc["logits_i2t"], axis=-1, output_type=tf.int32), itc["labels"]),
             tf.float32))
