@@ -44,8 +44,13 @@ def tfds_examples(name: str, split: str | None, data_dir: str | None,
     """A TFDS split as ``{"image/encoded", "label"}`` (images not decoded); split None: train."""
     import tensorflow_datasets as tfds
     builder = tfds.builder(name, data_dir=data_dir)
-    ds = builder.as_dataset(split=split or "train", shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
+    try:
+        ds = builder.as_dataset(split=split or "train", shuffle_files=False,
+                                decoders={"image": tfds.decode.SkipDecoding()})
+    except AssertionError as e:  # TFDS' "could not find data in ...": never downloads here
+        raise FileNotFoundError(f"TFDS set {name} is not prepared (`tfds build {name}`, with "
+                                f"--data_dir as eval.data_dir): "
+                                f"{str(e).strip().splitlines()[0][:200]}") from None
     ds = ds.map(lambda ex: {"image/encoded": ex["image"], "label": ex["label"]})
     return ds.take(max_examples) if max_examples else ds
 
