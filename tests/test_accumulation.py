@@ -119,6 +119,7 @@ def test_sub_batches_equal_replicas(contrastive_init, k):
                      one_step(config, contrastive_init, strategy=mirrored), contrastive_init)
 
 
+@pytest.mark.slow  # another ~30 s of tracing; the contrastive cases above run by default
 def test_sigmoid_sub_batches_equal_replicas():
     """The same for SigLIP's chunked cross-replica sigmoid loss (K = 2)."""
     config = small_config(objective="sigmoid")
