@@ -109,9 +109,27 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+@keras.saving.register_keras_serializable(package="align_tf")
+class WarmupCosineDecay(WarmupLinearDecay):
+    """lr rises linearly 0 → ``peak`` over ``warmup_steps``, then follows half a cosine to 0 at
+    ``total_steps`` (the paper's VTAB fine-tuning schedule)."""
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = step / max(self.warmup_steps, 1)
+        progress = tf.clip_by_value((step - self.warmup_steps) /
+                                    max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        decay = 0.5 * (1.0 + tf.cos(3.141592653589793 * progress))
+        return self.peak * tf.where(step < self.warmup_steps, warmup, decay)
+
+
+SCHEDULES = {"linear": WarmupLinearDecay, "cosine": WarmupCosineDecay}  # config.optim.schedule
+
+
 def build_optimizer(optim_config, total_steps: int) -> keras.optimizers.Optimizer:
     """LAMB (or AdamW, or plain SGD) from a config's ``optim`` section."""
-    schedule = WarmupLinearDecay(optim_config.learning_rate, optim_config.warmup_steps, total_steps)
+    schedule = SCHEDULES[optim_config.get("schedule", "linear")](
+        optim_config.learning_rate, optim_config.warmup_steps, total_steps)
     name = optim_config.name
     if name == "lamb":
         optimizer = Lamb(learning_rate=schedule, weight_decay=optim_config.weight_decay,

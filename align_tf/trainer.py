@@ -158,6 +158,8 @@ def validate_config(config, num_replicas: int = 1) -> None:
                                     f"{list(optim.NAMES)}")
     _check(opt.learning_rate > 0, f"optim.learning_rate={opt.learning_rate} must be positive")
     _check(opt.warmup_steps >= 0, f"optim.warmup_steps={opt.warmup_steps} must be >= 0")
+    _check(opt.get("schedule", "linear") in optim.SCHEDULES,
+           f"unknown optim.schedule {opt.get('schedule')!r}; choose from {list(optim.SCHEDULES)}")
     _check(opt.weight_decay >= 0, f"optim.weight_decay={opt.weight_decay} must be >= 0")
 
     try:

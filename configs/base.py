@@ -105,6 +105,7 @@ def get_config():
     c.optim.name = "lamb"             # "lamb" | "adamw" | "sgd"
     c.optim.learning_rate = 5e-3       # paper: 1e-3
     c.optim.warmup_steps = 100         # paper: 10k
+    c.optim.schedule = "linear"        # after warmup: "linear" decay to 0 (paper) | "cosine" (VTAB fine-tuning)
     c.optim.weight_decay = 1e-5        # paper: 1e-5
 
     # Evaluation: align_tf.evaluation.runner.plans_from_config. `python -m align_tf.evaluate` has a

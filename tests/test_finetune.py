@@ -348,3 +348,20 @@ def test_classification_on_two_replicas_equals_one_device(init_dir, tmp_path):
     for k, v in _weights(two.weights).items():
         np.testing.assert_allclose(v, want[k], atol=1e-5, err_msg=k)
     assert not np.array_equal(want["stem_conv/kernel"], moved["stem_conv/kernel"])
+
+
+def test_cosine_schedule_of_the_vtab_preset():
+    from align_tf import optim, trainer
+    from align_tf.configs import finetune_vtab
+    schedule = optim.WarmupCosineDecay(1e-3, 10, 110)
+    steps = np.arange(0, 120)
+    want = 1e-3 * np.where(steps < 10, steps / 10,
+                           0.5 * (1 + np.cos(np.pi * np.clip((steps - 10) / 100, 0, 1))))
+    np.testing.assert_allclose([float(schedule(k)) for k in steps], want, rtol=1e-5, atol=1e-10)
+    config = finetune_vtab.get_config()
+    optimizer = optim.build_optimizer(config.optim, config.train.steps)
+    assert isinstance(optimizer._learning_rate, optim.WarmupCosineDecay)  # noqa: SLF001
+    assert (config.finetune.image_size, config.finetune.eval_image_size) == (289, 360)
+    config.optim.schedule = "step"
+    with pytest.raises(trainer.ConfigError, match="unknown optim.schedule 'step'"):
+        trainer.validate_config(config)
