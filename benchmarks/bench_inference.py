@@ -13,8 +13,15 @@ Figures per batch size, alternating the two implementations call by call:
 * images/s: ours ``image_embed(pixels)`` on ``[B, S, S, 3]`` pixels already at the model's
   resolution (the signature's resize is then skipped) vs HF ``get_image_features`` on the same
   pixels in NCHW, scaled to [-1, 1] (HF's ``EfficientNetImageProcessor`` output).
-* texts/s: ours ``text_embed(strings)`` — WordPiece tokenization in the graph included — vs HF
-  ``BertTokenizerFast`` + ``get_text_features``; HF's model alone (pre-tokenized ids) as well.
+* texts/s: ours ``text_embed(strings)`` — WordPiece tokenization in the graph included; the text
+  tower runs on the batch's longest text, not ``max_tokens`` (``export._trim_padding``) — vs HF
+  ``BertTokenizerFast(padding="longest")`` + ``get_text_features``, the same trimming; HF's model
+  alone (pre-tokenized ids, also ``padding="longest"``) as well. ``--hf_padding=max_length`` pads
+  HF's inputs to ``max_tokens`` instead (how the rows before issue 21 were measured).
+* ``--bf16``: also a SavedModel exported with ``precision="bf16"`` (opt-in,
+  ``export.export_model_dir``), timed in the same interleaving as ``ours_bf16`` and reported in
+  rows of its own next to ours in float32, with its embedding deviation from float32 (max abs
+  difference, min cosine) on the benchmark's inputs.
 
 PyTorch runs in ``torch.inference_mode()`` on all cores. ``bench_export.py`` measures the other
 signatures, SavedModel size and load/export time.
@@ -79,6 +86,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch_sizes", default="1,64")
     parser.add_argument("--repeats", type=int, default=0,
                         help="timed calls per figure; 0: 30 at batch 1, fewer for larger batches")
+    parser.add_argument("--hf_padding", default="longest", choices=("longest", "max_length"),
+                        help="HF tokenizer padding (ours trims to the longest text)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time a bf16 export (opt-in precision), rows of its own")
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -91,6 +102,12 @@ def main(argv=None) -> dict:
     try:
         hf, tokenizer, path = build(work, args.image_size, args.text, args.max_tokens)
         saved = tf.saved_model.load(path)
+        bf16 = None
+        if args.bf16:
+            from align_tf import export
+            bf16 = tf.saved_model.load(export.export_model_dir(
+                os.path.dirname(path), os.path.join(work, "bf16"), precision="bf16"))
+        deviation = {}
         rng = np.random.default_rng(0)
         table, rows = [], []
         for b in [int(x) for x in args.batch_sizes.split(",")]:
@@ -100,11 +117,11 @@ def main(argv=None) -> dict:
             hf_pixels = torch.from_numpy(2.0 * pixels - 1.0).permute(0, 3, 1, 2).contiguous()
             texts = [CAPTIONS[i % len(CAPTIONS)] + f" number {i}" for i in range(b)]
             ours_texts = tf.constant(texts)
-            ids = tokenizer(texts, padding="max_length", truncation=True,
+            ids = tokenizer(texts, padding=args.hf_padding, truncation=True,
                             max_length=args.max_tokens, return_tensors="pt")
 
             def hf_text(encoded=None):
-                enc = encoded or tokenizer(texts, padding="max_length", truncation=True,
+                enc = encoded or tokenizer(texts, padding=args.hf_padding, truncation=True,
                                            max_length=args.max_tokens, return_tensors="pt")
                 with torch.inference_mode():
                     return hf.get_text_features(**enc)
@@ -113,18 +130,45 @@ def main(argv=None) -> dict:
                 with torch.inference_mode():
                     return hf.get_image_features(pixel_values=hf_pixels)
 
-            images = common.time_interleaved({
-                "ours": lambda: saved.image_embed(ours_pixels)["embeddings"].numpy(),
-                "hf": hf_image}, repeats, warmup=2)
-            text = common.time_interleaved({
-                "ours": lambda: saved.text_embed(ours_texts)["embeddings"].numpy(),
-                "hf": hf_text, "hf_model_only": lambda: hf_text(ids)}, repeats, warmup=2)
+            image_fns = {"ours": lambda: saved.image_embed(ours_pixels)["embeddings"].numpy(),
+                         "hf": hf_image}
+            text_fns = {"ours": lambda: saved.text_embed(ours_texts)["embeddings"].numpy(),
+                        "hf": hf_text, "hf_model_only": lambda: hf_text(ids)}
+            if bf16 is not None:
+                image_fns["ours_bf16"] = lambda: bf16.image_embed(ours_pixels)["embeddings"].numpy()
+                text_fns["ours_bf16"] = lambda: bf16.text_embed(ours_texts)["embeddings"].numpy()
+                for what, fns in (("images", image_fns), ("texts", text_fns)):
+                    a, c = fns["ours"](), fns["ours_bf16"]()
+                    # The random image tower's features are ~1e-20 (BN statistics at init), so
+                    # its "unit" embeddings are ~0: no deviation to speak of there.
+                    deviation[f"{what} batch {b}"] = (
+                        (float(np.abs(a - c).max()), float((a * c).sum(-1).min()))
+                        if np.linalg.norm(a, axis=-1).min() > 0.5 else None)
+            images = common.time_interleaved(image_fns, repeats, warmup=2)
+            text = common.time_interleaved(text_fns, repeats, warmup=2)
             per_s = lambda t: b / t["median"]  # noqa: E731
             for what, times in (("images/s", images), ("texts/s", text)):
                 ours = per_s(times["ours"])
                 for ref in [k for k in times if k != "ours"]:
                     label = {"hf": "HF AlignModel", "hf_model_only":
-                             "HF AlignModel, pre-tokenized"}[ref]
+                             "HF AlignModel, pre-tokenized",
+                             "ours_bf16": "ours fp32"}[ref]
+                    if ref == "ours_bf16":  # opt-in precision: bf16 vs our own fp32
+                        dev = deviation[f"{what[:-2]} batch {b}"]
+                        dev = (f"deviation max {dev[0]:.1e}, min cosine {dev[1]:.4f}" if dev
+                               else "deviation n/a (random tower's embeddings ~0)")
+                        label += ", " + dev
+                        table.append([b, what + " bf16", f"{per_s(times[ref]):.1f}",
+                                      f"{ours:.1f}", label,
+                                      common.fmt_ratio(per_s(times[ref]), ours),
+                                      f"{times[ref]['median'] * 1e3:.1f}",
+                                      f"{times['ours']['median'] * 1e3:.1f}", repeats])
+                        rows.append((f"{what} batch {b}, bf16 export (opt-in) vs fp32 export; "
+                                     f"embedding {dev}", f"{per_s(times[ref]):.1f}", f"{ours:.1f}",
+                                     common.fmt_ratio(per_s(times[ref]), ours)))
+                        continue
+                    if what == "texts/s":
+                        label += f", padding={args.hf_padding}"
                     table.append([b, what, f"{ours:.1f}", f"{per_s(times[ref]):.1f}", label,
                                   common.fmt_ratio(ours, per_s(times[ref])),
                                   f"{times['ours']['median'] * 1e3:.1f}",
@@ -134,7 +178,7 @@ def main(argv=None) -> dict:
                                                                               per_s(times[ref]))))
             print(common.markdown_table(
                 ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms",
-                 "ref ms", "calls"], table[-3:]), flush=True)
+                 "ref ms", "calls"], table[-(3 + 2 * bool(bf16)):]), flush=True)
         print("\n" + common.markdown_table(
             ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms", "ref ms",
              "calls"], table))
@@ -142,7 +186,8 @@ def main(argv=None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     setup = (f"random AlignConfig: EfficientNet-B0 @ {args.image_size}px + BERT-{args.text}, "
              f"{args.max_tokens} tokens, fp32 CPU; SavedModel (tf.saved_model.load) vs torch "
-             "eager inference_mode")
+             "eager inference_mode; ours trims texts to the longest, HF padding="
+             f"{args.hf_padding}")
     common.record("bench_inference.py", rows, setup, not args.no_append)
     return {"rows": rows}
 

@@ -290,7 +290,7 @@ def preset_main(args) -> dict:
         compile_s = time.perf_counter() - t0  # trace + XLA compile + one step
         for _ in range(args.warmup):
             float(step(batch)["loss"])
-        times, t_steps = [], time.perf_counter()
+        times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
             loss = float(step(batch)["loss"])

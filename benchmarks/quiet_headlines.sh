@@ -34,10 +34,10 @@ run() {  # run SECONDS NAME COMMAND...: one benchmark under a time limit; go on 
   echo "== $name (load $(cut -d' ' -f1-2 /proc/loadavg), $((SECONDS - start)) s in)"
   timeout "$limit" "$@" || failed+=("$name")
 }
-run 200 inference python benchmarks/bench_inference.py --batch_sizes=1,64 --bf16
-run 260 input_pipeline python benchmarks/bench_input_pipeline.py --before --threads=1,2 \
-  --seconds=1.5 --repeats=5
-run 170 train env PYTHONPATH="$vendor" python benchmarks/bench_train.py --repeats=12 --bf16
+run 230 inference python benchmarks/bench_inference.py --batch_sizes=1,64 --bf16
+run 200 input_pipeline python benchmarks/bench_input_pipeline.py --before --threads=1,2 \
+  --seconds=1.2 --repeats=4
+run 200 train env PYTHONPATH="$vendor" python benchmarks/bench_train.py --repeats=12 --bf16
 run 90 train_profile python benchmarks/profile_train_step.py
 echo "quiet_headlines.sh: $((SECONDS - start)) s, load now $(cut -d' ' -f1-2 /proc/loadavg)" \
      "${failed[*]:+; FAILED: ${failed[*]}}"
