@@ -80,6 +80,16 @@ def _ensure_shape(x, shape):
     return tf.ensure_shape(x, shape)
 
 
+def _trim_padding(tokens):
+    """Drops the padding columns every text of the batch has: the text tower then runs on the
+    longest text's length instead of ``max_tokens``. The padding is masked out of attention and
+    positions are absolute, so the embeddings are those of the padded batch (float rounding aside)
+    at a fraction of the cost for short texts (captions, prompts)."""
+    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(
+        tf.cast(tokens["padding_mask"], tf.int32), axis=1)), 1)
+    return {k: v[:, :longest] for k, v in tokens.items()}
+
+
 def _check_pixels(images):
     """Fails with InvalidArgumentError on a wrong shape, an empty image side or pixels far outside
     [0, 1]."""
@@ -174,11 +184,13 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
         # signature calls the same library function, so the SavedModel stores each graph once
         # instead of once per signature and branch.
         side = self._image_size
+        # Embeddings are float32 whatever the compute precision (export_model_dir's precision).
         embed_text = tf.function(
-            lambda texts: model.embed_text(tokenize(texts), training=False),
+            lambda texts: tf.cast(model.embed_text(_trim_padding(tokenize(texts)),
+                                                   training=False), tf.float32),
             input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
         embed_image = tf.function(
-            lambda pixels: model.embed_image(pixels, training=False),
+            lambda pixels: tf.cast(model.embed_image(pixels, training=False), tf.float32),
             input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)], autograph=False)
 
         def embed_pixels(pixels):
@@ -482,16 +494,27 @@ def config_export_kwargs(config) -> dict:
             "templates": config.export.templates}
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def export_model_dir(model_dir: str, output: str | None = None, templates=None,
                      checkpoint: str | None = None, image_size: int | None = None,
-                     resize_size: int | None = None) -> str:
+                     resize_size: int | None = None, precision: str = "fp32") -> str:
     """What ``python -m align_tf.export`` does: ``run_dir.load_model`` then ``export_saved_model``.
 
     ``templates``, ``image_size`` / ``resize_size`` default to the config's ``export.templates``,
     ``data.image_size`` / ``data.resize_size``; ``output`` to ``{model_dir}/savedmodel``.
+    ``precision="bf16"`` (opt-in) computes the towers in bfloat16 (Keras ``mixed_bfloat16``:
+    float32 weights, preprocessing and embeddings), for GPUs and TPUs: on the AVX512-BF16 CPU of
+    ``benchmarks/`` TF ran it slower than float32 (0.43-0.94x). Embeddings differ from float32
+    by ~2-4e-3 (``bench_inference.py --bf16`` reports the deviation).
     """
     from align_tf import run_dir
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     model, preprocessor, config = run_dir.load_model(model_dir, checkpoint)
+    if precision == "bf16":
+        model = _bf16_copy(model, config, preprocessor.vocabulary_size)
     kwargs = config_export_kwargs(config)
     if templates is not None:
         kwargs["templates"] = templates
@@ -501,6 +524,22 @@ def export_model_dir(model_dir: str, output: str | None = None, templates=None,
         kwargs["resize_size"] = resize_size or None
     output = output or run_dir.RunDir(model_dir).savedmodel_path
     return export_saved_model(model, preprocessor, output, config=config, **kwargs)
+
+
+def _bf16_copy(model, config, vocabulary_size: int):
+    """The same dual encoder built under Keras' ``mixed_bfloat16`` policy, with ``model``'s
+    weights (the global policy is restored)."""
+    import keras
+
+    from align_tf.models.dual_encoder import build_dual_encoder
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        copy = build_dual_encoder(config.model, vocabulary_size)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _define_flags():
@@ -519,6 +558,8 @@ def _define_flags():
                         "{model_dir}/checkpoints.")
     flags.DEFINE_integer("image_size", None, "Image tower input side; default the config's "
                          "data.image_size.")
+    flags.DEFINE_enum("precision", "fp32", list(PRECISIONS), "Compute precision of the towers: "
+                      "fp32, or bf16 (opt-in, for GPU/TPU serving; embeddings ~3e-3 off).")
     flags.DEFINE_integer("resize_size", None, "Resize before the centre crop (0: none); default "
                          "the config's data.resize_size.")
 
@@ -530,7 +571,7 @@ def main(argv):
     f = flags.FLAGS
     try:
         path = export_model_dir(f.model_dir, f.output, f.templates, f.checkpoint, f.image_size,
-                                f.resize_size)
+                                f.resize_size, f.precision)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"align_tf.export: error: {e}")
     print(f"exported SavedModel to {path} "

@@ -6,7 +6,8 @@ EfficientNet training step those were the largest share of non-convolution time 
 forward pass is still ``tf.nn.silu`` and the gradient ``dy · s · (1 + x (1 - s))``, ``s = σ(x)``,
 is the same formula compiled by XLA into one loop (a ``jit_compile`` function called from the
 ordinary graph; the rest of the step is not compiled). Values are those of ``tf.nn.silu`` and its
-gradient up to float rounding. Other backends use ``keras.activations.swish``.
+gradient up to float rounding. Calls no gradient tape records (inference) use ``tf.nn.silu``
+itself. Other backends use ``keras.activations.swish``.
 """
 
 from __future__ import annotations
@@ -36,5 +37,12 @@ def _tf_swish():
 def swish(x):
     """``x · σ(x)``; on the TF backend with an XLA-fused gradient."""
     if keras.backend.backend() != "tensorflow":
+        return keras.activations.swish(x)
+    from tensorflow.python.eager import record  # no public API tells whether a tape records
+    if not record.could_possibly_record():
+        # Nothing differentiates this call (inference, export signatures): tf.nn.silu without
+        # the custom-gradient wrapper, which cost 1.11-1.19x in B0 inference at batch 1-64
+        # (benchmarks/profile_inference.py, keras_swish). A later gradient of such a graph (e.g.
+        # fine-tuning a loaded SavedModel tower) is tf.nn.silu's own: the same values.
         return keras.activations.swish(x)
     return _tf_swish()(x)
