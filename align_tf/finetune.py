@@ -19,7 +19,8 @@ Tasks:
   ``OUT/eval.json``; ``OUT/savedmodel`` has ``classify`` and ``image_embed``.
 * ``lit``: the image tower locked (``align_tf.objectives.lit``), the text tower trained with the
   contrastive loss, freshly initialised (``finetune.text_tower = "fresh"``) or from ``--init``.
-* ``retrieval``: both towers with the ``--init`` run's objective (softmax or sigmoid), on our
+* ``retrieval``: both towers with the ``--init`` run's objective (softmax or sigmoid; or another
+  one, ``--config.finetune.objective=sigmoid`` e.g. for SigLIP's loss on align-base), on our
   shards (``--dataset=tfrecord:GLOB``), the synthetic corpus, or any caption source the trainer
   reads (``data.name``: ``tfds:coco_captions`` with ``--config.data.tfds_split=train+restval`` is
   MSCOCO's Karpathy train split, one random caption per image per epoch).
@@ -92,8 +93,12 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
     f = config.finetune
     f.task, f.init = task, os.path.abspath(init) if "://" not in init else init
     config.model = ml_collections.ConfigDict(init_config.model.to_dict())
-    if task == "retrieval":  # the loss the model was trained with (softmax or sigmoid)
+    if task == "retrieval":  # the loss the model was trained with (softmax or sigmoid) …
+        objective = f.objective
         config.objective = ml_collections.ConfigDict(init_config.objective.to_dict())
+        if objective:  # … or another one on the same towers (finetune.objective)
+            config.objective.name = objective
+            config.model.similarity = "sigmoid" if objective == "sigmoid" else "softmax"
     d = config.data
     d.max_tokens, d.vocab_size = init_config.data.max_tokens, init_config.data.vocab_size
     with d.ignore_type():
@@ -133,6 +138,8 @@ def validate(config, num_replicas: int = 1) -> None:
     if f.task == "classification" and config.eval.every_steps:
         raise error("eval.every_steps must be 0 for classification (the classifier is scored "
                     "on its test split at the end)")
+    if f.objective and f.task != "retrieval":
+        raise error(f"finetune.objective={f.objective!r} applies to --task=retrieval only")
     if f.task == "lit" and (config.objective.name != "contrastive" or
                             config.model.similarity != "softmax"):
         raise error("lit trains with objective.name='contrastive' and model.similarity='softmax'")
@@ -327,6 +334,9 @@ class DualEncoderTask:
         parts = None
         if f.task == "lit" and f.text_tower == "fresh":
             parts = ("image_encoder", "temperature")  # σ starts from the init run's
+        elif objective.model.similarity != run_dir.load_config(f.init).model.similarity:
+            # finetune.objective changed the loss: σ, or t′ and b, start from the model.* inits.
+            parts = ("image_encoder", "text_encoder")
         run_dir.restore_model(objective.model, _init_checkpoint(self.config), parts=parts)
 
 

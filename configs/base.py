@@ -161,6 +161,10 @@ def get_config():
     #                                    class embeddings / σ: step 0 = zero-shot) | "zeros"
     c.finetune.label_smoothing = 0.0   # classification cross-entropy
     c.finetune.text_tower = "fresh"    # lit: "fresh" (a new text tower) | "init" (the init run's)
+    # retrieval: "" trains with the --init run's objective; a name (e.g. "sigmoid") trains the
+    # --init towers with that one (and the model.similarity it needs; new similarity parameters
+    # start from the model.* inits), e.g. SigLIP's loss on converted align-base weights.
+    c.finetune.objective = ""
     c.finetune.shuffle_buffer = 10000  # classification: training examples shuffled at once
     # Image sizes; None: the init run's data.image_size / data.resize_size.
     c.finetune.image_size = placeholder(int)        # training crop (VTAB: 289)

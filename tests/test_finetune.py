@@ -289,6 +289,28 @@ def test_retrieval_starts_from_init_with_its_objective_on_a_tfds_caption_set(ini
     assert max(diffs) < 0.01 and max(diffs) > 0
 
 
+def test_retrieval_with_another_objective_starts_its_towers_from_init(init_dir):
+    """finetune.objective=sigmoid on a softmax --init (as for converted align-base): the sigmoid
+    objective and model, both towers restored from --init, t′ and b at their inits."""
+    from align_tf import trainer
+    preset = finetune_retrieval.get_config()
+    preset.finetune.objective = "sigmoid"
+    config = finetune.make_config(preset, init_dir, "retrieval")
+    assert (config.objective.name, config.model.similarity) == ("sigmoid", "sigmoid")
+    finetune.validate(config)
+    init_model, preprocessor, _ = run_dir.load_model(init_dir)
+    model, objective = trainer.build(config, preprocessor.vocabulary_size)
+    finetune.DualEncoderTask(config).initialize(objective)
+    for tower in ("image_encoder", "text_encoder"):
+        for a, b in zip(getattr(model, tower).weights, getattr(init_model, tower).weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert float(tf.exp(model.log_logit_scale)) == pytest.approx(10.0)
+    assert float(model.logit_bias) == -10.0
+    preset.finetune.task = "lit"
+    with pytest.raises(trainer.ConfigError, match="applies to --task=retrieval only"):
+        finetune.validate(finetune.make_config(preset, init_dir, "lit"))
+
+
 def test_tfds_classification_set_through_mock_data(init_dir, tmp_path):
     import tensorflow_datasets as tfds
     config = _config(finetune_classification, init_dir, "classification", train__steps=2,
