@@ -23,9 +23,7 @@ to ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import re
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -71,7 +69,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from align_tf.export import _trim_padding
-    from profile_train_step import op_times
+    from profile_train_step import categorize, op_times
 
     from tensorflow.python.eager import record
 
@@ -149,10 +147,8 @@ def main(argv=None) -> dict:
         for _ in range(3):
             fn(pixels).numpy()
         tf.profiler.experimental.stop()
-        cats = collections.Counter()
-        patterns = [(label, re.compile(p)) for label, p in IMAGE_CATEGORIES]
-        for name, t in op_times(logdir).items():
-            cats[next((label for label, p in patterns if p.search(name)), "other")] += t / 3
+        cats = categorize({k: v / 3 for k, v in op_times(logdir).items()}, IMAGE_CATEGORIES,
+                          "other")
         total = sum(cats.values())
         print(f"\nimage graph, batch {b}: op time {total * 1e3:.1f} ms per call\n" +
               common.markdown_table(["kind", "ms", "share"], [

@@ -66,11 +66,13 @@ def op_times(logdir: str) -> dict:
     return times
 
 
-def categorize(times: dict) -> dict:
+def categorize(times: dict, categories=CATEGORIES, other: str = OTHER) -> collections.Counter:
+    """``op_times``' figures summed per category: the first ``(label, regex)`` of
+    ``categories`` whose regex is found in the op's ``"name:type"``, else ``other``."""
     out = collections.Counter()
-    patterns = [(label, re.compile(p)) for label, p in CATEGORIES]
+    patterns = [(label, re.compile(p)) for label, p in categories]
     for name, t in times.items():
-        out[next((label for label, p in patterns if p.search(name)), OTHER)] += t
+        out[next((label for label, p in patterns if p.search(name)), other)] += t
     return out
 
 
