@@ -79,6 +79,7 @@ def accumulated_gradients(objective, batch, num_sub_batches: int, variables, los
     # starting point; the updates are averaged below.
     embeddings = []
     for k, sub_batch in enumerate(sub_batches):
+        sub_batch = _after(embeddings[-1] if embeddings else [], sub_batch)
         with random_streams.stateless_seeds(model, objective.seed, step, sub_batch=k):
             embeddings.append(tf.nest.map_structure(
                 tf.stop_gradient, objective.embed(sub_batch, training=True)))
@@ -99,6 +100,7 @@ def accumulated_gradients(objective, batch, num_sub_batches: int, variables, los
 
     # 3. Back through the towers, one sub-batch at a time, with the same masks and statistics.
     for k, sub_batch in enumerate(sub_batches):
+        sub_batch = _after(grads, sub_batch)
         with tf.GradientTape() as tape, batch_norm.frozen_moving_statistics(), \
                 random_streams.stateless_seeds(model, objective.seed, step, sub_batch=k):
             recomputed = objective.embed(sub_batch, training=True)
@@ -106,6 +108,21 @@ def accumulated_gradients(objective, batch, num_sub_batches: int, variables, los
                 tf.nest.flatten(recomputed), tf.nest.flatten(embedding_grads[k]))])
         grads = [_add(g, s) for g, s in zip(grads, tape.gradient(surrogate, variables))]
     return out, scaled_loss, grads
+
+
+def _after(done, sub_batch):
+    """``sub_batch``, available only once the tensors of ``done`` are computed.
+
+    In a graph the K sub-batches are independent until their gradients are summed, so TF's
+    executor may run their towers at the same time and hold all their activations at once (the
+    memory of the whole batch). Sub-batch k + 1 waits for sub-batch k's results instead.
+    """
+    done = [d.values if isinstance(d, tf.IndexedSlices) else d
+            for d in tf.nest.flatten(done) if d is not None]
+    if not done or tf.executing_eagerly():
+        return sub_batch
+    with tf.control_dependencies(done):
+        return tf.nest.map_structure(tf.identity, sub_batch)
 
 
 def _add(a, b):
