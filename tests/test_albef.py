@@ -241,7 +241,8 @@ def test_special_token_ids_from_a_vocabulary_file(tmp_path):
     path = tmp_path / "vocab.txt"
     path.write_text("\n".join(["[PAD]"] + [f"[unused{i}]" for i in range(99)]
                               + ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
-    assert albef.special_token_ids(str(path)) == {"pad": 0, "cls": 100, "sep": 101, "mask": 102}
+    # BERT-base uncased's layout: [PAD] 0, [unused0-98], [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103
+    assert albef.special_token_ids(str(path)) == {"pad": 0, "cls": 101, "sep": 102, "mask": 103}
     assert albef.special_token_ids("") == SPECIAL
     path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\na\n")
     with pytest.raises(ValueError, match=r"has no \[MASK\] token"):
