@@ -357,9 +357,10 @@ def check_model_dir(config, model_dir: str) -> None:
         raise trainer.ConfigError(
             f"--model_dir={model_dir} holds a {saved.finetune.task or 'training'} run, not "
             f"{config.finetune.task} fine-tuning; use a new --model_dir")
-    if saved.model.to_dict() != config.model.to_dict():
-        changed = sorted(k for k in set(saved.model) | set(config.model)
-                         if saved.model.get(k) != config.model.get(k))
+    saved_model, model = saved.model.to_dict(), config.model.to_dict()
+    if saved_model != model:
+        changed = sorted(k for k in set(saved_model) | set(model)
+                         if saved_model.get(k) != model.get(k))
         raise trainer.ConfigError(
             f"--model_dir={model_dir} was fine-tuned from another architecture (model."
             f"{', model.'.join(changed)} differ from --init's); use a new --model_dir")

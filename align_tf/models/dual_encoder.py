@@ -141,15 +141,15 @@ def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs)
                                  image_size=None, drop_connect_rate=model_config.drop_connect_rate,
                                  bn_group_size=model_config.bn_group_size,
                                  bn_momentum=model_config.bn_momentum,
-                                 remat=model_config.get("remat", False), **image_tower_kwargs)
+                                 remat=model_config.remat, **image_tower_kwargs)
     text_size = model_config.text_architecture or model_config.text_size_name
-    fusion_layers = model_config.get("fusion_layers", 0)
+    fusion_layers = model_config.fusion_layers
     if fusion_layers:
         text_size, fusion_size = split_for_fusion(text_size, fusion_layers)
     text_encoder = bert_text_encoder(
         text_size, vocabulary_size=vocabulary_size, embed_dim=image_encoder.output_shape[-1],
         max_sequence_length=model_config.max_sequence_length, dropout=model_config.text_dropout,
-        remat=model_config.get("remat", False))
+        remat=model_config.remat)
     fusion = None
     if fusion_layers:
         fusion = Fusion(image_encoder, text_encoder, fusion_size, dropout=model_config.text_dropout,

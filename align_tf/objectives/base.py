@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from align_tf.models import random_streams
-from align_tf.objectives import accumulation
+import align_tf.objectives.accumulation as accumulation
 
 
 class GlobalBatch:
