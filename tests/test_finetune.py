@@ -32,15 +32,12 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
 
 
 def _randomize(model):
-    """Weights a fresh init lacks (see tests/test_export.py): distinct text embeddings and
-    non-default BatchNorm statistics."""
-    for i, v in enumerate(model.text_encoder.trainable_variables):
-        offset = 1.0 if v.path.endswith("gamma") else 0.0
-        v.assign(tf.random.stateless_normal(v.shape, seed=(3, i)) * 0.2 + offset)
+    """test_export's weights a fresh init lacks (distinct text embeddings, BatchNorm variances),
+    plus moving means and σ, so that restoring them is visible."""
+    from test_export import _randomize as randomize_towers
+    randomize_towers(model)
     for i, v in enumerate(model.image_encoder.non_trainable_variables):
-        if v.path.endswith("moving_variance"):
-            v.assign(tf.random.stateless_uniform(v.shape, seed=(5, i), minval=0.8, maxval=1.2))
-        elif v.path.endswith("moving_mean"):
+        if v.path.endswith("moving_mean"):
             v.assign(tf.random.stateless_normal(v.shape, seed=(6, i)) * 1e-3)
     model.temperature.assign(0.07)
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 
 import keras
 
 from align_tf.models.activations import swish
 from align_tf.models.remat import rematerialize
 from align_tf.models.batch_norm import BatchNormalization
-from align_tf.models.fields import dataclass_from_mapping
+from align_tf.models.fields import dataclass_from_mapping, named_size
 
 # Keras-applications base blocks (EfficientNet-B0).
 BASE_BLOCKS = (
@@ -238,15 +237,7 @@ def block_specs(size: EfficientNetSize) -> list:
 def get_size(size) -> tuple:
     """``(name, EfficientNetSize)`` for a ``SIZES`` key, an ``EfficientNetSize`` or a mapping of
     its fields (name ``"custom"`` for the latter two)."""
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"Unknown EfficientNet size {size!r}; choose from {sorted(SIZES)}.")
-        return size, SIZES[size]
-    if isinstance(size, EfficientNetSize):
-        return "custom", size
-    if isinstance(size, Mapping) or hasattr(size, "to_dict"):
-        return "custom", EfficientNetSize.from_dict(size)
-    raise TypeError(f"Not an EfficientNet size: {size!r}")
+    return named_size(size, SIZES, EfficientNetSize, "EfficientNet")
 
 
 def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_pad_blocks=None,

@@ -9,12 +9,11 @@ layer names, but with the *exact* GELU of BERT and of the public ALIGN checkpoin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 import keras
 import keras_hub
 
-from align_tf.models.fields import dataclass_from_mapping
+from align_tf.models.fields import dataclass_from_mapping, named_size
 from align_tf.models.remat import rematerialize
 
 
@@ -64,15 +63,7 @@ SIZES = {
 def get_size(size) -> tuple:
     """``(name, BertSize)`` for a ``SIZES`` key, a ``BertSize`` or a mapping of its fields (name
     ``"custom"`` for the latter two)."""
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"Unknown BERT size {size!r}; choose from {sorted(SIZES)}.")
-        return size, SIZES[size]
-    if isinstance(size, BertSize):
-        return "custom", size
-    if isinstance(size, Mapping) or hasattr(size, "to_dict"):
-        return "custom", BertSize.from_dict(size)
-    raise TypeError(f"Not a BERT size: {size!r}")
+    return named_size(size, SIZES, BertSize, "BERT")
 
 
 def split_for_fusion(size, fusion_layers: int) -> tuple:
