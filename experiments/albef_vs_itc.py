@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-import common  # noqa: F401  (experiments/common.py; puts the repository on sys.path)
+import common  # experiments/common.py (also puts the repository on sys.path)
 from align_tf.configs import albef_tiny
 
 ZS, RT = "synthetic/zeroshot/", "synthetic/retrieval/"
@@ -26,11 +26,7 @@ METRICS = tuple(f"{ZS}{p}{k}" for p in ("", "rerank_") for k in ("heldout_top1",
 
 def make_config(seed: int, variant: str, args):
     """``albef_tiny``, shortened; ``variant`` is "itc" or "albef"."""
-    c = albef_tiny.get_config()
-    c.seed = seed
-    c.train.steps = args.steps
-    c.train.checkpoint_every = args.steps  # checkpoints only at the end
-    c.eval.synthetic_examples_per_class = args.eval_per_class
+    c = common.short_default(seed, args, albef_tiny.get_config())
     c.export.enabled = False
     if variant == "itc":
         c.objective.itm_weight = c.objective.mlm_weight = 0.0
@@ -51,10 +47,7 @@ def main():
     args = parser.parse_args()
 
     variants = args.variants.split(",")
-    results = common.run(lambda seed, variant: make_config(seed, variant, args), variants,
-                         [int(s) for s in args.seeds.split(",")], args.out_dir, vars(args),
-                         metrics_kept=METRICS + common.METRICS)
-    print(common.summarise(results, variants, METRICS))
+    common.run_and_summarise(make_config, args, variants, METRICS)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,16 @@ METRICS = (HELDOUT, "synthetic/zeroshot/heldout_top5", "synthetic/zeroshot/seen_
 SCALES = ("temperature", "logit_scale", "logit_bias")
 
 
-def short_default(seed: int, args):
-    """The embedded default for one experiment run: ``args.steps`` long (checkpointed only at the
-    end), ``args.eval_per_class`` zero-shot images per class, ``args.image_size`` if set."""
-    c = base.get_config()
+def short_default(seed: int, args, config=None):
+    """``config`` (default: the embedded default) for one experiment run: ``args.steps`` long
+    (checkpointed only at the end), ``args.eval_per_class`` zero-shot images per class,
+    ``args.image_size`` if set."""
+    c = config or base.get_config()
     c.seed = seed
     c.train.steps = args.steps
     c.train.checkpoint_every = args.steps
     c.eval.synthetic_examples_per_class = args.eval_per_class
-    if args.image_size:
+    if getattr(args, "image_size", 0):
         c.data.image_size = args.image_size
     return c
 
@@ -92,3 +93,13 @@ def summarise(results: dict, variants: list[str], metrics=METRICS) -> str:
             f"{results[v][s][HELDOUT]:.3f}" if s in results[v] else "—"
             for v in variants) + " |")
     return "\n".join(lines)
+
+
+def run_and_summarise(make_config, args, variants: list[str], metrics=METRICS) -> dict:
+    """``run`` over ``args.seeds`` into ``args.out_dir`` (``make_config(seed, variant, args)``),
+    then prints ``summarise``."""
+    results = run(lambda seed, variant: make_config(seed, variant, args), variants,
+                  [int(s) for s in args.seeds.split(",")], args.out_dir, vars(args),
+                  metrics_kept=tuple(dict.fromkeys(tuple(metrics) + METRICS)))
+    print(summarise(results, variants, metrics))
+    return results

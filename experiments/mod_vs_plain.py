@@ -43,9 +43,7 @@ def main():
     args = parser.parse_args()
 
     variants = args.variants.split(",")
-    results = common.run(lambda seed, variant: make_config(seed, variant, args), variants,
-                         [int(s) for s in args.seeds.split(",")], args.out_dir, vars(args))
-    print(common.summarise(results, variants))
+    common.run_and_summarise(make_config, args, variants)
 
 
 if __name__ == "__main__":
