@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from align_tf.configs import PRESETS, preset_path  # noqa: E402
+from align_tf.configs import PRESETS, preset_path, unknown_field  # noqa: E402
 
 
 # Fields moved by the objectives split: config_flags would reject them with a bare KeyError.
@@ -44,13 +44,7 @@ def _config_field_error(field: str) -> str | None:
     the flag is defined (at import), and an unknown field is a KeyError traceback there."""
     if field in _MOVED_FIELDS:
         return f"--config.{field} moved: use --config.{_MOVED_FIELDS[field]}"
-    from align_tf.configs import base
-    node = base.get_config()  # every preset has exactly these fields
-    for name in field.split("."):
-        if not hasattr(node, "keys") or name not in node:
-            return f"unknown config field {field!r} (every field is in configs/base.py)"
-        node = node[name]
-    return None
+    return unknown_field(field)
 
 
 def _rewrite_config_arg(argv):
