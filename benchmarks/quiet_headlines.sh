@@ -21,9 +21,9 @@ if awk "BEGIN { exit !($load > 2) }" && [ -z "${FORCE:-}" ]; then
        "machine; wait, or set FORCE=1 to record loaded rows" >&2
   exit 1
 fi
-if [ ! -d "$vendor/open_clip" ]; then
-  echo "quiet_headlines.sh: no open_clip in $vendor; install it aside first (README," \
-       "Performance)" >&2
+if ! PYTHONPATH="$vendor" python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('open_clip') and u.find_spec('torchvision')))"; then
+  echo "quiet_headlines.sh: open_clip or torchvision ($vendor) is not installed; install them" \
+       "first (README, Performance)" >&2
   exit 1
 fi
 start=$SECONDS

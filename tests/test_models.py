@@ -60,8 +60,33 @@ class TestEfficientNet(ModelTestCase):
         sizes = [model.get_layer(n).output.shape[1] for n in
                  ("stem_conv", "block2a_dwconv", "block3a_dwconv", "block4a_dwconv", "block6a_dwconv")]
         assert sizes == [144, 72, 36, 18, 9]
-        assert model.get_layer("block2a_dwconv_pad").padding == ((0, 1), (0, 1))
-        assert model.get_layer("block3a_dwconv_pad").padding == ((1, 2), (1, 2))
+        assert model.get_layer("block2a_dwconv").fixed_pad == ((0, 1), (0, 1))
+        assert model.get_layer("block3a_dwconv").fixed_pad == ((1, 2), (1, 2))
+
+    @pytest.mark.parametrize("size", [64, 65, None])
+    def test_stride2_convolutions_compute_the_fixed_pad(self, size):
+        """Each stride-2 convolution computes VALID(zero-pad(x, (k//2 - 1, k//2))), checked with
+        tf.nn on the layers' weights: at even sizes (where it runs "same" on the unpadded input),
+        odd sizes and a tower built for any size (traced with a static size, then without)."""
+        model = eff.efficientnet("nano", image_size=size)
+        taps = ["stem_conv", "block2a_dwconv", "block3a_dwconv"]
+        view = keras.Model(model.input, [model.get_layer(n).input for n in taps]
+                           + [model.get_layer(n).output for n in taps])
+        pixels = np.random.default_rng(0).uniform(size=(2, size or 66, size or 66, 3))
+        calls = [view]
+        if size is None:
+            calls.append(tf.function(view, input_signature=[tf.TensorSpec([None] * 3 + [3])]))
+        for call in calls:
+            outs = call(tf.constant(pixels, tf.float32))
+            for name, x, y in zip(taps, outs[:3], outs[3:]):
+                layer = model.get_layer(name)
+                half = layer.kernel_size[0] // 2
+                padded = tf.pad(x, [[0, 0], [half - 1, half], [half - 1, half], [0, 0]])
+                if name == "stem_conv":
+                    want = tf.nn.conv2d(padded, layer.kernel, 2, "VALID")
+                else:
+                    want = tf.nn.depthwise_conv2d(padded, layer.kernel, [1, 2, 2, 1], "VALID")
+                np.testing.assert_allclose(y, want, atol=1e-5, err_msg=name)
 
     def test_unknown_size_is_a_clear_error(self):
         with pytest.raises(ValueError, match="Unknown EfficientNet size 'b9'"):
@@ -205,3 +230,41 @@ def test_dual_encoder_is_plain_and_round_trips_its_config():
         np.testing.assert_allclose(again[key].numpy(), out[key].numpy(), atol=1e-6)
     cos = out["image_embeddings"].numpy() @ out["text_embeddings"].numpy().T
     np.testing.assert_allclose(out["logits_per_image"].numpy(), cos / 0.05, atol=1e-4)
+
+
+def test_flat_einsum_dense_matches_keras_with_2d_matmuls():
+    """The attention projections (``flat_einsum``) give Keras EinsumDense's values and gradients,
+    and their traced forward + backward has only 2-D MatMuls: no broadcasting BatchMatMulV2."""
+    from align_tf.models.flat_einsum import FlatEinsumDense, tensordot_axes
+    assert tensordot_axes("abc,cde->abde") == 1 and tensordot_axes("abcd,cde->abe") == 2
+    assert tensordot_axes("abc,dce->abde") is None and tensordot_axes("...b,bc->...c") is None
+    model = bert.bert_text_encoder("nano", vocabulary_size=50, embed_dim=8)
+    flat = [l for l in model._flatten_layers() if isinstance(l, keras.layers.EinsumDense)]
+    assert len(flat) == 4 and all(type(l) is FlatEinsumDense for l in flat)
+    rng = np.random.default_rng(0)
+    cases = [("abc,cde->abde", (3, 5, 8), (8, 2, 4), "de"),
+             ("abcd,cde->abe", (3, 5, 2, 4), (2, 4, 8), "e")]
+    for equation, x_shape, kernel_shape, bias_axes in cases:
+        x = tf.constant(rng.normal(size=x_shape), tf.float32)
+        kernel = rng.normal(size=kernel_shape)
+        layers = []
+        for cls in (keras.layers.EinsumDense, FlatEinsumDense):
+            layer = cls(equation, output_shape=(None,) + kernel_shape[-len(bias_axes):],
+                        bias_axes=bias_axes)
+            layer.build(x_shape)
+            layer.kernel.assign(kernel)
+            layer.bias.assign(np.arange(layer.bias.shape.num_elements()).reshape(layer.bias.shape))
+            layers.append(layer)
+
+        def value_and_grads(layer, x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * y)
+            return [y] + tape.gradient(loss, [x, layer.kernel, layer.bias])
+
+        for want, got in zip(value_and_grads(layers[0], x), value_and_grads(layers[1], x)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        graph = tf.function(value_and_grads).get_concrete_function(layers[1], x).graph
+        types = {op.type for op in graph.get_operations()}
+        assert "MatMul" in types and not types & {"BatchMatMulV2", "Einsum"}, equation

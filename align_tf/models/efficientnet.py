@@ -7,7 +7,8 @@ Layer names follow ``keras.applications.EfficientNet`` (``stem_conv``, ``block1a
 ImageNet weights from keras.applications load by name and the public ALIGN checkpoint converts
 one-to-one. One deliberate difference: stride-2 convolutions zero-pad by a fixed ``(k//2 - 1, k//2)``
 (like the PyTorch port of the public ALIGN checkpoint, and like Keras ``correct_pad`` at even sizes),
-so 289 px maps to 144 -> 72 -> 36 -> 18 -> 9 regardless of parity.
+so 289 px maps to 144 -> 72 -> 36 -> 18 -> 9 regardless of parity. The convolutions pad themselves
+(``PaddedConv2D``, ``PaddedDepthwiseConv2D``): at even sizes that pad is TF's "same".
 
 Inputs are float pixels in ``[0, 1]``; the tower rescales them to ``[-1, 1]`` (ALIGN's x/127.5 - 1).
 
@@ -157,6 +158,59 @@ def _stride2_pad(kernel_size: int, symmetric: bool) -> tuple:
     return ((before, half), (before, half))
 
 
+class _PadsItself:
+    """A stride-2 convolution (no bias, no activation) that zero-pads its input by ``fixed_pad``
+    itself, then convolves "valid".
+
+    At even sizes TF's "same" padding *is* the fixed ``(k//2 - 1, k//2)`` pad, so the convolution
+    then runs "same" on the unpadded input: a separate pad costs a copy forward and a slice
+    backward (6-7% of B0's training step and inference). The sizes are read when the layer is
+    called, so a tower built for any size (``image_size=None``) still gets the fast path in a
+    traced step. The ``*_pad`` layer in front of it stays, as an identity: checkpoints key the
+    towers' variables by layer index.
+    """
+
+    def __init__(self, *args, fixed_pad, **kwargs):
+        kwargs.pop("padding", None)
+        super().__init__(*args, padding="valid", **kwargs)
+        if self.use_bias or self.activation not in (None, keras.activations.linear):
+            raise ValueError("a padding convolution has no bias and no activation")
+        self.fixed_pad = tuple(tuple(int(p) for p in side) for side in fixed_pad)
+
+    def call(self, inputs):
+        (top, bottom), (left, right) = self.fixed_pad
+        height, width = inputs.shape[1:3]
+        if (top == left == bottom - 1 == right - 1 and height and width
+                and height % 2 == 0 and width % 2 == 0):
+            return self._convolve(inputs, "same")
+        return self._convolve(
+            keras.ops.pad(inputs, ((0, 0), (top, bottom), (left, right), (0, 0))), "valid")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        (top, bottom), (left, right) = self.fixed_pad
+        return super().compute_output_shape(
+            (batch, height and height + top + bottom, width and width + left + right, channels))
+
+    def get_config(self):
+        return {**super().get_config(), "fixed_pad": self.fixed_pad}
+
+
+@keras.saving.register_keras_serializable(package="align_tf")
+class PaddedConv2D(_PadsItself, keras.layers.Conv2D):
+    def _convolve(self, inputs, padding):
+        return keras.ops.conv(inputs, self.kernel, strides=self.strides, padding=padding,
+                              dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+
+@keras.saving.register_keras_serializable(package="align_tf")
+class PaddedDepthwiseConv2D(_PadsItself, keras.layers.DepthwiseConv2D):
+    def _convolve(self, inputs, padding):
+        return keras.ops.depthwise_conv(inputs, self.kernel, strides=self.strides,
+                                        padding=padding, dilation_rate=self.dilation_rate,
+                                        data_format=self.data_format)
+
+
 def _bn(name, group_size=0, momentum=0.99, fused=True):
     # fused: align_tf.models.batch_norm (TF's fused kernel where it can; statistics over groups of
     # replicas; moving statistics from every replica). Otherwise Keras' own layer, which knows
@@ -185,12 +239,15 @@ def _mbconv(x, *, filters_in, filters_out, kernel_size, strides, expand_ratio, r
         x = _bn(name + "expand_bn", bn_group_size, bn_momentum, fused_bn)(x)
         x = _swish(name + "expand_activation", fused_swish)(x)
     if strides == 2:
-        x = keras.layers.ZeroPadding2D(_stride2_pad(kernel_size, symmetric_pad),
-                                       name=name + "dwconv_pad")(x)
-    x = keras.layers.DepthwiseConv2D(kernel_size, strides=strides,
-                                     padding="valid" if strides == 2 else "same",
-                                     use_bias=False, depthwise_initializer=_conv_init(),
-                                     name=name + "dwconv")(x)
+        x = keras.layers.Identity(name=name + "dwconv_pad")(x)  # PaddedDepthwiseConv2D pads
+        x = PaddedDepthwiseConv2D(kernel_size, strides=2,
+                                  fixed_pad=_stride2_pad(kernel_size, symmetric_pad),
+                                  use_bias=False, depthwise_initializer=_conv_init(),
+                                  name=name + "dwconv")(x)
+    else:
+        x = keras.layers.DepthwiseConv2D(kernel_size, strides=strides, padding="same",
+                                         use_bias=False, depthwise_initializer=_conv_init(),
+                                         name=name + "dwconv")(x)
     x = _bn(name + "bn", bn_group_size, bn_momentum, fused_bn)(x)
     x = _swish(name + "activation", fused_swish)(x)
 
@@ -279,10 +336,10 @@ def efficientnet(size="b0", image_size=None, drop_connect_rate=None, symmetric_p
 
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="rescaling")(inputs)
-    x = keras.layers.ZeroPadding2D(_stride2_pad(3, False), name="stem_conv_pad")(x)
-    x = keras.layers.Conv2D(round_filters(32, size.width, size.depth_divisor), 3, strides=2,
-                            padding="valid", use_bias=False, kernel_initializer=_conv_init(),
-                            name="stem_conv")(x)
+    x = keras.layers.Identity(name="stem_conv_pad")(x)  # PaddedConv2D pads
+    x = PaddedConv2D(round_filters(32, size.width, size.depth_divisor), 3, strides=2,
+                     fixed_pad=_stride2_pad(3, False), use_bias=False,
+                     kernel_initializer=_conv_init(), name="stem_conv")(x)
     x = _bn("stem_bn", bn_group_size, bn_momentum, fused_batch_norm)(x)
     x = _swish("stem_activation", fused_swish_grad)(x)
 

@@ -27,6 +27,7 @@ import keras
 import keras_hub
 
 from align_tf import losses
+from align_tf.models.flat_einsum import flatten_einsum_dense
 from align_tf.models.text_encoder import BertSize
 
 
@@ -83,6 +84,7 @@ class Fusion(keras.Model):
                     x, image_tokens, decoder_padding_mask=padding_mask, use_causal_mask=False)
         self.encoder = keras.Model({"text_states": text_states, "padding_mask": padding_mask,
                                     "image_tokens": image_tokens}, x, name="fusion_encoder")
+        flatten_einsum_dense(self.encoder)
         self.itm_head = keras.layers.Dense(2, kernel_initializer=_init(), name="itm_head")
         self.itm_head.build((None, hidden))
         self._views = _Views(image_encoder, text_encoder)

@@ -14,6 +14,7 @@ import keras
 import keras_hub
 
 from align_tf.models.fields import dataclass_from_mapping, named_size
+from align_tf.models.flat_einsum import flatten_einsum_dense
 from align_tf.models.remat import rematerialize
 
 
@@ -139,6 +140,7 @@ def bert_text_encoder(size="tiny", vocabulary_size=30522, embed_dim=None, max_se
         x = keras.layers.Dense(embed_dim, kernel_initializer=_init(), name="text_projection")(x)
     model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask,
                          "segment_ids": segment_ids}, x, name=name or f"bert_{size_name}")
+    flatten_einsum_dense(model)  # attention projections as 2-D matmuls (flat_einsum's docstring)
     if remat:
         # One segment per transformer layer (a single Keras layer each).
         rematerialize(model, lambda layer: layer if layer.startswith("transformer_layer_") else None)
