@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import common  # noqa: E402  (also puts the repository on sys.path)
-from align_tf.data import pipeline, sampling, tfrecord  # noqa: E402
+from align_tf.data import pipeline, preprocessing, sampling, tfrecord  # noqa: E402
 from align_tf.tokenizer import RESERVED_TOKENS, TextPreprocessor  # noqa: E402
 
 WORDS = ("a photo of the red blue green car dog cat street park beach sunset house tree "
@@ -114,6 +114,29 @@ def measure(ds: tf.data.Dataset, images_per_element: int, seconds: float, repeat
     return count * images_per_element / t["median"]
 
 
+def stage_datasets(encoded, captions, preprocessor, args, threads: int) -> dict:
+    """The pipeline's stages alone, for ``--stages``: the reduced-scale decode, the decode plus
+    the crop window's antialiased resample (``preprocessing.crop_of_resized``, a fixed offset),
+    and the tokenization of batches of captions."""
+    offset = tf.constant([(args.resize_size - args.image_size) // 2] * 2)
+
+    def decoded(b):
+        return preprocessing.decode_for_resize(b, args.resize_size)
+
+    def resampled(b):
+        image, sizes = decoded(b)
+        return preprocessing.crop_of_resized(image, args.image_size, args.resize_size, offset,
+                                             sizes)
+
+    images = tf.data.Dataset.from_tensor_slices(encoded).repeat()
+    texts = tf.data.Dataset.from_tensor_slices(captions).repeat().batch(args.batch_size)
+    return {name: ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            .with_options(options(threads))
+            for name, ds, fn in (("decode_for_resize", images, lambda b: decoded(b)[0]),
+                                 ("decode_and_resample", images, resampled),
+                                 ("tokenize", texts, preprocessor))}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mix", default="web,small",
@@ -134,6 +157,9 @@ def main(argv=None) -> dict:
                         help="also time the pipeline with full-scale decoding "
                              "(pipeline_full_decode) and with full-scale decoding and whole "
                              "images resized before the random crop (pipeline_before)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the pipeline's stages alone (decode_for_resize, "
+                             "decode_and_resample, tokenize) and print each one's share")
     parser.add_argument("--output", default="", help="also write the results as JSON here")
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
@@ -182,6 +208,10 @@ def main(argv=None) -> dict:
                     training=True, seed=0, crop_window_resize=crop_window,
                     reduced_decode=reduced_decode).with_options(options(threads))
             per_element = {"decode": 1, **{name: args.batch_size for name, *_ in variants}}
+            if args.stages:
+                datasets.update(stage_datasets(encoded, captions, preprocessor, args, threads))
+                per_element.update(decode_for_resize=1, decode_and_resample=1,
+                                   tokenize=args.batch_size)
             # One dataset at a time: an idle iterator's prefetch threads would keep filling its
             # buffers while another is timed (and steal its cores).
             figures = {name: measure(ds, per_element[name], args.seconds, args.repeats, warmup=2)
@@ -199,6 +229,20 @@ def main(argv=None) -> dict:
                              f"{labels[name]} vs decode_jpeg", f"{figures[name] / threads:.1f}",
                              f"{figures['decode'] / threads:.1f} (decode only)",
                              f"{figures[name] / figures['decode']:.0%}"))
+            if args.stages:
+                ms = {name: 1e3 / ips for name, ips in figures.items()}  # per image, all threads
+                parts = {"decode (reduced scale where it can)": ms["decode_for_resize"],
+                         "antialiased resample of the crop window (ScaleAndTranslate)":
+                             ms["decode_and_resample"] - ms["decode_for_resize"],
+                         "WordPiece tokenization": ms["tokenize"]}
+                parts["the rest (read, shuffle, parse, flip, batch)"] = (
+                    ms["pipeline"] - sum(parts.values()))
+                for part, t in parts.items():
+                    print(f"  {mix}, {threads} thread(s): {part}: {t:.2f} ms/image "
+                          f"({t / ms['pipeline']:.0%})")
+                    rows.append((f"pipeline stage, {mix} mix, {threads} thread(s): {part}",
+                                 f"{t:.2f} ms/image", f"{ms['pipeline']:.2f} ms/image (pipeline)",
+                                 f"{t / ms['pipeline']:.0%}"))
             print(common.markdown_table(["mix", "threads", "what", "images/s", "per core",
                                          "of decode"], table[-len(figures):]), flush=True)
     print("\n" + common.markdown_table(["mix", "threads", "what", "images/s", "per core",

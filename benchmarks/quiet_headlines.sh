@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Re-runs every headline cell of issue 21's table, for README "Performance", in about 10 minutes
-# (hard cap 12): inference images and texts at batch 1 and 64 vs HF AlignModel (and the opt-in bf16
-# export), the input pipeline vs decode_jpeg on the web-sized and the small mix (1 thread and all
-# cores, with the before-variants), training vs open_clip (and bf16 mixed precision) with the
-# matmul limit, and the training step profile. Every script appends its rows to
-# benchmarks/RESULTS.md with the load; rows at a 1-minute load above 2 are marked "(loaded)" and
-# are not headline figures.
+# Re-runs every headline cell of issue 21's table, for README "Performance", in about 12 minutes
+# (hard cap 16): inference images and texts at batch 1 and 64 vs HF AlignModel, the input pipeline
+# vs decode_jpeg on the web-sized and the small mix (1 thread and all cores, with the
+# before-variants and each stage's share), training vs open_clip with the matmul limit, and the
+# training step profile. Every script appends its rows to benchmarks/RESULTS.md with the load
+# (benchmarks/common.py): rows that started above a 1-minute load of 2, or during which other
+# processes used more than half a core, are marked "(loaded)" and are not headline figures. The
+# opt-in bf16 rows are not headline cells: bench_inference.py --bf16, bench_train.py --bf16.
 #
 #   bash benchmarks/quiet_headlines.sh            # refuses to start at a 1-minute load above 2
 #   FORCE=1 bash benchmarks/quiet_headlines.sh    # run anyway (rows come out marked as loaded)
@@ -34,10 +35,10 @@ run() {  # run SECONDS NAME COMMAND...: one benchmark under a time limit; go on 
   echo "== $name (load $(cut -d' ' -f1-2 /proc/loadavg), $((SECONDS - start)) s in)"
   timeout "$limit" "$@" || failed+=("$name")
 }
-run 230 inference python benchmarks/bench_inference.py --batch_sizes=1,64 --bf16
-run 200 input_pipeline python benchmarks/bench_input_pipeline.py --before --threads=1,2 \
+run 330 inference python benchmarks/bench_inference.py --batch_sizes=1,64
+run 300 input_pipeline python benchmarks/bench_input_pipeline.py --before --stages --threads=1,2 \
   --seconds=1.2 --repeats=4
-run 200 train env PYTHONPATH="$vendor" python benchmarks/bench_train.py --repeats=12 --bf16
+run 200 train env PYTHONPATH="$vendor" python benchmarks/bench_train.py --repeats=12
 run 90 train_profile python benchmarks/profile_train_step.py
 echo "quiet_headlines.sh: $((SECONDS - start)) s, load now $(cut -d' ' -f1-2 /proc/loadavg)" \
      "${failed[*]:+; FAILED: ${failed[*]}}"

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 STEPS = 50
+WEIGHT_ATOL = 3e-4  # max |weight - golden| after STEPS steps (see the check in main)
 MOVED_TO_OBJECTIVE = ()  # variables a refactor moved out of the model (none since the re-record)
 
 
@@ -85,7 +86,10 @@ def main():
         names = sorted(k for k in ref.files if k not in ("__losses__", *MOVED_TO_OBJECTIVE))
         assert sorted(weights) == names, set(weights) ^ set(names)
         worst = max(float(np.max(np.abs(weights[k] - ref[k]))) for k in names)
-        assert worst <= 1e-5, worst
+        # Kernels differ by CPU (oneDNN on AVX-512 Intel, Eigen on AVX2 AMD): the same commit
+        # drifted 6e-5 after 50 steps on AMD from this Intel recording. A change of data order
+        # or arithmetic moves the losses (checked above) and the weights by orders more.
+        assert worst <= WEIGHT_ATOL, worst
         print(f"golden matches: {len(losses)} losses, max weight diff {worst:.2e}")
 
 
