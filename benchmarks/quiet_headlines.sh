@@ -32,6 +32,13 @@ failed=()
 run() {  # run SECONDS NAME COMMAND...: one benchmark under a time limit; go on if it fails
   local limit=$1 name=$2
   shift 2
+  # The previous benchmark's own threads still weigh in the 1-minute load: let it settle (at
+  # most 2 minutes), so that each run starts quiet (benchmarks/common.py marks the others).
+  local waited=0
+  while awk "BEGIN { exit !($(cut -d' ' -f1 /proc/loadavg) > 1.5) }" && [ $waited -lt 120 ]; do
+    sleep 5
+    waited=$((waited + 5))
+  done
   echo "== $name (load $(cut -d' ' -f1-2 /proc/loadavg), $((SECONDS - start)) s in)"
   timeout "$limit" "$@" || failed+=("$name")
 }
