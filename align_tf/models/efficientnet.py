@@ -163,8 +163,9 @@ class _PadsItself:
     itself, then convolves "valid".
 
     At even sizes TF's "same" padding *is* the fixed ``(k//2 - 1, k//2)`` pad, so the convolution
-    then runs "same" on the unpadded input: a separate pad costs a copy forward and a slice
-    backward (6-7% of B0's training step and inference). The sizes are read when the layer is
+    then runs "same" on the unpadded input. A separate pad cost a copy forward and a slice
+    backward (~7% of B0's training step) and slowed the depthwise convolutions after it (B0 at
+    batch 1: 38 → 29 ms without it). The sizes are read when the layer is
     called, so a tower built for any size (``image_size=None``) still gets the fast path in a
     traced step. The ``*_pad`` layer in front of it stays, as an identity: checkpoints key the
     towers' variables by layer index.

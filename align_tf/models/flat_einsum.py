@@ -4,7 +4,7 @@ Keras' TensorFlow backend rewrites EinsumDense's ``"abc,cde->abde"`` (``MultiHea
 query, key and value projections) and ``"abcd,cde->abe"`` (its output projection) into
 ``tf.matmul`` of a 3-D activation with a 2-D kernel whenever the shapes are static, as they are in
 a training step. That is a broadcasting ``BatchMatMulV2``, and its kernel gradient is one matmul
-per batch row, summed afterwards. On a 2-core AMD EPYC (TF 2.21, oneDNN) it ran 3.6× slower than
+per batch row, summed afterwards. On a 2-core AMD EPYC (TF 2.21, Eigen kernels) it ran 3.6× slower than
 the same product as one 2-D matmul, and BERT-mini's projections took 24% of the benchmark's
 training step. ``tensordot`` flattens both operands to 2-D: the same numbers from one ``MatMul``.
 """
