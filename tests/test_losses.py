@@ -88,11 +88,13 @@ def test_precise_logits_match_float64(dim):
     q, k = _near_duplicates(rng, 32, 256, dim)
     exact = q.astype(np.float64) @ k.astype(np.float64).T  # |q|·|k| = 1: absolute = relative
     precise = losses.logits_matmul(tf.constant(q), tf.constant(k), precise=True).numpy()
-    assert np.abs(precise - exact).max() <= 2e-6
+    # float32 accumulation over 640 terms: ≤ 2e-6 on AVX-512 Intel, 2.6e-6 under XLA on AVX2 AMD.
+    float32_accurate = 4e-6
+    assert np.abs(precise - exact).max() <= float32_accurate
     # Under XLA too (TPU compiles every step): no pass folds the split away.
     compiled = tf.function(lambda a, b: losses.logits_matmul(a, b, precise=True),
                            jit_compile=True)(q, k).numpy()
-    assert np.abs(compiled - exact).max() <= 2e-6
+    assert np.abs(compiled - exact).max() <= float32_accurate
     one_pass = tf.matmul(*(tf.cast(tf.cast(t, tf.bfloat16), tf.float32) for t in (q, k)),
                          transpose_b=True).numpy()
     assert np.abs(one_pass - exact).max() > 1e-4
