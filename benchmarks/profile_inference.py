@@ -15,8 +15,8 @@ not matter for speed). For each batch size, interleaved call by call (``common.t
 * text tower on 64-token padded batches of short captions: ``graph`` vs ``trimmed`` (the padding
   columns all texts share dropped first, ``export._trim_padding``) vs ``xla``.
 
-Then one ``--profile`` trace of the image graph at batch 1 and 64, op time by kind (as
-``profile_train_step.py``). Appends one row per candidate and batch size (speed-up over ``graph``)
+Then one profiler trace of the image graph and of the (trimmed) text graph at batch 1 and 64, op
+time by kind (as ``profile_train_step.py``). Appends one row per candidate and batch size (speed-up over ``graph``)
 to ``benchmarks/RESULTS.md``.
 """
 
@@ -39,6 +39,30 @@ IMAGE_CATEGORIES = (
     ("BatchNorm", r"FusedBatchNorm"),
     ("swish", r"[Ss]wish|[Ss]ilu|Sigmoid|IdentityN"),
 )
+
+
+TEXT_CATEGORIES = (
+    ("projection and feed-forward matmuls", r":MatMul$"),
+    ("attention scores and weighting", r"BatchMatMul|Softmax"),
+    ("attention head transposes", r"Transpose"),
+    ("exact GELU", r"[Gg]elu|Erf"),
+    ("LayerNorm", r"layer_norm"),
+)
+
+
+def profile(fn, x, categories, calls: int = 3):
+    """Op time per call of ``fn(x)`` by kind (``profile_train_step.categorize``), in seconds."""
+    import tensorflow as tf
+
+    from profile_train_step import categorize, op_times
+
+    logdir = tempfile.mkdtemp(prefix="profile_inference_")
+    fn(x).numpy()
+    tf.profiler.experimental.start(logdir)
+    for _ in range(calls):
+        fn(x).numpy()
+    tf.profiler.experimental.stop()
+    return categorize({k: v / calls for k, v in op_times(logdir).items()}, categories, "other")
 
 
 def build(image_size: int, text: str, seq_len: int, **kwargs):
@@ -69,7 +93,6 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from align_tf.export import _trim_padding
-    from profile_train_step import categorize, op_times
 
     from tensorflow.python.eager import record
 
@@ -139,23 +162,17 @@ def main(argv=None) -> dict:
                                          "speed-up", "max abs diff"], table[-len(times):]),
                   flush=True)
 
-        # Where the image graph's time goes.
-        logdir = tempfile.mkdtemp(prefix="profile_inference_")
-        fn = image["graph"]
-        fn(pixels).numpy()
-        tf.profiler.experimental.start(logdir)
-        for _ in range(3):
-            fn(pixels).numpy()
-        tf.profiler.experimental.stop()
-        cats = categorize({k: v / 3 for k, v in op_times(logdir).items()}, IMAGE_CATEGORIES,
-                          "other")
-        total = sum(cats.values())
-        print(f"\nimage graph, batch {b}: op time {total * 1e3:.1f} ms per call\n" +
-              common.markdown_table(["kind", "ms", "share"], [
-                  [k, f"{v * 1e3:.1f}", f"{v / total:.0%}"] for k, v in cats.most_common()]))
-        rows.append((f"inference image graph batch {b} profile: " + ", ".join(
-            f"{k} {v / total:.0%}" for k, v in cats.most_common()),
-                     f"{total * 1e3:.1f} ms op time", "-", "-"))
+        # Where each graph's time goes (the text tower as the export runs it: trimmed).
+        for what, fn, x, categories in (("image", image["graph"], pixels, IMAGE_CATEGORIES),
+                                        ("text", text["trimmed"], tokens, TEXT_CATEGORIES)):
+            cats = profile(fn, x, categories)
+            total = sum(cats.values())
+            print(f"\n{what} graph, batch {b}: op time {total * 1e3:.1f} ms per call\n" +
+                  common.markdown_table(["kind", "ms", "share"], [
+                      [k, f"{v * 1e3:.1f}", f"{v / total:.0%}"] for k, v in cats.most_common()]))
+            rows.append((f"inference {what} graph batch {b} profile: " + ", ".join(
+                f"{k} {v / total:.0%}" for k, v in cats.most_common()),
+                         f"{total * 1e3:.1f} ms op time", "-", "-"))
     common.record("profile_inference.py", rows,
                   f"random B0 @ {args.image_size}px + BERT-{args.text}, {args.max_tokens} tokens "
                   "(captions of 8-16), fp32 CPU unless named; towers only, no tokenizer",
