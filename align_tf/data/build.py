@@ -83,7 +83,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple, NoReturn, Tuple
 
 import apache_beam as beam
 from absl import app, flags
@@ -160,6 +160,9 @@ class Row(NamedTuple):
     text: str
     key: str
     data: bytes | None = None
+
+
+Kept = Tuple[Row, bytes, int, int]  # a row that passed every filter: (row, encoded, width, height)
 
 
 # ------------------------------------------------------------------------------------ input
@@ -295,8 +298,9 @@ class ReadSamples(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin | beam.Create(self.files) | "SpreadShards" >> beam.Reshuffle()
-                | "Samples" >> beam.FlatMap(sample_rows, self.fmt).with_outputs(
-                    "dropped", "damaged", main="rows"))
+                | "Samples" >> beam.FlatMap(sample_rows, self.fmt)
+                .with_output_types(Row, dropped=str, damaged=str)
+                .with_outputs("dropped", "damaged", main="rows"))
 
 
 def sample_rows(path: str, fmt: str):
@@ -506,6 +510,16 @@ def _word_filter(row: Row, config: BuildConfig):
         yield row
 
 
+def _with_drops(transform, main_type, main="rows"):
+    """``transform`` with a main output of ``main_type`` and a ``dropped`` output of reasons.
+
+    The tagged output's type is declared, not inferred: Beam >= 2.78 infers the main output of a
+    DoFn that also yields ``TaggedOutput`` as ``Union[main, TaggedOutput]``, which then fails the
+    type check of the next transform.
+    """
+    return transform.with_output_types(main_type, dropped=str).with_outputs("dropped", main=main)
+
+
 def _count(reason: str) -> str:
     Metrics.counter(METRICS_NAMESPACE, reason).inc()
     return reason
@@ -523,8 +537,7 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
     else:
         image_root = config.image_root or posixpath.dirname(input_pattern) or "."
         parsed = (pipeline | "Read" >> ReadTable(input_pattern, config)
-                  | "Parse" >> beam.ParDo(ParseRow(config, image_root)).with_outputs(
-                      "dropped", main="rows"))
+                  | "Parse" >> _with_drops(beam.ParDo(ParseRow(config, image_root)), Row))
         damaged = pipeline | "NoDamage" >> beam.Create([])
     rows = parsed.rows
 
@@ -541,8 +554,7 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
     top_shared = (shared | "TopShared" >> beam.combiners.Top.Of(10, key=lambda kv: (kv[1], kv[0]))
                   if config.max_images_per_text else pipeline | "NoTop" >> beam.Create([[]]))
 
-    words_ok = rows | "WordCount" >> beam.FlatMap(_word_filter, config).with_outputs(
-        "dropped", main="rows")
+    words_ok = rows | "WordCount" >> _with_drops(beam.FlatMap(_word_filter, config), Row)
 
     if config.rare_filter_enabled:
         ngram_counts = (rows | "Ngrams" >> beam.FlatMap(lambda r: filters.ngrams(r.text))
@@ -572,10 +584,10 @@ def build_pipeline(pipeline: beam.Pipeline, input_pattern: str, output_dir: str,
     joined = ({"rows": words_ok.rows | "ByKey" >> beam.Map(lambda r: (r.key, r)),
                "shared": shared, "rare": rare_texts}
               | "JoinText" >> beam.CoGroupByKey()
-              | "TextFilters" >> beam.FlatMap(_decide).with_outputs("dropped", main="rows"))
+              | "TextFilters" >> _with_drops(beam.FlatMap(_decide), Row))
 
-    images = joined.rows | "LoadImage" >> beam.ParDo(LoadImage(config)).with_outputs(
-        "dropped", main="kept")
+    images = joined.rows | "LoadImage" >> _with_drops(beam.ParDo(LoadImage(config)), Kept,
+                                                      main="kept")
 
     # Deterministic shards; every shard index is present, so empty shards are written too.
     n = config.num_shards
