@@ -32,7 +32,10 @@ Examples:
   python -m align_tf.evaluate --model_dir=ALBEF_RUN --tasks=retrieval --rerank_k=16  # + ITM
 
 Metrics are fractions in [0, 1]; ranks are 1-based. ``--output`` writes the report
-(``runner.make_report``, the structure of RUN/eval.json) as JSON.
+(``runner.make_report``, the structure of RUN/eval.json) as JSON. Shards (``tfrecord:``,
+``img2dataset_tfrecord:``) are read as training reads them: an image that does not decode, or a
+record that does not parse or has no caption, is skipped with a warning, and the retrieval
+results count them (``num_skipped_images``, ``num_skipped_records``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,11 @@ Signatures (also callable as attributes of the loaded object; ``export/SIGNATURE
   (``align_tf.data.preprocessing.ImagePreprocessor``) → ``{"embeddings": float32 [B, D]}``, unit
   norm.
 * ``image_embed_encoded(encoded)``: string ``[B]`` of JPEG/PNG/GIF/BMP bytes (GIF: first frame;
-  grayscale replicated, alpha dropped) → ``{"embeddings": [B, D]}``.
+  grayscale replicated, alpha dropped) → ``{"embeddings": [B, D], "valid": bool [B]}``. An image
+  is valid when ``tf.io.decode_image(channels=3)`` decodes it to at least one pixel (what training
+  keeps); any other (empty bytes, not an image, truncated or corrupt data: TF's decoders reject a
+  JPEG cut anywhere, even just its end marker) gets ``valid`` False and a zero row, and never
+  fails the batch. Valid rows equal those of a batch of only the valid images.
 * ``text_embed(texts)``: string ``[B]`` → WordPiece ids with the model's vocabulary, truncated to the
   model's maximum length → ``{"embeddings": [B, D]}``.
 * ``image_text_match(images, texts)`` (ALBEF models only, ``model.fusion_layers > 0``): images as
@@ -110,6 +114,21 @@ def _check_pixels(images):
     ]
     with tf.control_dependencies(checks):
         return tf.identity(images)
+
+
+def _decode_or_invalid(decode, encoded, invalid):
+    """``(decode(encoded), True)``, or ``(invalid, False)`` where ``decode`` fails.
+
+    A graph cannot catch an op's error, and no TF decoder reports "corrupt" without raising, so
+    the decode runs inside a one-element ``tf.data`` pipeline whose ``ignore_errors`` turns a
+    failure into an empty dataset, followed by the ``invalid`` fallback: the first element is the
+    answer (the trick of ``align_tf.data.tfrecord.map_skipping_errors``, for one tensor). The
+    dataset ops are core TF, so a SavedModel using this loads anywhere.
+    """
+    good = tf.data.Dataset.from_tensors(encoded).map(
+        lambda e: (decode(e), tf.constant(True))).ignore_errors()
+    fallback = tf.data.Dataset.from_tensors((invalid, tf.constant(False)))
+    return good.concatenate(fallback).take(1).get_single_element()
 
 
 def _tf_variable(v):
@@ -205,18 +224,34 @@ class AlignExport(tf.__internal__.tracking.AutoTrackable):
         def image_embed(images):
             return {"embeddings": embed_images(images)}
 
-        def decode_one(encoded):
+        def decode(encoded):
             # channels=3: grayscale is replicated and alpha dropped; GIF: first frame only.
             image = tf.io.decode_image(encoded, channels=3, dtype=tf.float32,
                                        expand_animations=False)
             image.set_shape([None, None, 3])
-            return preprocess(image, training=False)
+            # As training's tfrecord.decode_image: a decoded image without pixels is corrupt.
+            tf.debugging.assert_positive(tf.reduce_prod(tf.shape(image)[:2]), "empty image")
+            return image
+
+        def decode_one(encoded):
+            # Only the decode is guarded: the resize runs in the graph, with its intra-op threads
+            # (inside tf.data it measured ~20% slower per image).
+            image, valid = _decode_or_invalid(decode, encoded, tf.zeros([1, 1, 3], tf.float32))
+            return preprocess(image, training=False), valid
 
         def image_embed_encoded(encoded):
             s = self._image_size
-            pixels = tf.map_fn(decode_one, _ensure_shape(encoded, [None]),
-                               fn_output_signature=tf.TensorSpec([s, s, 3], tf.float32))
-            return {"embeddings": embed_pixels(pixels)}
+            pixels, valid = tf.map_fn(
+                decode_one, _ensure_shape(encoded, [None]),
+                fn_output_signature=(tf.TensorSpec([s, s, 3], tf.float32),
+                                     tf.TensorSpec([], tf.bool)))
+            # Only the valid images reach the tower, so their rows are those of a batch of just
+            # them (bit for bit); the invalid rows are zeros.
+            rows = tf.where(valid)
+            embeddings = tf.scatter_nd(rows, embed_pixels(tf.boolean_mask(pixels, valid)),
+                                       tf.stack([tf.shape(valid, tf.int64)[0], dim]))
+            embeddings.set_shape([None, dim])
+            return {"embeddings": embeddings, "valid": valid}
 
         def text_embed(texts):
             return {"embeddings": embed_text(texts)}

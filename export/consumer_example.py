@@ -58,12 +58,19 @@ def main(argv=None):
     if args.image:
         # Encoded bytes go straight in: decoding and preprocessing are in the SavedModel.
         encoded = tf.constant([tf.io.read_file(p).numpy() for p in args.image])
-        image_emb = m.image_embed_encoded(encoded)["embeddings"]
+        out = m.image_embed_encoded(encoded)
+        # A file that does not decode gets valid=False (and a zero row) instead of an error.
+        valid = out["valid"].numpy()
+        for name in np.asarray(args.image)[~valid]:
+            print(f"skipped {name}: not a decodable image", file=sys.stderr)
+        if not valid.any():
+            sys.exit("consumer_example: error: none of the --image files decodes")
+        image_emb = tf.boolean_mask(out["embeddings"], valid)
         # zero_shot_classify takes pixels: decode here (float RGB in [0, 1], any size) and
         # classify one image at a time, since files differ in size.
         pixels = [tf.io.decode_image(e, channels=3, dtype=tf.float32, expand_animations=False)
-                  for e in encoded.numpy()]
-        names = args.image
+                  for e in encoded.numpy()[valid]]
+        names = list(np.asarray(args.image)[valid])
     else:
         pixels = list(synthetic_images())
         image_emb = m.image_embed(tf.constant(np.stack(pixels)))["embeddings"]

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from align_tf import export, prompts
 from align_tf.configs import base
-from align_tf.data import synthetic
+from align_tf.data import synthetic, tfrecord
 from align_tf.evaluation import datasets, knn, linear_probe, retrieval, runner, zero_shot
 from align_tf.evaluation.embed import Encoder, KerasEncoder, encoder_for_model, load_encoder
 
@@ -381,6 +381,30 @@ def test_tfrecord_retrieval_groups_identical_images(tmp_path):
     out = runner.run_plans(FakeEncoder(), _plans(datasets=name, tasks="retrieval"))[name]
     assert out["retrieval"]["num_images"] == 3 and out["retrieval"]["num_captions"] == 7
     assert out["retrieval"]["i2t_R@1"] == 1.0 and out["retrieval"]["t2i_R@1"] == 1.0
+
+
+def test_tfrecord_retrieval_skips_and_counts_corrupt_images(tmp_path):
+    """A corrupt image (and a record that is no Example) is skipped and counted, as training
+    does, instead of failing the evaluation; the report carries the counts."""
+    png = _png(_image(3))
+    pairs = [(_png(_image(0)), "item0 a"), (png[:len(png) // 2], "item3 cut short"),
+             (_png(_image(1)), "item1 a"), b"not an Example", (_png(_image(2)), "item2 a")]
+    tfrecord.write_pairs(pairs, str(tmp_path / "eval"))
+    # A second shard cut inside its last record: read up to the damage (logged, not counted).
+    cut, = tfrecord.write_pairs([(_png(_image(4)), "item4 a"), (_png(_image(5)), "item5 a")],
+                                str(tmp_path / "eval-cut"))
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) - 10)
+    name = f"tfrecord:{tmp_path}/eval-*.tfrecord"
+    plans = _plans(datasets=name, tasks="retrieval")
+    for _ in range(2):  # counts are per evaluation, not cumulative
+        results = runner.run_plans(FakeEncoder(), plans)
+        out = results[name]["retrieval"]
+        assert out["num_skipped_images"] == 1 and out["num_skipped_records"] == 1
+        assert out["num_images"] == 4 and out["i2t_R@1"] == 1.0 and out["t2i_R@1"] == 1.0
+    report = runner.make_report(results, {}, 0.0)["results"][name]["retrieval"]
+    assert report["num_skipped_images"] == 1.0
+    assert not any("skipped" in k for k in runner.flatten(results))  # counts: not TensorBoard
 
 
 # ----------------------------------------------------------------------------------- config

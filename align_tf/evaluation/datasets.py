@@ -9,7 +9,11 @@ Dataset names (spelt as training sources are, ``align_tf.data.sources``):
   * ``tfrecord:GLOB``: our ``tf.train.Example`` shards (``image/encoded`` + ``caption``), for
     retrieval. Records with byte-identical images are one image with several captions, so a
     caption set written one pair per record (MSCOCO's 5 per image) keeps the 5-caption protocol;
-    a record may also hold several ``caption`` values.
+    a record may also hold several ``caption`` values. Corrupt data is skipped as training skips
+    it (``align_tf.data.tfrecord``): an image that does not decode, and a record that does not
+    parse or has no caption, are left out and counted (``RetrievalData.skipped_counts``: the
+    report's ``num_skipped_images`` / ``num_skipped_records``); a shard whose framing is damaged
+    is read up to the damage, with a logged warning.
   * ``img2dataset_tfrecord:GLOB``: img2dataset's TFRecord shards (``jpg`` + ``txt``), likewise.
   * ``tfds:NAME``, or a bare TFDS name, optionally with config/version (``cifar10``, ``cifar100``, ``imagenet2012``,
     ``coco_captions``, ``oxford_iiit_pet:3.*.*``): a ``label`` ClassLabel feature makes it a
@@ -23,6 +27,7 @@ object serves a checkpoint, a SavedModel, or a model during training.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Callable
 
 import numpy as np
@@ -37,6 +42,8 @@ IMG2DATASET_TFRECORD_PREFIX = "img2dataset_tfrecord:"
 # Record sources: prefix → (image, caption) feature names.
 RECORD_PREFIXES = {TFRECORD_PREFIX: tfrecord.KEYS, IMG2DATASET_TFRECORD_PREFIX: img2dataset.KEYS}
 CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
+
+log = logging.getLogger(__name__)
 
 
 class UnknownDatasetError(ValueError):
@@ -76,8 +83,19 @@ class RetrievalData:
         protocol uses 5; some MSCOCO images have 6 or 7); None keeps all.
     """
 
-    def __init__(self, name: str, make_dataset: Callable, captions_per_image: int | None = 5):
+    def __init__(self, name: str, make_dataset: Callable, captions_per_image: int | None = 5,
+                 stats: tfrecord.ReadStats | None = None):
         self.name, self.make_dataset, self.captions_per_image = name, make_dataset, captions_per_image
+        self.stats = stats  # where make_dataset counts what it skips; None: it skips nothing
+
+    def skipped_counts(self) -> dict:
+        """``{"num_skipped_images", "num_skipped_records"}`` of the last ``embed_images`` (corrupt
+        images and unparseable records left out); ``{}`` for a set that skips nothing."""
+        if self.stats is None:
+            return {}
+        counts = self.stats.as_dict()
+        return {"num_skipped_images": float(counts["corrupt_image"]),
+                "num_skipped_records": float(counts["corrupt_record"])}
 
     def embed_images(self, encoder) -> tuple:
         """``(image embeddings (N, D), captions list[str], text_to_image (N_txt,),
@@ -187,10 +205,22 @@ def tfrecord_retrieval(pattern: str, max_images: int | None = None,
                        captions_per_image: int | None = 5, keys: tuple = tfrecord.KEYS,
                        name: str | None = None) -> RetrievalData:
     """Captioned images from TFRecord shards, grouped by identical image bytes (see module);
-    ``keys``: the (image, caption) feature names (ours, or img2dataset's)."""
+    ``keys``: the (image, caption) feature names (ours, or img2dataset's). Corrupt images and
+    records are skipped and counted in the returned data's ``stats`` (per ``make_dataset`` call);
+    ``max_images`` caps the distinct images read, corrupt ones included."""
     image_key, caption_key = keys
+    stats = tfrecord.ReadStats()
+
+    def records(path):
+        """The shard's records up to any damage to its framing (as training reads it)."""
+        try:
+            yield from tf.data.TFRecordDataset(path)
+        except tf.errors.DataLossError as e:
+            log.warning("%s is damaged; its remaining records are skipped (%s)", path,
+                        str(e).splitlines()[0])
 
     def make(encoder):
+        stats.reset()  # counts of this pass only: the set is re-read for every evaluation
         files = sorted(tf.io.gfile.glob(pattern))
         if not files:
             raise FileNotFoundError(f"No TFRecord files match {pattern!r}.")
@@ -199,27 +229,34 @@ def tfrecord_retrieval(pattern: str, max_images: int | None = None,
         order, groups = [], {}
         # Grouping needs every record's image hash, so records are read once in Python; only one
         # copy of each distinct image's bytes is kept (evaluation sets are thousands of images).
-        for record in tf.data.TFRecordDataset(files):
-            ex = tf.io.parse_single_example(record, features)
-            encoded = ex[image_key].numpy()
-            key = hashlib.sha1(encoded).digest()
-            if key not in groups:
-                if max_images is not None and len(order) >= max_images:
+        for path in files:
+            for record in records(path):
+                try:
+                    ex = tf.io.parse_single_example(record, features)
+                except tf.errors.InvalidArgumentError:
+                    ex = None
+                caps = tf.sparse.to_dense(ex[caption_key]).numpy() if ex is not None else ()
+                if not len(caps):  # training's reader needs a caption too
+                    stats.record("corrupt_record", path)
                     continue
-                groups[key] = (encoded, [])
-                order.append(key)
-            groups[key][1].extend(c.decode("utf-8") for c in
-                                  tf.sparse.to_dense(ex[caption_key]).numpy())
-        encoded = [groups[k][0] for k in order]
+                encoded = ex[image_key].numpy()
+                key = hashlib.sha1(encoded).digest()
+                if key not in groups:
+                    if max_images is not None and len(order) >= max_images:
+                        continue
+                    groups[key] = (encoded, [], path)
+                    order.append(key)
+                groups[key][1].extend(c.decode("utf-8") for c in caps)
         captions = tf.ragged.constant([groups[k][1] for k in order], dtype=tf.string)
+        ds = tf.data.Dataset.from_tensor_slices({
+            "image/encoded": tf.constant([groups[k][0] for k in order], tf.string),
+            "source": tf.constant([groups[k][2] for k in order], tf.string),
+            "index": tf.range(len(order))})
+        # Training's decoder: an image that does not decode is skipped and counted.
+        ds = tfrecord.decode_images(ds, stats)
+        return ds.map(lambda ex: {"image": ex["image"], "captions": captions[ex["index"]]})
 
-        def decode(image_bytes, caps):
-            image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-            return {"image": image, "captions": caps}
-
-        return tf.data.Dataset.from_tensor_slices((encoded, captions)).map(decode)
-
-    return RetrievalData(name or f"tfrecord:{pattern}", make, captions_per_image)
+    return RetrievalData(name or f"tfrecord:{pattern}", make, captions_per_image, stats)
 
 
 # ------------------------------------------------------------------------------------ TFDS

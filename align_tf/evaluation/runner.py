@@ -222,12 +222,21 @@ def run_plans(encoder, plans) -> dict:
     embedded once, and a later call after training steps sees the new weights.
     """
     with encoder.fixed_weights():
-        return {name: {task: evaluator.run(encoder) for task, evaluator in evaluators}
+        return {name: {task: _run(evaluator, encoder) for task, evaluator in evaluators}
                 for name, evaluators in plans}
 
 
+def _run(evaluator, encoder) -> dict:
+    """``evaluator.run(encoder)`` plus what its data skipped as corrupt (``num_skipped_*``, for
+    data read from shards: ``RetrievalData.skipped_counts``), counted during that run."""
+    metrics = evaluator.run(encoder)
+    skipped = getattr(getattr(evaluator, "data", None), "skipped_counts", None)
+    return dict(metrics, **skipped()) if skipped is not None else metrics
+
+
 def flatten(results: dict) -> dict:
-    """``{"dataset/task/metric": float}`` for TensorBoard; counts (``num_*``) are left out."""
+    """``{"dataset/task/metric": float}`` for TensorBoard; counts (``num_*``, the skipped corrupt
+    images included) are left out."""
     return {f"{name}/{task}/{metric}": float(value)
             for name, tasks in results.items() for task, metrics in tasks.items()
             for metric, value in metrics.items() if not metric.startswith("num_")}
