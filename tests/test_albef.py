@@ -374,6 +374,33 @@ def test_rerank_on_hand_made_scores():
         rerank_ranks(itc, np.zeros_like(positives), 3, match)
 
 
+def test_rerank_ranks_by_the_match_logit_as_albef():
+    """ALBEF's Retrieval.py ranks by the raw ITM logit ``itm_head(...)[:, 1]``: logits (0, 2)
+    rank above (-5, 1), although softmax ranks them the other way (p = 0.881 vs 0.9975). Through
+    ``MatchScorer`` with a stand-in fusion part whose ITM logits are the text states' first two
+    entries."""
+    import types
+
+    from align_tf.evaluation.embed import KerasEncoder
+    from align_tf.evaluation.rerank import MatchScorer
+    fusion = types.SimpleNamespace(match_logits=lambda states, masks, tokens: states[:, 0, :2])
+    encoder = KerasEncoder(types.SimpleNamespace(fusion=fusion), preprocessor=None, image_size=8)
+    states = np.array([[[0.0, 2.0]], [[-5.0, 1.0]]], np.float32)  # candidates 0 and 1
+    itc = np.array([[0.1, 0.9]])  # ITC puts candidate 1 first; candidate 0 is the positive
+    positives = np.array([[True, False]])
+
+    def ranks(scorer):
+        def match(q, c):
+            return scorer.match(np.zeros((len(c), 1, 1), np.float32), states[c], np.ones(
+                (len(c), 1), bool))
+        return rerank_ranks(itc, positives, 2, match)
+
+    np.testing.assert_array_equal(ranks(MatchScorer(encoder)), [0])
+    np.testing.assert_array_equal(ranks(MatchScorer(encoder, match_score="probability")), [1])
+    with pytest.raises(ValueError, match="match_score"):
+        MatchScorer(encoder, match_score="prob")
+
+
 # --------------------------------------------------------------------- run dir, evaluate, export
 
 @pytest.fixture(scope="module")

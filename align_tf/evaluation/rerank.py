@@ -11,6 +11,10 @@ are re-ordered by ITM score (ties: ITC order); every other candidate keeps its I
 behind them. So a positive outside the ITC top K keeps its ITC rank (≥ K), and R@K for any K is
 never computed from ITM scores of pairs ITC did not shortlist.
 
+The ITM score is the raw "match" logit ``itm_head(...)[:, 1]``, as ALBEF's ``Retrieval.py`` ranks.
+``match_score="probability"`` ranks by softmax(logits)[:, 1] instead, which orders pairs
+differently: logits (0, 2) outrank (-5, 1) by the logit, but not by p (0.881 < 0.9975).
+
 Re-ranking needs the model in memory (``--model_dir``): through a SavedModel it would re-run both
 towers for every pair, so ``python -m align_tf.evaluate --savedmodel`` refuses ``--rerank_k``.
 """
@@ -54,6 +58,23 @@ def rerank_ranks(itc_scores, positives, k: int, match_scores) -> np.ndarray:
     return np.argmax(hits, axis=1).astype(np.int64)
 
 
+MATCH_SCORES = ("logit", "probability")
+
+
+def _match_score(logits, match_score: str):
+    """The ITM score of ``(P, 2)`` ("no match", "match") logits: the match logit (ALBEF) or
+    P(match)."""
+    if match_score == "logit":
+        return logits[:, 1]
+    return tf.nn.softmax(logits, axis=-1)[:, 1]
+
+
+def _check_match_score(match_score: str) -> str:
+    if match_score not in MATCH_SCORES:
+        raise ValueError(f"match_score must be one of {MATCH_SCORES}, not {match_score!r}")
+    return match_score
+
+
 class MatchScorer(Encoder):
     """An ``Encoder`` over an ALBEF model that also keeps what ITM needs.
 
@@ -62,9 +83,12 @@ class MatchScorer(Encoder):
 
     Args:
       encoder: a ``KerasEncoder`` whose model has a ``fusion`` part.
+      match_score: "logit" (the raw ITM match logit, ALBEF's ranking) or "probability"
+        (softmax(logits)[:, 1]).
     """
 
-    def __init__(self, encoder):
+    def __init__(self, encoder, match_score: str = "logit"):
+        self.match_score = _check_match_score(match_score)
         if not isinstance(encoder, KerasEncoder):
             raise ValueError("ITM re-ranking needs the model in memory (--model_dir); with a "
                              "SavedModel it would re-run both towers for every pair")
@@ -86,8 +110,8 @@ class MatchScorer(Encoder):
 
         self._text_fn = tf.function(text, input_signature=[tf.TensorSpec([None], tf.string)])
         self._match_fn = tf.function(
-            lambda states, masks, tokens: tf.nn.softmax(
-                fusion.match_logits(states, masks, tokens), axis=-1)[:, 1])
+            lambda states, masks, tokens: _match_score(
+                fusion.match_logits(states, masks, tokens), self.match_score))
 
     def embed_image_batch(self, pixels) -> np.ndarray:
         emb, tokens = self._image_fn(tf.convert_to_tensor(pixels, tf.float32))
@@ -110,7 +134,8 @@ class MatchScorer(Encoder):
         return tuple(np.concatenate([p[i].numpy() for p in parts]) for i in range(3))
 
     def match(self, image_tokens, states, masks) -> np.ndarray:
-        """P(match) of row-paired ``(P, N, H)`` image tokens and ``(P, T, H)`` text states."""
+        """ITM scores (``match_score``: match logit or P(match)) of row-paired ``(P, N, H)``
+        image tokens and ``(P, T, H)`` text states."""
         out = [self._match_fn(tf.constant(states[s:s + self.batch_size]),
                               tf.constant(masks[s:s + self.batch_size]),
                               tf.constant(image_tokens[s:s + self.batch_size])).numpy()
@@ -130,15 +155,18 @@ class RerankRetrievalEvaluator:
       ks: the K values.
       rerank_k: candidates per query re-scored by ITM.
       block_size: queries scored at once by the ITC ranking.
+      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``MatchScorer``).
     """
 
     name = "retrieval"
 
-    def __init__(self, data, ks=(1, 5, 10), rerank_k: int = 16, block_size: int = 512):
+    def __init__(self, data, ks=(1, 5, 10), rerank_k: int = 16, block_size: int = 512,
+                 match_score: str = "logit"):
         self.data, self.ks, self.rerank_k, self.block_size = data, tuple(ks), rerank_k, block_size
+        self.match_score = _check_match_score(match_score)
 
     def run(self, encoder) -> dict:
-        scorer = MatchScorer(encoder)
+        scorer = MatchScorer(encoder, self.match_score)
         image_emb, captions, text_to_image, galleries = self.data.embed_images(scorer)
         image_tokens = scorer.take_image_tokens()
         text_emb, states, masks = scorer.text_features(captions)
@@ -169,7 +197,8 @@ class RerankRetrievalEvaluator:
 class RerankZeroShotEvaluator:
     """Zero-shot top-k with ITC (prompt-ensembled, the same keys as ``zeroshot``) and with each
     image's ITC top ``rerank_k`` classes re-ranked by ITM (``rerank_`` keys). A class's ITM score is
-    the mean match probability of the image with the class name in every template.
+    the mean ITM score (match logit by default) of the image with the class name in every
+    template.
 
     Args:
       data: a ``datasets.ClassificationData``.
@@ -177,16 +206,19 @@ class RerankZeroShotEvaluator:
       topk: the k values.
       rerank_k: classes per image re-scored by ITM.
       groups: optional ``{name: label ids}`` as for ``ZeroShotEvaluator``.
+      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``MatchScorer``).
     """
 
     name = "zeroshot"
 
-    def __init__(self, data, templates, topk=(1, 5), rerank_k: int = 5, groups=None):
+    def __init__(self, data, templates, topk=(1, 5), rerank_k: int = 5, groups=None,
+                 match_score: str = "logit"):
         self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
         self.rerank_k, self.groups = rerank_k, dict(groups or {})
+        self.match_score = _check_match_score(match_score)
 
     def run(self, encoder) -> dict:
-        scorer = MatchScorer(encoder)
+        scorer = MatchScorer(encoder, self.match_score)
         classnames = list(self.data.classnames)
         class_emb = class_embeddings(scorer.embed_texts, classnames, self.templates)
         image_emb, extras = scorer.embed_image_dataset(self.data.make_dataset(scorer),
@@ -202,10 +234,10 @@ class RerankZeroShotEvaluator:
 
         def scores(q, c):
             t = num_templates
-            probs = scorer.match(np.repeat(image_tokens[q], t, axis=0),
+            match = scorer.match(np.repeat(image_tokens[q], t, axis=0),
                                  states[c].reshape(-1, *states.shape[2:]),
                                  masks[c].reshape(-1, masks.shape[-1]))
-            return probs.reshape(-1, t).mean(axis=1)
+            return match.reshape(-1, t).mean(axis=1)
 
         itc_ranks = label_ranks(sim, labels)
         positives = labels[:, None] == np.arange(len(classnames))[None, :]
