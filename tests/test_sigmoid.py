@@ -132,32 +132,62 @@ def test_replicas_equal_one_device_on_the_global_batch(num_replicas, n):
     assert accuracy == pytest.approx(np.mean(np.argmax(x @ y.T, axis=1) == np.arange(len(x))))
 
 
-def test_no_replica_holds_global_logits_or_all_texts_forward_or_backward():
-    """The chunked gathers: in the traced loss + gradient on 4 replicas (8 rows each, D = 4) no
-    float tensor is larger than N_local² = 64 elements, so neither the N_local × N_global = 256
-    logits nor the N_global × D = 128 gathered texts ever exist, forward or backward."""
-    num_replicas, rows, dim = 4, 8, 4
+def _one_gather_sigmoid_loss(image, text, logit_scale, logit_bias):
+    """A mutant of ``losses.sigmoid_loss``: one all_gather of every replica's texts, then scored in
+    N_local-column chunks, so its logits are as small as the real loss's and only the gathered
+    N_global × D texts break the memory claim."""
+    context = tf.distribute.get_replica_context()
+    everything = context.all_gather(text, axis=0)
+    rows = image.shape[0]
+    own = 2 * tf.eye(rows) - 1
+    loss = 0.0
+    for r in range(context.num_replicas_in_sync):
+        logits = logit_scale * tf.matmul(image, everything[r * rows:(r + 1) * rows],
+                                         transpose_b=True) + logit_bias
+        z = tf.where(tf.equal(context.replica_id_in_sync_group, r), own, -tf.ones_like(own))
+        loss += tf.reduce_sum(tf.nn.softplus(-z * logits))
+    return {"loss": loss / rows}
+
+
+def _tensors_above_local_square(loss_fn, num_replicas=4, rows=8, dim=4):
+    """The float tensors with more than N_local² elements in ``loss_fn``'s traced loss + gradient
+    on ``num_replicas`` replicas (``rows`` each, D = ``dim``). Each replica's embeddings are fed
+    per replica, so no tensor of the global batch's size is an input and none is exempt: an
+    all-gathered N_global × D text matrix counts as a violation, as do N_local × N_global
+    logits."""
     x, y = _data(n=num_replicas * rows, d=dim, seed=3)
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)],
                                               tf.distribute.ReductionToOneDevice())
-    gx, gy = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
+    local_x, local_y = (strategy.experimental_distribute_values_from_function(
+        lambda ctx, v=v: tf.constant(v[ctx.replica_id_in_sync_group * rows:][:rows], tf.float32))
+        for v in (x, y))
 
-    def replica_fn(gx, gy):
-        local = tf.range(rows) + tf.distribute.get_replica_context().replica_id_in_sync_group * rows
-        image, text = tf.gather(gx, local), tf.gather(gy, local)
+    def replica_fn(image, text):
         with tf.GradientTape() as tape:
             tape.watch([image, text])
-            loss = losses.sigmoid_loss(image, text, tf.constant(T), tf.constant(B))["loss"]
+            loss = loss_fn(image, text, tf.constant(T), tf.constant(B))["loss"]
         return tape.gradient(loss, [image, text])
 
-    graph = tf.function(lambda: strategy.run(replica_fn, (gx, gy))).get_concrete_function().graph
-    sizes = {}
+    graph = tf.function(lambda: strategy.run(replica_fn, (local_x, local_y))
+                        ).get_concrete_function().graph
+    too_big = []
     for op in graph.get_operations():
         for out in op.outputs:
-            if out.dtype == tf.float32 and out.shape.is_fully_defined() and out.shape.rank == 2:
-                sizes[out.shape.num_elements()] = f"{op.type} {out.shape}"
-    biggest = max(size for size in sizes if size != num_replicas * rows * dim)  # gx, gy inputs
-    assert biggest <= rows * rows, sizes[biggest]
+            if out.dtype == tf.float32:
+                assert out.shape.is_fully_defined(), f"{op.type} {out.shape}: size unknown"
+                if out.shape.num_elements() > rows * rows:
+                    too_big.append(f"{op.type} {out.shape}")
+    return too_big
+
+
+def test_no_replica_holds_global_logits_or_all_texts_forward_or_backward():
+    """The chunked gathers: in the traced loss + gradient on 4 replicas (8 rows each, D = 4) no
+    float tensor is larger than N_local² = 64 elements, so neither the N_local × N_global = 256
+    logits nor the N_global × D = 128 gathered texts ever exist, forward or backward. The check
+    can fail: a mutant that gathers all texts at once (logits still chunked) is caught."""
+    assert _tensors_above_local_square(losses.sigmoid_loss) == []
+    mutant = _tensors_above_local_square(_one_gather_sigmoid_loss)
+    assert any(t.endswith("(32, 4)") for t in mutant), mutant
 
 
 # ----------------------------------------------------------------------------- model and objective
