@@ -23,6 +23,7 @@ from typing import Callable
 
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from align_tf import distribute, objectives, optim
 from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
@@ -304,6 +305,17 @@ def restore(objective: objectives.Objective, path: str,
 
 
 def _restore(objective, path):
+    """Restores ``path`` into ``objective``, checking both directions: every variable of the
+    objective gets a value, and every value in the checkpoint goes to a variable.
+
+    The second direction matters because Keras 3 keys optimizer slots by position
+    (``optimizer/_variables/N``): with a variable gone from the middle of the model, its Adam
+    moments would load onto the next variable without a shape error. No entry is exempt: resuming
+    a run of each objective (contrastive, momentum distillation, sigmoid, ALBEF) and checkpoints
+    written before the objectives split (``legacy_checkpoint_view``, by the old trainer) uses every
+    entry; ``save_counter`` is matched by the restore itself and ``_CHECKPOINTABLE_OBJECT_GRAPH``
+    is metadata, not an entry of any object.
+    """
     keys = {name for name, _ in tf.train.list_variables(path)}
     if not any(k.startswith("optimizer/") for k in keys):
         raise ConfigError(f"{path} holds model weights only (a converted checkpoint?), not a "
@@ -312,12 +324,64 @@ def _restore(objective, path):
     checkpoint = tf.train.Checkpoint(model=objective.legacy_checkpoint_view(),
                                      optimizer=objective.optimizer) if legacy \
         else checkpoint_for(objective)
+    written = "was written before align_tf's objectives split and " if legacy else ""
+    mismatch = f"{path} {written}does not match this config (objective.name=" \
+        f"{objective.__class__.__name__}): "
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        status = checkpoint.restore(path)
+        status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # ValueError: a variable of another shape
-        written = "was written before align_tf's objectives split and " if legacy else ""
-        raise ConfigError(f"{path} {written}does not match this config (objective.name="
-                          f"{objective.__class__.__name__}): {_first_line(e)}") from None
+        raise ConfigError(mismatch + _first_line(e)) from None
+    unused = _unused_checkpoint_entries(checkpoint, path)
+    if unused:
+        status.expect_partial()  # the error says it; no "unrestored values" warnings at exit
+        more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+        raise ConfigError(f"{mismatch}checkpoint entry {unused[0]}{more} is not used by any "
+                          "variable of this config")
+
+
+def _unused_checkpoint_entries(checkpoint: tf.train.Checkpoint, path: str) -> list:
+    """The keys of checkpoint ``path`` that no object of ``checkpoint`` takes, sorted (so a model
+    variable is named before the optimizer slots that shifted with it).
+
+    Objects are matched by name along any path of the object graph, as ``restore`` matches them.
+    So an entry can also land on another variable: were ``model/b`` gone, the checkpoint's
+    ``b`` would reach ``c`` through the optimizer's list of variables, and two entries would
+    restore into ``c``. Of two entries that share an object, the one whose key is not the
+    object's own path (its first path, as a save names it) is counted as unused.
+    """
+    matched = tf.train.CheckpointView(path).match(checkpoint)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    nodes_of = {}  # id(object) -> the checkpoint nodes with values matched to it
+    for node_id, obj in matched.items():
+        if graph.nodes[node_id].attributes:
+            nodes_of.setdefault(id(obj), []).append(node_id)
+    shared = {node_id for ids in nodes_of.values() if len(ids) > 1 for node_id in ids}
+    own_path = _object_paths(checkpoint) if shared else {}
+    unused = []
+    for node_id, node in enumerate(graph.nodes):
+        keys = [attribute.checkpoint_key for attribute in node.attributes]
+        if node_id not in matched:
+            unused += keys
+        elif node_id in shared and own_path.get(id(matched[node_id])) != \
+                keys[0].split("/.ATTRIBUTES/")[0]:
+            unused += keys
+    return sorted(unused)
+
+
+def _object_paths(root) -> dict:
+    """``{id(object): path}``: each object's first path from ``root`` breadth first, escaped as
+    checkpoint keys spell it (the prefix of its ``/.ATTRIBUTES/...`` keys)."""
+    view = tf.train.TrackableView(root)
+    paths, queue = {id(root): ""}, [root]
+    for obj in queue:  # grows while it is read: a breadth-first walk
+        for name, child in view.children(obj).items():
+            if id(child) not in paths:
+                name = name.replace(".", "..").replace("/", ".S")  # TF's escape_local_name
+                paths[id(child)] = f"{paths[id(obj)]}/{name}" if paths[id(obj)] else name
+                queue.append(child)
+    return paths
 
 
 # What a damaged checkpoint raises when read: truncated data files give IndexError, checksum

@@ -97,6 +97,31 @@ def test_checkpoint_of_another_shape_is_a_one_line_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
+def _adam_objective(names):
+    """A stand-in objective whose model has one (3,) variable per name, trained one Adam step:
+    Keras 3 keys the Adam moments by position, not by variable."""
+    import keras
+    model = tf.train.Checkpoint(**{n: tf.Variable(tf.fill([3], float(i))) for i, n in
+                                   enumerate(names)})
+    variables = [getattr(model, n) for n in names]
+    optimizer = keras.optimizers.Adam()
+    optimizer.apply_gradients([(tf.fill([3], i + 1.0), v) for i, v in enumerate(variables)])
+    return types.SimpleNamespace(model=model, optimizer=optimizer, state=tf.train.Checkpoint())
+
+
+def test_checkpoint_with_an_extra_variable_in_the_middle_is_refused(tmp_path):
+    """A checkpoint of variables a, b, c restored into a config with a and c only: every variable
+    of the config finds its value, and c's shape equals b's, so without checking that every
+    checkpoint entry is used b's Adam moments would load onto c silently."""
+    path = trainer.checkpoint_for(_adam_objective("abc")).save(str(tmp_path / "ckpt"))
+    trainer.restore(_adam_objective("abc"), path)  # the same variables restore
+    with pytest.raises(trainer.ConfigError, match=r"ckpt-1 does not match this config .*: "
+                       r"checkpoint entry model/b/.ATTRIBUTES/VARIABLE_VALUE \(and 2 more\) is "
+                       r"not used by any variable of this config$") as error:
+        trainer.restore(_adam_objective("ac"), path)
+    assert "\n" not in str(error.value)
+
+
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, capsys):
     """A run directory with the training states a run writes at steps 2 and 4 (built, not
     trained, to keep the test short); ckpt-4's data file truncated, as by a job killed mid-write on
