@@ -66,6 +66,14 @@ def validate_config(config, num_replicas: int = 1) -> None:
                f"{sorted(text_encoder.SIZES)}")
     for name in ("temperature_init", "min_temperature", "max_sequence_length"):
         _check(m[name] > 0, f"model.{name}={m[name]} must be positive")
+    high = m.max_temperature if m.max_temperature is not None else float("inf")
+    _check(m.min_temperature <= high, f"model.max_temperature={m.max_temperature} must be >= "
+           f"model.min_temperature={m.min_temperature}")
+    if m.similarity == "softmax":
+        _check(m.min_temperature <= m.temperature_init <= high,
+               f"model.temperature_init={m.temperature_init} must be within the bounds "
+               f"[model.min_temperature, model.max_temperature]=[{m.min_temperature}, "
+               f"{m.max_temperature}]")
     for name in ("text_dropout", "bn_momentum"):
         _check(0.0 <= m[name] < 1.0, f"model.{name}={m[name]} must be in [0, 1)")
     _check(m.drop_connect_rate is None or 0.0 <= m.drop_connect_rate < 1.0,
@@ -80,6 +88,10 @@ def validate_config(config, num_replicas: int = 1) -> None:
     _check(m.similarity in dual_encoder.SIMILARITIES,
            f"unknown model.similarity {m.similarity!r}; choose from {list(dual_encoder.SIMILARITIES)}")
     _check(m.logit_scale_init > 0, f"model.logit_scale_init={m.logit_scale_init} must be positive")
+    if m.similarity == "sigmoid":  # t = 1/temperature: its bounds are the temperature's, inverted
+        _check(1.0 / high <= m.logit_scale_init <= 1.0 / m.min_temperature,
+               f"model.logit_scale_init={m.logit_scale_init} must be within [1/max_temperature, "
+               f"1/min_temperature]=[{1.0 / high}, {1.0 / m.min_temperature}]")
     # The sigmoid loss trains t′ and b, which only a sigmoid model has; the softmax losses train σ,
     # which it lacks.
     wanted = "sigmoid" if o.name == "sigmoid" else "softmax"
@@ -108,6 +120,9 @@ def validate_config(config, num_replicas: int = 1) -> None:
                f"objective.itc_keys={o.itc_keys!r}; choose from {list(albef.ITC_KEYS)}")
         for name in ("itc_weight", "itm_weight", "mlm_weight"):
             _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+        _check(o.itc_weight or o.itm_weight or o.mlm_weight,
+               "objective.itc_weight, itm_weight and mlm_weight are all 0: no loss, so no "
+               "gradient to train the model with")
         _check(0.0 < o.mlm_probability < 1.0,
                f"objective.mlm_probability={o.mlm_probability} must be in (0, 1)")
         try:

@@ -14,6 +14,10 @@ def get_config():
     c.model.text_architecture = {"num_layers": 3, "hidden_dim": 128, "num_heads": 2}
     c.model.fusion_layers = 1
     c.objective.name = "albef"
+    # ALBEF's temperature: learnable from 0.07, clamped to [0.001, 0.5] after every update.
+    c.model.temperature_init = 0.07
+    c.model.min_temperature = 0.001
+    c.model.max_temperature = 0.5
     # From scratch, ALBEF's stop-gradient momentum keys stayed at chance in 300-800-step runs (the
     # random towers map every input to nearly one vector); online keys learn as ALIGN does.
     c.objective.itc_keys = "online"

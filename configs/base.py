@@ -26,7 +26,12 @@ def get_config():
     # checkpointing, align_tf/models/remat.py): same results, less activation memory, ~1 more forward.
     c.model.remat = False
     c.model.temperature_init = 1.0     # paper: σ learnable, initialised to 1.0
-    c.model.min_temperature = 1e-3     # σ is clipped from below at this in the logits (never 0)
+    # Bounds of the temperature, enforced on the parameter after every applied update (as CLIP and
+    # ALBEF clamp theirs; the gradient keeps flowing at a bound): σ in [min, max] (ALBEF: [0.001,
+    # 0.5]); for a sigmoid model t = 1/temperature, i.e. t <= 1/min_temperature (and, with
+    # max_temperature, t >= 1/max_temperature).
+    c.model.min_temperature = 1e-3     # > 0: σ never reaches 0 (the logits' factor <= 1000)
+    c.model.max_temperature = ml_collections.config_dict.placeholder(float)  # None: no upper bound
     # How cosines become logits, i.e. the loss the model is trained with and what export's scores
     # mean. A model property, not just the objective's, because export and evaluation score with it
     # and need its parameters: "softmax" (ALIGN): logits = cos / σ, σ from temperature_init;

@@ -526,3 +526,45 @@ def test_image_text_match_through_hub_load_without_align_tf(albef_run, tmp_path)
     assert "one text per image" in report["errors"]["mismatch"]
     assert "pixels in [0, 1]" in report["errors"]["range"]
     assert report["empty"] == [0]
+
+
+def test_itm_weight_zero_trains_on_two_replicas():
+    """``itm_weight=0, mlm_weight=1`` on 2 replicas (MirroredStrategy): the ITM head gets no
+    gradient, so it is not trained (before, its ``None`` gradients reached the all-reduce and the
+    step failed), the MLM head is; σ above ALBEF's 0.5 comes back to it after the update, on
+    every replica. All three weights 0 is a one-line ConfigError."""
+    config = _config()
+    config.objective.itm_weight, config.objective.mlm_weight = 0.0, 1.0
+    config.model.temperature_init, config.model.max_temperature = 0.07, 0.5
+    # A two-block image tower and 16-pixel images: the step on two replicas is the test's time.
+    config.model.image_architecture = dict(
+        width=0.25, depth=1.0, drop_connect_rate=0.0, kernel_sizes=[3, 3], in_channels=[32, 16],
+        out_channels=[16, 24], strides=[1, 2], repeats=[1, 1], expand_ratios=[1, 6])
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                              tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = build_dual_encoder(config.model, VOCAB)
+        objective = objectives.build_objective(config.objective, model,
+                                               keras.optimizers.SGD(learning_rate=0.5))
+    trained = {id(v) for v in objective.trainable_variables}
+    assert not any(id(v) in trained for v in model.fusion.itm_head.trainable_variables)
+    model.temperature.assign(0.9)
+    head = [v.numpy() for v in objective.mlm_head.trainable_variables]
+    batch = dict(_batch(8, seed=3))
+    batch["image"] = batch["image"][:, :16, :16]
+    data = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda x: x[ctx.replica_id_in_sync_group * 4:][:4], batch))
+    # Eager (tracing ALBEF on two replicas costs ~8 s); the None reached the all-reduce either way.
+    out = strategy.run(objective.train_step, args=(data,))
+    assert np.isfinite(float(strategy.reduce("MEAN", out["loss"], axis=None)))
+    assert int(objective.optimizer.iterations.numpy()) == 1  # applied, not skipped
+    assert any(not np.allclose(a, b.numpy()) for a, b in
+               zip(head, objective.mlm_head.trainable_variables))
+    for copy in strategy.experimental_local_results(model.temperature.value):
+        assert float(copy) == 0.5
+
+    config.objective.mlm_weight = config.objective.itc_weight = 0.0
+    with pytest.raises(trainer.ConfigError, match="all 0: no loss, so no gradient"):
+        trainer.validate_config(config)

@@ -1,6 +1,7 @@
 """BatchNormalization across replicas (``align_tf.models.batch_norm``): batch statistics per
 replica, per group of replicas or over all of them (``model.bn_group_size``), with gradients through
-the shared statistics; moving statistics averaged over every replica; the config field's migration.
+the shared statistics; moving statistics averaged over every replica, and left alone by a skipped
+(non-finite) train step on every path; the config field's migration.
 
 MirroredStrategy over 4 logical CPUs (tests/conftest.py), with ReductionToOneDevice: CPU
 collectives keep group keys per process, which clash between strategies in one test process."""
@@ -14,10 +15,11 @@ import tensorflow as tf
 
 from align_tf import run_dir
 from align_tf.configs import base
-from align_tf.models import efficientnet
+from align_tf.models import batch_norm, efficientnet
 from align_tf.models.batch_norm import BatchNormalization, check_group_size
 
 REPLICAS, CHANNELS, MOMENTUM, EPSILON = 4, 3, 0.9, 1e-3
+GLOBAL_ROWS = 8  # test_accumulation.make_batch's
 
 
 def _strategy(replicas=REPLICAS):
@@ -144,3 +146,50 @@ def test_legacy_sync_batch_norm(tmp_path, old, new):
     with pytest.raises(SystemExit, match="--config.model.sync_batch_norm moved: use "
                                          "--config.model.bn_group_size=-1"):
         train._rewrite_config_arg([f"--config.model.sync_batch_norm={old}"])
+
+
+# A pairwise cover of (replicas, accumulation, remat): each pair of values is run once, so every
+# path that updates the moving statistics in the forward pass is exercised in 4 cases, not 8.
+# Eager but for one replica case traced as training runs it (tracing on 2 replicas costs ~6 s).
+@pytest.mark.parametrize("replicas,accumulation_steps,remat_on,graph", [
+    (1, 1, False, False), (1, 2, True, False), (2, 1, True, True), (2, 2, False, False)])
+def test_a_skipped_step_leaves_the_moving_statistics_bit_equal(replicas, accumulation_steps,
+                                                               remat_on, graph):
+    """One ``inf`` pixel (in replica 0's rows) makes the step non-finite: it is skipped, and every
+    BatchNorm's moving statistics stay bit-equal on every replica. Before the fix the forward
+    pass had already written ``inf``/``nan`` there (and the all-reduce spread it to replica 1)."""
+    from test_accumulation import build, make_batch, small_config
+    config = small_config()
+    # Two blocks: tracing (twice with 2 replicas, again for each pass) is most of the test's time.
+    config.model.image_architecture = dict(
+        width=0.25, depth=1.0, drop_connect_rate=0.0, kernel_sizes=[3, 3], in_channels=[32, 16],
+        out_channels=[16, 24], strides=[1, 2], repeats=[1, 1], expand_ratios=[1, 6])
+    config.model.remat = remat_on
+    strategy = _strategy(replicas) if replicas > 1 else tf.distribute.get_strategy()
+    keras.utils.set_random_seed(0)
+    model, objective = build(config, strategy=strategy, accumulation_steps=accumulation_steps)
+    batch = make_batch()
+    batch["image"] = batch["image"][:, :16, :16].copy()  # tiny images: the step is what matters
+    batch["image"][0, 3, 3, 0] = np.inf
+    batch = tf.nest.map_structure(tf.constant, batch)
+
+    def copies():
+        return [[c.numpy() for c in strategy.experimental_local_results(v.value)]
+                for v in batch_norm.moving_statistics(model) + model.trainable_variables]
+
+    before = copies()
+    if replicas > 1:
+        rows = GLOBAL_ROWS // replicas
+        data = strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.nest.map_structure(
+                lambda x: x[ctx.replica_id_in_sync_group * rows:][:rows], batch))
+        run = lambda d: strategy.run(objective.train_step, args=(d,))  # noqa: E731
+        out = (tf.function(run) if graph else run)(data)
+        skipped = strategy.experimental_local_results(out["skipped_steps"])[0]
+    else:
+        skipped = objective.train_step(batch)["skipped_steps"]
+    assert float(skipped) == 1.0
+    for want, got in zip(before, copies()):
+        assert len(got) == replicas
+        for copy in got:
+            np.testing.assert_array_equal(copy, want[0])

@@ -316,3 +316,27 @@ def test_the_model_has_only_the_online_towers():
         losses.l2_normalize(model.image_encoder(pixels, training=False)).numpy())
     momentum_image, _ = objective.embed_momentum({"image": pixels, "text": _batch(2)["text"]})
     assert not np.allclose(momentum_image.numpy(), model.embed_image(pixels).numpy())
+
+
+def test_a_skipped_step_reaches_neither_the_online_nor_the_momentum_statistics():
+    """A batch with one ``inf`` pixel, then a clean batch: the skipped step leaves the model
+    (BatchNorm's moving statistics included), the momentum towers and the queue bit-equal, and
+    the clean step's EMA averages finite online weights. Before, the forward pass wrote ``inf`` /
+    ``nan`` into the moving statistics and the next applied step copied them into the towers."""
+    m = 0.9
+    objective = _objective(momentum=m, queue=16)
+    watched = objective.model.weights + _state(objective)
+    before = [v.numpy() for v in watched]
+    bad = _batch(8, 3)
+    bad["image"][2, 5, 5, 0] = np.inf
+    out = objective.train_step(tf.nest.map_structure(tf.constant, bad))  # eager: no tracing
+    assert float(out["skipped_steps"]) == 1.0
+    for want, v in zip(before, watched):
+        np.testing.assert_array_equal(v.numpy(), want)
+    ema_before = [ema.numpy() for ema in objective.momentum_variables]
+    out = objective.train_step(tf.nest.map_structure(tf.constant, _batch(8, 4)))
+    assert float(out["skipped_steps"]) == 1.0 and np.isfinite(float(out["loss"]))
+    for (ema, online), old in zip(objective.momentum_pairs, ema_before):
+        assert np.isfinite(ema.numpy()).all(), ema.path
+        np.testing.assert_allclose(ema.numpy(), m * old + (1 - m) * online.numpy(),
+                                   rtol=1e-5, atol=1e-7)

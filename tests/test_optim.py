@@ -74,3 +74,67 @@ def test_fused_adamw_matches_keras_adamw():
     for got, want in zip(runs[1], runs[0]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert not np.allclose(runs[1][0], init[0])
+
+
+def test_temperature_recovers_from_below_its_floor():
+    """σ below ``min_temperature`` (where a clip inside the loss used to leave it for good: no
+    gradient, and Adam's momentum only pushed it further): the clamp after the update puts the
+    parameter on the floor, where the loss's gradient reaches it, and the label-smoothed loss's
+    gradient at a tiny σ pushes it up (the over-confident logits cost more than they gain)."""
+    import tensorflow as tf
+
+    from align_tf import objectives
+    from test_accumulation import VOCAB, make_batch, small_config
+    config = small_config()
+    keras.utils.set_random_seed(0)
+    model = build_dual_encoder(config.model, VOCAB)
+    objective = objectives.build_objective(config.objective, model,
+                                           keras.optimizers.SGD(learning_rate=1e-5))
+    floor = config.model.min_temperature
+    model.temperature.assign(floor / 2)
+    batch = tf.nest.map_structure(tf.constant, make_batch())
+    for _ in range(2):  # eager: cheaper than tracing for two steps
+        objective.train_step(batch)
+    assert float(model.temperature.numpy()) > floor * 1.01
+
+
+@pytest.mark.parametrize("similarity", ["softmax", "sigmoid"])
+def test_temperature_bounds_are_applied_to_the_parameter_after_each_update(similarity):
+    """Any optimizer step that moves σ (or the sigmoid model's t′ = -log temperature) past a bound
+    leaves it on the bound; inside the bounds the update is untouched."""
+    config = base.get_config()
+    config.model.text_size_name = "nano"
+    config.model.similarity = similarity
+    config.model.min_temperature, config.model.max_temperature = 0.05, 0.5
+    model = build_dual_encoder(config.model, 50)
+    param = model.temperature if similarity == "softmax" else model.log_logit_scale
+    low, high = (0.05, 0.5) if similarity == "softmax" else (np.log(2.0), np.log(20.0))
+    opt = keras.optimizers.SGD(learning_rate=1.0)
+    for step, expected in ((-10.0, high), (10.0, low), (-0.01, low + 0.01)):
+        opt.apply([np.float32(step)], [param])  # SGD: param -= step
+        np.testing.assert_allclose(float(param.numpy()), expected, rtol=1e-6)
+
+
+def test_temperature_bounds_are_checked_in_one_line():
+    """Bounds that contradict each other or the initial value are a one-line ConfigError; the
+    ALBEF preset starts at ALBEF's 0.07 within its [0.001, 0.5]."""
+    from align_tf import trainer
+    from align_tf.configs import albef_tiny
+    config = albef_tiny.get_config()
+    trainer.validate_config(config)
+    assert (config.model.temperature_init, config.model.min_temperature,
+            config.model.max_temperature) == (0.07, 0.001, 0.5)
+    for field, value, message in (
+            ("max_temperature", 0.0005, "model.max_temperature=0.0005 must be >= "
+                                        "model.min_temperature=0.001"),
+            ("temperature_init", 0.6, "model.temperature_init=0.6 must be within the bounds"),
+            ("logit_scale_init", 1.0, "model.logit_scale_init=1.0 must be within "
+                                      "[1/max_temperature, 1/min_temperature]=[2.0, 1000.0]")):
+        bad = base.get_config()
+        bad.model.max_temperature = 0.5
+        bad.model[field] = value
+        if field == "logit_scale_init":
+            bad.model.similarity, bad.objective.name = "sigmoid", "sigmoid"
+        with pytest.raises(trainer.ConfigError, match=message.replace("[", r"\[")) as e:
+            trainer.validate_config(bad)
+        assert "\n" not in str(e.value)

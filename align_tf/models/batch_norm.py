@@ -41,6 +41,10 @@ Passes that re-run a forward (rematerialisation's recomputation, gradient accumu
 pass over a sub-batch) run inside ``frozen_moving_statistics()``: batch statistics as usual, no
 update of the moving ones, which that step has updated already. ``moving_statistics(model)``
 lists the variables, for gradient accumulation's one update per step.
+
+The update happens in the forward pass, before the step knows whether its loss and gradients are
+finite; ``Objective.train_step`` puts the statistics back on a skipped step (one select after the
+all-reduce above, so every replica runs the same collectives).
 """
 
 from __future__ import annotations
@@ -83,11 +87,13 @@ def frozen_moving_statistics():
         _local.frozen = previous
 
 
-def moving_statistics(model) -> list:
+def moving_statistics(model, updated_only: bool = False) -> list:
     """The moving statistics of every BatchNormalization layer in ``model`` (Keras' included),
-    in a fixed order."""
+    in a fixed order; ``updated_only``: only those a training-mode forward pass updates (of
+    trainable layers; a frozen layer normalises with its moving statistics)."""
     return [v for layer in model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
             if isinstance(layer, keras.layers.BatchNormalization)
+            and (layer.trainable or not updated_only)
             for v in layer.non_trainable_weights]
 
 

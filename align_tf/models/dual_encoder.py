@@ -22,6 +22,32 @@ from align_tf.models.text_encoder import bert_text_encoder, split_for_fusion
 SIMILARITIES = ("softmax", "sigmoid")  # config.model.similarity
 
 
+@keras.saving.register_keras_serializable(package="align_tf")
+class Clamp(keras.constraints.Constraint):
+    """Clamps a weight into ``[low, high]`` (``None``: unbounded on that side).
+
+    As a variable's ``constraint``, Keras' optimizers apply it right after each update of the
+    variable (so never on a skipped step). CLIP and ALBEF clamp their temperature this way: the
+    loss sees the parameter itself, so its gradient keeps flowing at the bound, where a clip
+    inside the loss would stop it (and let momentum carry the parameter further out for good).
+    """
+
+    def __init__(self, low=None, high=None):
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
+
+    def __call__(self, w):
+        w = tf.convert_to_tensor(w)
+        if self.low is not None:
+            w = tf.maximum(w, tf.cast(self.low, w.dtype))
+        if self.high is not None:
+            w = tf.minimum(w, tf.cast(self.high, w.dtype))
+        return w
+
+    def get_config(self):
+        return {"low": self.low, "high": self.high}
+
+
 class DualEncoder(keras.Model):
     """Image tower + text tower with L2-normalised embeddings and logits from their cosines.
 
@@ -39,7 +65,11 @@ class DualEncoder(keras.Model):
       image_encoder: maps ``(B, H, W, 3)`` pixels in [0, 1] to ``(B, D)``.
       text_encoder: maps ``{"token_ids", "padding_mask", "segment_ids"}`` to ``(B, D)``.
       temperature_init: initial σ (the paper's 1.0); softmax only.
-      min_temperature: σ is clipped from below in the logits so it can never reach zero.
+      min_temperature, max_temperature: bounds of the temperature (``max_temperature`` ``None``:
+        none above), enforced on the parameter after every optimizer update (``Clamp``): σ in
+        ``[min, max]`` (ALBEF: [0.001, 0.5]), or for a sigmoid model 1/t, i.e.
+        t′ in ``[-log max, -log min]`` (the same cap 1/min_temperature on the cosines' factor).
+        The softmax logits also clip σ to the bounds, for a σ restored from outside them.
       similarity: ``"softmax"`` or ``"sigmoid"``.
       logit_scale_init: initial t (SigLIP: 10, i.e. t′ = log 10); sigmoid only.
       logit_bias_init: initial b (SigLIP: -10); sigmoid only.
@@ -49,7 +79,7 @@ class DualEncoder(keras.Model):
 
     def __init__(self, image_encoder, text_encoder, temperature_init=1.0, min_temperature=1e-3,
                  similarity="softmax", logit_scale_init=10.0, logit_bias_init=-10.0, fusion=None,
-                 **kwargs):
+                 max_temperature=None, **kwargs):
         super().__init__(**kwargs)
         if similarity not in SIMILARITIES:
             raise ValueError(f"unknown similarity {similarity!r}; choose from {list(SIMILARITIES)}")
@@ -57,22 +87,32 @@ class DualEncoder(keras.Model):
         self.text_encoder = text_encoder
         self.temperature_init = float(temperature_init)
         self.min_temperature = float(min_temperature)
+        self.max_temperature = None if max_temperature is None else float(max_temperature)
+        if not 0 < self.min_temperature <= (self.max_temperature or math.inf):
+            raise ValueError(f"temperature bounds [{min_temperature}, {max_temperature}] must "
+                             "satisfy 0 < min <= max")
         self.similarity = similarity
         self.logit_scale_init = float(logit_scale_init)
         self.logit_bias_init = float(logit_bias_init)
         self.fusion = fusion
 
-        def scalar(value, name):
+        def scalar(value, name, constraint=None):
             # float32 and not autocast: a single scalar that must keep precision under bf16.
             return self.add_weight(shape=(), initializer=keras.initializers.Constant(value),
-                                   dtype="float32", autocast=False, name=name)
+                                   dtype="float32", autocast=False, name=name,
+                                   constraint=constraint)
 
         if similarity == "softmax":
-            self.temperature = scalar(temperature_init, "temperature")
+            self.temperature = scalar(temperature_init, "temperature",
+                                      Clamp(self.min_temperature, self.max_temperature))
         else:
             self.temperature = None
-            # t learned as its log (SigLIP), so it stays positive and moves by relative steps.
-            self.log_logit_scale = scalar(math.log(logit_scale_init), "log_logit_scale")
+            # t learned as its log (SigLIP), so it stays positive and moves by relative steps;
+            # t = 1/temperature, so t′ = -log(temperature) is bounded by the temperature's bounds.
+            self.log_logit_scale = scalar(
+                math.log(logit_scale_init), "log_logit_scale",
+                Clamp(None if self.max_temperature is None else -math.log(self.max_temperature),
+                      -math.log(self.min_temperature)))
             self.logit_bias = scalar(logit_bias_init, "logit_bias")
         self.built = True  # both towers are built functional models; nothing is created lazily
 
@@ -89,8 +129,13 @@ class DualEncoder(keras.Model):
         return losses.l2_normalize(self.text_encoder(tokens, training=training))
 
     def clipped_temperature(self):
-        """σ clipped from below at ``min_temperature`` (what the loss and the logits use)."""
-        return tf.maximum(self.temperature, self.min_temperature)
+        """σ clipped into ``[min_temperature, max_temperature]`` (what the loss and the logits
+        use). Training keeps the parameter itself in the bounds (``Clamp``), so this changes
+        nothing then, and the gradient at a bound still reaches σ."""
+        temperature = tf.maximum(self.temperature, self.min_temperature)
+        if self.max_temperature is not None:
+            temperature = tf.minimum(temperature, self.max_temperature)
+        return temperature
 
     def logit_scale(self):
         """The factor on the cosines: 1/σ (σ clipped at ``min_temperature``), or t = exp(t′)."""
@@ -113,7 +158,8 @@ class DualEncoder(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "temperature_init": self.temperature_init,
-                "min_temperature": self.min_temperature, "similarity": self.similarity,
+                "min_temperature": self.min_temperature,
+                "max_temperature": self.max_temperature, "similarity": self.similarity,
                 "logit_scale_init": self.logit_scale_init, "logit_bias_init": self.logit_bias_init,
                 "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
                 "text_encoder": keras.saving.serialize_keras_object(self.text_encoder)}
@@ -156,6 +202,7 @@ def build_dual_encoder(model_config, vocabulary_size: int, **image_tower_kwargs)
                         name="fusion")
     return DualEncoder(image_encoder, text_encoder, temperature_init=model_config.temperature_init,
                        min_temperature=model_config.min_temperature,
+                       max_temperature=model_config.max_temperature,
                        similarity=model_config.similarity,
                        logit_scale_init=model_config.logit_scale_init,
                        logit_bias_init=model_config.logit_bias_init, fusion=fusion,

@@ -22,7 +22,8 @@ Exactness needs both passes over a sub-batch to compute the same function:
   are those of sub-batch k of every replica in the group). The moving statistics are updated once
   per step with the mean of the K sub-batches' updates, which is one EMA step with the mean
   statistics, as K replicas do (K sequential updates would amount to momentum m^K); the second
-  pass runs with them frozen.
+  pass runs with them frozen. A step that turns out non-finite puts them back
+  (``Objective.train_step``), as without accumulation.
 
 Only objectives whose loss depends on the batch through the embeddings alone can do this
 (``Objective.supports_accumulation``); the momentum towers' embeddings, which carry no gradient,

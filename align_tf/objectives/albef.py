@@ -218,11 +218,17 @@ class AlbefObjective(Objective):
     @property
     def trainable_variables(self) -> list:
         """The model's weights and the MLM head's, less the parts no loss reaches (the fusion
-        encoder without ITM and MLM, the MLM head without MLM): ITC alone trains the towers."""
-        variables = list(self.model.trainable_variables)
+        encoder without ITM and MLM, the ITM head without ITM, σ without ITC, the MLM head
+        without MLM): ITC alone trains the towers and σ."""
+        unused = []
         if not (self.itm_weight or self.mlm_weight):
-            fusion = {id(v) for v in self.model.fusion.trainable_variables}
-            variables = [v for v in variables if id(v) not in fusion]
+            unused += self.model.fusion.trainable_variables
+        elif not self.itm_weight:
+            unused += self.model.fusion.itm_head.trainable_variables
+        if not self.itc_weight:
+            unused.append(self.model.temperature)
+        unused = {id(v) for v in unused}
+        variables = [v for v in self.model.trainable_variables if id(v) not in unused]
         if self.mlm_weight:
             variables += self.mlm_head.trainable_variables
         return variables

@@ -10,8 +10,12 @@ An objective owns how a batch becomes gradients; the model (``align_tf.models``)
 2. gradients of ``loss / num_replicas`` are all-reduced once (the optimizer is told not to reduce
    again, so the logged gradient norm and the finiteness check see the global gradient);
 3. the update is applied only if loss and gradients are finite; otherwise the step is counted in
-   ``skipped_steps`` / ``consecutive_skips`` and the weights stay untouched;
+   ``skipped_steps`` / ``consecutive_skips`` and the weights stay untouched, BatchNorm's moving
+   statistics included (the forward pass updated them; they are put back, ``_keep_if_finite``);
 4. ``after_apply`` (the subclass, e.g. EMA towers and queues) runs after an applied update.
+
+Variables without a gradient (``None``: no loss reaches them) are left out of the all-reduce and
+the update; every replica traces the same graph, so each leaves out the same ones.
 
 Objective state that must survive a restart (the skip counters, momentum towers, queues) lives in
 ``objective.state``, a trackable that the trainer checkpoints next to the model and optimizer.
@@ -19,10 +23,12 @@ Objective state that must survive a restart (the skip counters, momentum towers,
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import tensorflow as tf
 
-from align_tf.models import random_streams
+from align_tf.models import batch_norm, random_streams
 import align_tf.objectives.accumulation as accumulation
 
 
@@ -134,6 +140,10 @@ class Objective:
         """One optimizer step on this replica's share of the global batch."""
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
+        # The forward pass (every path: accumulation, remat, replicas) updates BatchNorm's moving
+        # statistics in place; a skipped step must leave them as they were.
+        moving = batch_norm.moving_statistics(self.model, updated_only=True)
+        moving_before = [tf.identity(v.value) for v in moving]
         # Each replica's loss is a mean over its local rows; the global loss is their mean.
         if self.accumulation_steps > 1:
             if not self.supports_accumulation:
@@ -149,6 +159,17 @@ class Objective:
                 out = self.compute_loss(batch, training=True)
                 scaled_loss = out["loss"] / num_replicas
             grads = tape.gradient(scaled_loss, variables)
+        # No loss reaches a None gradient's variable (e.g. an unused head): nothing to reduce or
+        # apply. Decided while tracing, from the same graph on every replica.
+        kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not kept:
+            raise ValueError(f"{type(self).__name__}: no trainable variable gets a gradient "
+                             "(are all loss weights zero?)")
+        if len(kept) < len(variables):  # as Keras' optimizer warns, which now never sees them
+            missing = [v.path for g, v in zip(grads, variables) if g is None]
+            warnings.warn(f"{len(missing)} trainable variables get no gradient and are not "
+                          f"updated, e.g. {missing[0]}", stacklevel=2)
+        grads, variables = [g for g, _ in kept], [v for _, v in kept]
         ctx = tf.distribute.get_replica_context()
         global_loss = scaled_loss
         if ctx is not None and num_replicas > 1:
@@ -158,6 +179,7 @@ class Objective:
         grad_norm = tf.linalg.global_norm(grads)
         # Decided on all-reduced values only, so every replica takes the same branch.
         finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(global_loss)
+        _keep_if_finite(finite, moving, moving_before)
         self._apply_if_finite(finite, grads, variables, out.pop("after_apply", ()))
         metrics = {k: out[k] for k in self.scalars if k in out}
         metrics.update(grad_norm=grad_norm,
@@ -207,6 +229,17 @@ class Objective:
         for name, value in self.state._trackable_children().items():  # noqa: SLF001
             setattr(view, name, value)
         return view
+
+
+def _keep_if_finite(finite, variables, before):
+    """Puts ``variables`` back to ``before`` unless ``finite``.
+
+    A select in replica context, not a ``tf.cond``: no branch, so nothing differs between
+    replicas or strategies (MirroredStrategy, XLA), and the forward pass's collectives (BatchNorm's
+    all-reduce of the moving statistics) ran unconditionally on every replica before it.
+    """
+    for v, old in zip(variables, before):
+        v.assign(tf.where(finite, v.value, old))
 
 
 def skip_optimizer_all_reduce(optimizer):
