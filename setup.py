@@ -62,6 +62,15 @@ setup(
     package_dir={"align_tf.configs": "configs"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["align-train=align_tf.train:run"]},
+    # One console script per entry point; `python -m align_tf.X` works the same.
+    entry_points={"console_scripts": [
+        "align-train=align_tf.train:run",
+        "align-evaluate=align_tf.evaluate:run",
+        "align-export=align_tf.export:run",
+        "align-finetune=align_tf.finetune:run",
+        "align-build=align_tf.data.build:run",
+        "align-vocab=align_tf.data.vocab:run",
+        "align-convert=align_tf.convert.hf_align:run",
+    ]},
     license="Apache-2.0",
 )

@@ -47,9 +47,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from align_tf import prompts  # noqa: E402
+from align_tf import cli, prompts  # noqa: E402
 from align_tf.configs import base  # noqa: E402
 
 _EVAL = base.get_config().eval  # flag defaults shown in --help; a run's config.json wins
@@ -166,5 +166,10 @@ def main(argv):
         print(f"Wrote {_OUTPUT.value}")
 
 
+def run():
+    """Console entry point (``align-evaluate``): ``python -m align_tf.evaluate --model_dir=RUN``."""
+    cli.run(__name__, main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

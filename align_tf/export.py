@@ -614,11 +614,12 @@ def main(argv):
 
 
 def run():
-    """Console entry point: ``python -m align_tf.export --model_dir=DIR --output=DIR``."""
+    """Console entry point (``align-export``): ``python -m align_tf.export --model_dir=DIR
+    --output=DIR``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import app
+    from align_tf import cli
     _define_flags()
-    app.run(main)
+    cli.run(__name__, main)
 
 
 if __name__ == "__main__":

@@ -477,8 +477,10 @@ def _main(f):
 
 def run():
     """Console entry point: ``python -m align_tf.finetune --init=RUN --task=T --model_dir=OUT``."""
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
+
+    from align_tf import cli
     sys.argv[1:], default = _prepare_argv(sys.argv[1:])
     config_flags.DEFINE_config_file(
         "config", default, "Fine-tuning preset (finetune_classification, finetune_vtab, "
@@ -497,7 +499,7 @@ def run():
                                            "one_device"], "Distribution strategy (as train).")
     flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address or 'local'.")
     flags.DEFINE_integer("train_steps", None, "Overrides config.train.steps.")
-    app.run(main, argv=sys.argv)
+    cli.run(__name__, main, argv=sys.argv)
 
 
 if __name__ == "__main__":

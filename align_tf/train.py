@@ -21,9 +21,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from align_tf import cli  # noqa: E402
 from align_tf.configs import PRESETS, preset_path, unknown_field  # noqa: E402
 
 
@@ -126,7 +127,8 @@ def main(argv):
 
 
 def run():
-    app.run(main, argv=sys.argv)
+    """Console entry point (``align-train``)."""
+    cli.run(__name__, main, argv=sys.argv)
 
 
 if __name__ == "__main__":

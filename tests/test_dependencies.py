@@ -2,10 +2,8 @@
 those bounds, and the installed versions do too, so a fresh machine gets what CI tested."""
 import importlib.metadata
 import pathlib
-import runpy
 
 import pytest
-import setuptools
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -13,18 +11,10 @@ from packaging.version import Version
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _setup_requirements():
+def _setup_requirements(setup_kwargs):
     """Every requirement setup.py declares (install_requires and all extras), by package name."""
-    captured = {}
-    mp = pytest.MonkeyPatch()
-    mp.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
-    mp.chdir(ROOT)  # setup.py reads README.md relative to the working directory
-    try:
-        runpy.run_path(str(ROOT / "setup.py"))
-    finally:
-        mp.undo()
-    strings = list(captured["install_requires"])
-    for extra in captured["extras_require"].values():
+    strings = list(setup_kwargs["install_requires"])
+    for extra in setup_kwargs["extras_require"].values():
         strings += extra
     requirements = {}
     for text in strings:
@@ -45,31 +35,33 @@ def _constraints():
     return pins
 
 
-REQUIREMENTS = _setup_requirements()
+@pytest.fixture(scope="module")
+def requirements(setup_kwargs):
+    return _setup_requirements(setup_kwargs)
 
 
 def _has_upper_bound(req):
     return any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier)
 
 
-def test_every_requirement_has_an_upper_bound():
-    unbounded = [str(r) for reqs in REQUIREMENTS.values() for r in reqs if not _has_upper_bound(r)]
+def test_every_requirement_has_an_upper_bound(requirements):
+    unbounded = [str(r) for reqs in requirements.values() for r in reqs if not _has_upper_bound(r)]
     assert not unbounded, f"requirements without an upper bound: {unbounded}"
 
 
-def test_constraints_pin_every_requirement_within_its_bounds():
+def test_constraints_pin_every_requirement_within_its_bounds(requirements):
     pins = _constraints()
-    for name, reqs in REQUIREMENTS.items():
+    for name, reqs in requirements.items():
         assert name in pins, f"constraints.txt has no pin for {name}"
         for req in reqs:
             assert req.specifier.contains(pins[name], prereleases=True), \
                 f"constraints.txt pins {name}=={pins[name]}, outside setup.py's {req}"
 
 
-def test_installed_versions_lie_within_the_bounds():
+def test_installed_versions_lie_within_the_bounds(requirements):
     """Fails when the environment running the tests is not the one the bounds describe."""
     outside = []
-    for name, reqs in REQUIREMENTS.items():
+    for name, reqs in requirements.items():
         try:
             installed = Version(importlib.metadata.version(name))
         except importlib.metadata.PackageNotFoundError:

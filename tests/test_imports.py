@@ -78,3 +78,13 @@ def test_lower_layers_do_not_import_higher_ones():
                        for m in reach(model_module)), model_module
     assert not any(m.startswith(("align_tf.evaluation", "align_tf.trainer", "align_tf.objectives"))
                    for m in reach("align_tf.export"))
+
+
+def test_import_align_tf_does_not_import_tensorflow():
+    """``python -m align_tf.X --help`` and TF-free consumers start without loading TensorFlow."""
+    import subprocess
+    import sys
+    code = "import sys, align_tf; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('tensorflow', 'keras')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

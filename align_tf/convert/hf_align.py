@@ -551,9 +551,10 @@ def main(argv):
 
 
 def run():
-    from absl import app
+    """Console entry point (``align-convert``)."""
+    from align_tf import cli
     _define_flags()
-    app.run(main)
+    cli.run(__name__, main)
 
 
 if __name__ == "__main__":

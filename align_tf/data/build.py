@@ -86,11 +86,12 @@ import uuid
 from typing import NamedTuple, NoReturn, Tuple
 
 import apache_beam as beam
-from absl import app, flags
+from absl import flags
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from align_tf import cli as entry
 from align_tf.data import cli, filters, img2dataset, webdataset
 
 log = logging.getLogger(__name__)
@@ -762,9 +763,7 @@ def main(argv: list) -> None:
 def run() -> None:
     """``python -m align_tf.data.build``: our flags into absl's ``FLAGS``, the rest to Beam."""
     _define_flags(flags.FLAGS)
-    for name in _FLAG_NAMES:  # --help lists the main module's flags; ours live in this module
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
+    entry.run(__name__, main, flags_parser=lambda argv: _parse(argv, flags.FLAGS))
 
 
 if __name__ == "__main__":

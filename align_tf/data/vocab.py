@@ -26,8 +26,9 @@ import os
 import time
 from typing import TYPE_CHECKING, NoReturn
 
-from absl import app, flags
+from absl import flags
 
+from align_tf import cli as entry
 from align_tf.data import cli
 
 if TYPE_CHECKING:
@@ -155,7 +156,8 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
 def run() -> None:
     """``python -m align_tf.data.vocab``."""
     _define_flags(flags.FLAGS)
-    app.run(main, flags_parser=lambda argv: cli.parse(PROG, argv, flags.FLAGS, **_PARSE))
+    entry.run(__name__, main,
+              flags_parser=lambda argv: cli.parse(PROG, argv, flags.FLAGS, **_PARSE))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Every entry point has a console script (``align-X``) whose ``--help`` is the command's own:
+its docstring and its flags (``align_tf.cli.run``), as ``python -m align_tf.X --help`` prints."""
+
+import ast
+import pathlib
+import shutil
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Console script → one flag its --help must list (the rest are the command's business).
+SCRIPTS = {"align-train": "--model_dir", "align-evaluate": "--savedmodel",
+           "align-export": "--output", "align-finetune": "--init", "align-build": "--output_dir",
+           "align-vocab": "--output", "align-convert": "--hf_dir"}
+
+
+def _targets(setup_kwargs) -> dict:
+    """``{script: (module, function)}`` from setup.py's console_scripts."""
+    targets = {}
+    for line in setup_kwargs["entry_points"]["console_scripts"]:
+        script, target = (part.strip() for part in line.split("="))
+        module, function = target.split(":")
+        targets[script] = (module, function)
+    return targets
+
+
+def _first_doc_line(module: str) -> str:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))).splitlines()[0]
+
+
+def test_every_entry_point_has_a_console_script(setup_kwargs):
+    targets = _targets(setup_kwargs)
+    assert set(targets) == set(SCRIPTS)
+    for script, (module, function) in targets.items():
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+        assert f"\ndef {function}(" in source, f"{script}: {module} has no {function}()"
+
+
+def test_console_scripts_help_lists_the_commands_docstring_and_flags(setup_kwargs):
+    targets = _targets(setup_kwargs)
+    missing = [s for s in SCRIPTS if shutil.which(s) is None]
+    assert not missing, f"not installed (pip install -e .): {missing}"
+    # All at once: each is a separate Python start-up (export imports TensorFlow).
+    procs = {s: subprocess.Popen([shutil.which(s), "--help"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for s in SCRIPTS}
+    for script, proc in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode in (0, 1), out  # absl exits 1 after printing --help
+        assert _first_doc_line(targets[script][0]) in out, f"{script}: no docstring\n{out}"
+        assert f"  {SCRIPTS[script]}:" in out, f"{script}: --help does not list its flags\n{out}"
