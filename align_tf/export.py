@@ -65,7 +65,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging as absl_logging
 
-from align_tf import losses
+from align_tf import compat, losses
 from align_tf.data.preprocessing import ImagePreprocessor
 from align_tf.prompts import TEMPLATE_CHOICES, check_templates, get_templates
 
@@ -143,7 +143,7 @@ def _tf_variable(v):
     return inner
 
 
-class _Tower(tf.__internal__.tracking.AutoTrackable):
+class _Tower(compat.AutoTrackable):
     """A TF Hub "reusable SavedModel" part: ``__call__``, ``variables``, ``trainable_variables``,
     ``regularization_losses`` (what ``hub.KerasLayer`` and ``keras.layers.TFSMLayer`` use)."""
 
@@ -159,7 +159,7 @@ class _Tower(tf.__internal__.tracking.AutoTrackable):
         self.__call__ = call
 
 
-class AlignExport(tf.__internal__.tracking.AutoTrackable):
+class AlignExport(compat.AutoTrackable):
     """The object ``tf.saved_model.save`` writes; see the module docstring for its interface.
 
     Args:
@@ -386,7 +386,7 @@ def _variables_used_by(fns) -> list:
     """Variables captured by the concrete functions of ``fns`` (deduplicated, in order)."""
     seen, out = set(), []
     for fn in fns:
-        for concrete in fn._list_all_concrete_functions():  # noqa: SLF001
+        for concrete in compat.concrete_functions(fn):
             for v in concrete.variables:
                 if id(v) not in seen:
                     seen.add(id(v))
@@ -450,7 +450,7 @@ def _save_quietly(module, path: str) -> None:
         absl_logging.set_verbosity(absl_level)
 
 
-class ClassifierExport(tf.__internal__.tracking.AutoTrackable):
+class ClassifierExport(compat.AutoTrackable):
     """The SavedModel of a fine-tuned classifier (``align_tf.models.classifier``).
 
     Signatures: ``classify(images) → {"probabilities": [B, C] (softmax), "logits": [B, C]}`` and

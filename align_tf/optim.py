@@ -7,6 +7,8 @@ import re
 import keras
 import tensorflow as tf
 
+from align_tf import compat
+
 # Variables that get neither weight decay nor LAMB's trust ratio: biases, norm scales/offsets, the
 # temperature σ and SigLIP's log_logit_scale t′ (its logit_bias b matches "bias"), as in the
 # reference TF LAMB, where layer-adaptation exclusions default to the weight-decay exclusions.
@@ -58,6 +60,7 @@ class AdamW(keras.optimizers.AdamW):
         return (keras.backend.backend() == "tensorflow" and not self.amsgrad
                 and variable.dtype == tf.float32)
 
+    @compat.overrides(keras.optimizers.AdamW)
     def _apply_weight_decay(self, variables):
         if keras.backend.backend() != "tensorflow" or self.amsgrad:
             return super()._apply_weight_decay(variables)
@@ -71,8 +74,7 @@ class AdamW(keras.optimizers.AdamW):
         lr = tf.cast(learning_rate, tf.float32)
         self._decay(variable, lr)
         local_step = tf.cast(self.iterations + 1, tf.float32)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = compat.adam_slots(self, variable)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.value.handle, v=v.value.handle,
             beta1_power=tf.pow(tf.constant(self.beta_1, tf.float32), local_step),
@@ -83,7 +85,7 @@ class AdamW(keras.optimizers.AdamW):
             grad=tf.convert_to_tensor(gradient, tf.float32), use_locking=False)
 
     def _decay(self, variable, learning_rate):
-        if self.weight_decay is not None and self._use_weight_decay(variable):
+        if self.weight_decay is not None and compat.uses_weight_decay(self, variable):
             lr = tf.cast(learning_rate, variable.dtype)
             wd = tf.cast(self.weight_decay, variable.dtype)
             variable.assign_sub(variable * wd * lr)

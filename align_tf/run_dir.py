@@ -21,6 +21,8 @@ import os
 import ml_collections
 import tensorflow as tf
 
+from align_tf import compat
+
 CONFIG, VOCAB, CHECKPOINTS, TRAIN_LOGS, EVAL, SAVEDMODEL = (
     "config.json", "vocab.txt", "checkpoints", "train", "eval.json", "savedmodel")
 
@@ -175,7 +177,7 @@ def load_model(model_dir: str, checkpoint: str | None = None):
     return model, preprocessor, config
 
 
-class _Parts(tf.__internal__.tracking.AutoTrackable):
+class _Parts(compat.AutoTrackable):
     """Named parts of a model, tracked under the names the model gives them in a checkpoint."""
 
 

@@ -23,9 +23,8 @@ from typing import Callable
 
 import keras
 import tensorflow as tf
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from align_tf import distribute, objectives, optim
+from align_tf import compat, distribute, objectives, optim
 from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
 from align_tf.run_dir import RunDir
@@ -366,8 +365,8 @@ def _unused_checkpoint_entries(checkpoint: tf.train.Checkpoint, path: str) -> li
     object's own path (its first path, as a save names it) is counted as unused.
     """
     matched = tf.train.CheckpointView(path).match(checkpoint)
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    graph = compat.trackable_object_graph(
+        tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     nodes_of = {}  # id(object) -> the checkpoint nodes with values matched to it
     for node_id, obj in matched.items():
         if graph.nodes[node_id].attributes:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from align_tf import compat
+
 
 # Reduced-scale JPEG decoding: libjpeg's DCT scaling factors ``decode_jpeg(ratio=…)`` supports.
 DCT_RATIOS = (8, 4, 2)
@@ -137,8 +139,7 @@ class ImagePreprocessor(keras.layers.Layer):
         # float32 (the numbers of training and export must not depend on the policy).
         super().__init__(autocast=False, **kwargs)
         # Like keras-hub's preprocessing layers: numpy/uint8 inputs reach `call` unconverted.
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
+        compat.accept_raw_call_args(self)
         self.image_size = int(image_size)
         self.resize_size = int(resize_size) if resize_size else None
         if self.resize_size is not None and self.resize_size < self.image_size:

@@ -16,6 +16,8 @@ import functools
 
 import keras
 
+from align_tf import compat
+
 
 @functools.cache
 def _tf_swish():
@@ -38,8 +40,7 @@ def swish(x):
     """``x · σ(x)``; on the TF backend with an XLA-fused gradient."""
     if keras.backend.backend() != "tensorflow":
         return keras.activations.swish(x)
-    from tensorflow.python.eager import record  # no public API tells whether a tape records
-    if not record.could_possibly_record():
+    if not compat.tape_could_record():  # no public API tells whether a tape records
         # Nothing differentiates this call (inference, export signatures): tf.nn.silu without
         # the custom-gradient wrapper, which cost 1.11-1.19x in B0 inference at batch 1-64
         # (benchmarks/profile_inference.py, keras_swish). A later gradient of such a graph (e.g.

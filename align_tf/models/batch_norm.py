@@ -55,6 +55,8 @@ import threading
 import keras
 import tensorflow as tf
 
+from align_tf import compat
+
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -91,7 +93,7 @@ def moving_statistics(model, updated_only: bool = False) -> list:
     """The moving statistics of every BatchNormalization layer in ``model`` (Keras' included),
     in a fixed order; ``updated_only``: only those a training-mode forward pass updates (of
     trainable layers; a frozen layer normalises with its moving statistics)."""
-    return [v for layer in model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
+    return [v for layer in compat.flatten_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization)
             and (layer.trainable or not updated_only)
             for v in layer.non_trainable_weights]
@@ -149,6 +151,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             self._average_moving_statistics()
         return outputs
 
+    @compat.overrides(keras.layers.BatchNormalization)
     def _moments(self, inputs, mask):
         """Keras' batch statistics, or (``group_size`` set) those of this replica's group."""
         ctx, replicas = _replica_context()
@@ -160,9 +163,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             raise ValueError("BatchNormalization with group_size does not support masks")
         group = check_group_size(self.group_size, replicas)
         x = tf.cast(inputs, tf.float32)
-        total = tf.reduce_sum(x, self._reduction_axes)
+        axes = compat.batch_norm_reduction_axes(self)
+        total = tf.reduce_sum(x, axes)
         count = tf.cast(tf.size(x, tf.int64) // tf.size(total, tf.int64), tf.float32)
-        stats = tf.stack([total, tf.reduce_sum(tf.square(x), self._reduction_axes),
+        stats = tf.stack([total, tf.reduce_sum(tf.square(x), axes),
                           tf.fill(tf.shape(total), count)])
         if replicas > 1:
             stats = _group_sum(stats, ctx, group, replicas)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import keras
 
+from align_tf import compat
+
 
 def tensordot_axes(equation: str) -> int | None:
     """How many axes ``equation`` contracts if it is a plain tensordot, else ``None``.
@@ -53,7 +55,7 @@ def flatten_einsum_dense(model: keras.layers.Layer) -> int:
     variables, same results); returns how many. Keras configs do not list attention sublayers, so
     a model rebuilt from its config gets Keras' plain layers back: slower, not different."""
     count = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.flatten_layers(model, include_self=False):
         if type(layer) is keras.layers.EinsumDense:
             layer.__class__ = FlatEinsumDense
             count += 1

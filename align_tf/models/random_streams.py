@@ -36,6 +36,8 @@ import threading
 
 import tensorflow as tf
 
+from align_tf import compat
+
 _local = threading.local()  # .stream: the _Stream of this thread's innermost active context
 _lock = threading.Lock()
 _entries = {}  # id(generator) -> active contexts (of any thread) that replaced its next
@@ -49,8 +51,8 @@ def seed_generators(model) -> list:
     through nested layers keras-hub's ``TransformerEncoder`` dropouts and its attention dropout).
     """
     found, seen = [], set()
-    for layer in model._flatten_layers(include_self=True, recursive=True):  # noqa: SLF001
-        for generator in layer._seed_generators:  # noqa: SLF001
+    for layer in compat.flatten_layers(model):
+        for generator in compat.seed_generators(layer):
             if id(generator) not in seen:
                 seen.add(id(generator))
                 found.append(generator)

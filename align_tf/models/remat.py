@@ -30,8 +30,8 @@ import dataclasses
 
 import tensorflow as tf
 from keras import tree
-from keras.src.models.functional import operation_fn  # the call-context (training=) injection
 
+from align_tf import compat
 from align_tf.models import batch_norm, random_streams
 
 
@@ -48,8 +48,9 @@ class _Segment:
 def _plan(model, segment_of) -> list:
     """The model's nodes in Keras' execution order, grouped into runs of one segment key."""
     nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001 - Keras' own order
-        nodes += [n for n in model._nodes_by_depth[depth]  # noqa: SLF001
+    by_depth = compat.nodes_by_depth(model)
+    for depth in sorted(by_depth, reverse=True):  # Keras' own order
+        nodes += [n for n in by_depth[depth]
                   if n.operation is not None and not n.is_input]
     segments = []
     for node in nodes:
@@ -76,7 +77,7 @@ def _plan(model, segment_of) -> list:
 def _run_nodes(nodes, tensors: dict, training):
     for node in nodes:
         args, kwargs = node.arguments.fill_in(tensors)
-        outputs = operation_fn(node.operation, training=training)(*args, **kwargs)
+        outputs = compat.operation_fn(node.operation, training)(*args, **kwargs)
         for x, y in zip(node.outputs, tree.flatten(outputs)):
             tensors[id(x)] = y
 
@@ -125,13 +126,13 @@ def rematerialize(model, segment_of) -> None:
         if not training or kwargs or any(x is not None for x in tree.flatten(mask)):
             return keras_call(inputs, training=training, mask=mask, **kwargs)
         tensors = {id(x): y for x, y in zip(model.inputs,
-                                            tree.flatten(model._standardize_inputs(inputs)))}  # noqa: SLF001
+                                            tree.flatten(compat.standardize_inputs(model, inputs)))}
         for segment in segments:
             if segment.key is None:
                 _run_nodes(segment.nodes, tensors, training)
             else:
                 _run_rematerialized(segment, tensors, training)
-        outputs = tree.pack_sequence_as(model._outputs_struct,  # noqa: SLF001
+        outputs = tree.pack_sequence_as(compat.outputs_struct(model),
                                         [tensors[id(x)] for x in model.outputs])
         return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
 

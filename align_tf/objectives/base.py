@@ -28,6 +28,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from align_tf import compat
 from align_tf.models import batch_norm, random_streams
 import align_tf.objectives.accumulation as accumulation
 
@@ -52,7 +53,7 @@ class GlobalBatch:
         return self.context.all_gather(x, axis=0) if self.num_replicas > 1 else x
 
 
-class ObjectiveState(tf.__internal__.tracking.AutoTrackable):
+class ObjectiveState(compat.AutoTrackable):
     """The checkpointed state of an objective (variables are attributes, found by name)."""
 
 
@@ -201,7 +202,7 @@ class Objective:
             self.skipped_steps.assign_add(1)
             self.consecutive_skips.assign_add(1)
 
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        if compat.strategy_supports_no_merge_call():
             tf.cond(finite, apply, skip)
             return
 
@@ -226,7 +227,7 @@ class Objective:
         view = ObjectiveState()
         for name in ("image_encoder", "text_encoder", "temperature"):
             setattr(view, name, getattr(self.model, name))
-        for name, value in self.state._trackable_children().items():  # noqa: SLF001
+        for name, value in compat.trackable_children(self.state).items():
             setattr(view, name, value)
         return view
 
@@ -250,5 +251,5 @@ def skip_optimizer_all_reduce(optimizer):
     global gradient; without this the optimizer would sum a second time.
     """
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+    compat.skip_optimizer_gradient_reduction(inner)
     return optimizer

@@ -35,7 +35,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from align_tf import losses
+from align_tf import compat, losses
 from align_tf.objectives.base import GlobalBatch, ObjectiveState, replica_variable
 from align_tf.objectives.contrastive import ContrastiveObjective
 
@@ -139,7 +139,7 @@ class MomentumTowers:
             if self.queue_size:
                 self._enqueue(strategy, features)
 
-        tf.__internal__.distribute.interim.maybe_merge_call(
+        compat.maybe_merge_call(
             update, tf.distribute.get_strategy(), features)
 
     def _enqueue(self, strategy, features):
