@@ -2,7 +2,8 @@
 
 One tiny randomly initialised model (nano towers, a vocabulary learned from a few strings,
 σ = 0.05 so the temperature matters) is saved as a training ``model_dir`` and exported once by the
-real CLI, ``python -m align_tf.export``. A fresh Python process in which ``align_tf`` and
+real CLI, ``python -m align_tf.export``, in a process where this module first registered a toy
+signature of its own (``text_stats``: the export's signature registry). A fresh Python process in which ``align_tf`` and
 ``keras_hub`` cannot be imported then ``hub.load``s it, runs every signature (as a signature and as
 an attribute), the bad inputs and the fine-tuning wrappers, and hands its numbers back; they are
 compared here with the in-memory Keras model on the same inputs.
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -57,6 +59,29 @@ def _cos_off_diagonal_max(x):
     x = np.asarray(x)
     cos = x @ x.T
     return float(np.max(cos[~np.eye(len(x), dtype=bool)]))
+
+
+def _text_stats(parts, texts):
+    """A toy export signature defined outside align_tf: the shared tokenizer and text tower."""
+    tokens = parts.tokenize(texts)
+    return {"num_tokens": tf.reduce_sum(tf.cast(tokens["padding_mask"], tf.int32), axis=1),
+            "first": parts.embed_text(texts)[:, 0]}
+
+
+def register_toy_signatures():
+    """What a user's module does (``align_tf.export`` is not edited); run by the CLI process of
+    the ``exported`` fixture only, so no other test's export sees them."""
+    export.register_signature("text_stats", inputs=[export.TEXTS])(_text_stats)
+    export.register_signature("never_supported", inputs=[export.TEXTS],
+                              supports=lambda parts: False)(_text_stats)
+
+
+# The real CLI (``python -m align_tf.export`` runs the package's __main__ the same way), after a
+# module of the tests registered its own signatures.
+CLI_WITH_TOY_SIGNATURES = (
+    "import runpy, sys; sys.path.insert(0, sys.argv[1]); import test_export; "
+    "test_export.register_toy_signatures(); del sys.argv[1]; "
+    "runpy.run_module('align_tf.export', run_name='__main__', alter_sys=True)")
 
 
 # ----------------------------------------------------------------------------- inputs and model
@@ -122,11 +147,17 @@ def exported(tmp_path_factory):
     preprocessor = TextPreprocessor(vocab, sequence_length=config.data.max_tokens)
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
-    proc = subprocess.run([sys.executable, "-m", "align_tf.export", f"--model_dir={model_dir}",
+    proc = subprocess.run([sys.executable, "-c", CLI_WITH_TOY_SIGNATURES,
+                           os.path.join(REPO, "tests"), f"--model_dir={model_dir}",
                            f"--output={out}", "--templates=clip80"], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"exported SavedModel to {out}" in proc.stdout
+    # The message lists what the registry gives this model: the built-ins but the ALBEF one, the
+    # toy signature, not the toy the model does not support.
+    names = export.signature_names(model, preprocessor, image_size=IMAGE_SIZE)
+    assert names == ["image_embed", "image_embed_encoded", "text_embed", "zero_shot_classify"]
+    assert f"(signatures: {', '.join(names + ['text_stats'])})" in proc.stdout
     return {"model": model, "preprocessor": preprocessor, "vocab": vocab, "path": out,
             "model_dir": model_dir, "config": config}
 
@@ -198,6 +229,8 @@ try:  # corrupt images among the good ones: flagged, never an error
 except Exception as e:  # noqa: BLE001  reported, so the other checks still run
     report["mixed_error"] = f"{type(e).__name__}: {str(e)[:1000]}"
 out["text_embed"] = both("text_embed", texts=np.array(texts, object))["embeddings"]
+stats = both("text_stats", texts=np.array(texts, object))  # the tests' own signature
+out["text_stats/num_tokens"], out["text_stats/first"] = stats["num_tokens"], stats["first"]
 zs = both("zero_shot_classify", images=inputs["images_a"], class_names=np.array(class_names, object))
 out["zero_shot/probabilities"], out["zero_shot/logits"] = zs["probabilities"], zs["logits"]
 out["class_embeddings"] = m.class_embeddings(tf.constant(class_names))["embeddings"].numpy()
@@ -339,7 +372,16 @@ def test_consumer_cannot_import_align_tf(consumer):
     report = consumer[1]
     assert report["modules"] == {"align_tf": False, "keras_hub": False}
     assert report["signatures"] == ["image_embed", "image_embed_encoded", "text_embed",
-                                    "zero_shot_classify"]
+                                    "text_stats", "zero_shot_classify"]
+
+
+def test_a_signature_registered_outside_the_package_reaches_the_consumer(exported, consumer):
+    """``text_stats``, registered by this module in the CLI's process, through ``hub.load``."""
+    outputs = consumer[0]
+    tokens = exported["preprocessor"](tf.constant(TEXTS))["padding_mask"].numpy().sum(axis=1)
+    np.testing.assert_array_equal(outputs["text_stats/num_tokens"], tokens)
+    np.testing.assert_allclose(outputs["text_stats/first"], outputs["text_embed"][:, 0],
+                               atol=1e-6)
 
 
 def test_image_embed_matches_keras_with_eval_preprocessing(exported, consumer):
@@ -560,6 +602,47 @@ def test_cli_help_and_errors(tmp_path):
     assert missing.returncode != 0
     assert "align_tf.export: error: no config.json" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+# ------------------------------------------------------------------ the signature registry
+
+def _documented_signatures():
+    """The names in the first column of export/SIGNATURES.md's signature table."""
+    with open(os.path.join(REPO, "export", "SIGNATURES.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text.split("| signature | inputs | outputs |\n| --- | --- | --- |\n", 1)[1]
+    rows = table.split("\n\n", 1)[0].splitlines()
+    return [row.split("|")[1].strip().split("`")[1] for row in rows]
+
+
+def test_signatures_md_lists_exactly_the_registered_signatures():
+    assert _documented_signatures() == list(export.registered_signatures()) == [
+        "image_embed", "image_embed_encoded", "text_embed", "zero_shot_classify",
+        "image_text_match"]
+
+
+def test_each_signature_is_chosen_by_what_the_model_supports(exported):
+    model, preprocessor = exported["model"], exported["preprocessor"]
+    names = lambda **kw: export.signature_names(model, preprocessor, **kw)  # noqa: E731
+    # No image size: decoded images would differ in size, so no image_embed_encoded.
+    assert names() == ["image_embed", "text_embed", "zero_shot_classify"]
+    assert "image_text_match" not in names(image_size=IMAGE_SIZE)  # not an ALBEF model
+    albef = types.SimpleNamespace(image_encoder=model.image_encoder, fusion=object())
+    assert export.signature_names(albef, preprocessor)[-1] == "image_text_match"
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("text_embed", {}, "already registered"),
+    ("variables", {}, "attribute of the exported object"),
+    ("_hidden", {}, "public Python identifier"),
+    ("two words", {}, "public Python identifier"),
+    ("toy", {"inputs": [tf.TensorSpec([None], tf.string)]}, "named tf.TensorSpecs"),
+    ("toy", {"inputs": [export.TEXTS, export.TEXTS]}, "input names must differ"),
+])
+def test_register_signature_rejects_bad_registrations(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.register_signature(name, **{"inputs": [export.TEXTS], **kwargs})
+    assert "toy" not in export.registered_signatures()
 
 
 def _readme_snippet(heading):
