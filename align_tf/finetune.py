@@ -98,7 +98,8 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
         config.objective = ml_collections.ConfigDict(init_config.objective.to_dict())
         if objective:  # … or another one on the same towers (finetune.objective)
             config.objective.name = objective
-            config.model.similarity = "sigmoid" if objective == "sigmoid" else "softmax"
+            from align_tf import objectives
+            config.model.similarity = objectives.model_similarity(objective)  # its registry's
     d = config.data
     d.max_tokens, d.vocab_size = init_config.data.max_tokens, init_config.data.vocab_size
     with d.ignore_type():

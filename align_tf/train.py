@@ -65,10 +65,13 @@ def _rewrite_config_arg(argv):
             except ValueError as e:
                 sys.exit(f"align_tf.train: error: {e}")
         out.append(arg)
-    # The sigmoid loss trains a sigmoid model's t′ and b, so choosing it picks that model too
-    # (validate_config still rejects an explicit mismatch).
-    if overridden.get("objective.name") == "sigmoid" and "model.similarity" not in overridden:
-        out.append("--config.model.similarity=sigmoid")
+    # An objective that trains another similarity than the default softmax's σ (sigmoid: the
+    # model's t′ and b) picks that model too (validate_config still rejects an explicit mismatch).
+    if "objective.name" in overridden and "model.similarity" not in overridden:
+        from align_tf import objectives  # its registry: loads TensorFlow, only on this path
+        similarity = objectives.model_similarity(overridden["objective.name"])
+        if similarity != "softmax":
+            out.append(f"--config.model.similarity={similarity}")
     return out
 
 

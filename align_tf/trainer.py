@@ -26,15 +26,12 @@ import tensorflow as tf
 
 from align_tf import compat, distribute, objectives, optim
 from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
+from align_tf.errors import ConfigError  # trainer.ConfigError: the same class
 from align_tf.models.dual_encoder import DualEncoder, build_dual_encoder
 from align_tf.run_dir import RunDir
 from align_tf.tokenizer import TextPreprocessor, build_vocabulary
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message is one line meant for the user."""
 
 
 @dataclasses.dataclass
@@ -91,47 +88,26 @@ def validate_config(config, num_replicas: int = 1) -> None:
         _check(1.0 / high <= m.logit_scale_init <= 1.0 / m.min_temperature,
                f"model.logit_scale_init={m.logit_scale_init} must be within [1/max_temperature, "
                f"1/min_temperature]=[{1.0 / high}, {1.0 / m.min_temperature}]")
-    # The sigmoid loss trains t′ and b, which only a sigmoid model has; the softmax losses train σ,
-    # which it lacks.
-    wanted = "sigmoid" if o.name == "sigmoid" else "softmax"
+    # What the objective needs from the model (its registry entry): the similarity whose
+    # parameters it trains (sigmoid: t′ and b; softmax: σ) and whether it needs a fusion encoder.
+    objective = objectives.get(o.name)
+    wanted = objective.similarity
     _check(m.similarity == wanted,
            f"objective.name={o.name!r} needs model.similarity={wanted!r}, got {m.similarity!r}")
-    _check(0.0 <= o.label_smoothing < 1.0,
-           f"objective.label_smoothing={o.label_smoothing} must be in [0, 1)")
-    for name in ("momentum", "alpha"):
-        _check(0.0 <= o[name] <= 1.0, f"objective.{name}={o[name]} must be in [0, 1]")
-    for name in ("alpha_ramp_steps", "queue_size"):
-        _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+    for each in objectives.registered().values():  # the flat objective.* fields, shared by all
+        each.validate_flat_fields(config)
     _check(m.fusion_layers >= 0, f"model.fusion_layers={m.fusion_layers} must be >= 0")
-    _check((o.name == "albef") == (m.fusion_layers > 0),
+    fused = " or ".join(f"objective.name={name!r}"
+                        for name, each in objectives.registered().items() if each.needs_fusion)
+    _check(objective.needs_fusion == (m.fusion_layers > 0),
            f"objective.name={o.name!r} with model.fusion_layers={m.fusion_layers}: ALBEF's fusion "
-           f"encoder and objective.name='albef' go together")
+           f"encoder and {fused} go together")
     if m.fusion_layers:
         try:
             text_encoder.split_for_fusion(m.text_architecture or m.text_size_name, m.fusion_layers)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if o.name == "albef":
-        from align_tf.objectives import albef
-        _check(o.itm_negatives in albef.ITM_NEGATIVES,
-               f"objective.itm_negatives={o.itm_negatives!r}; choose from {list(albef.ITM_NEGATIVES)}")
-        _check(o.itc_keys in albef.ITC_KEYS,
-               f"objective.itc_keys={o.itc_keys!r}; choose from {list(albef.ITC_KEYS)}")
-        for name in ("itc_weight", "itm_weight", "mlm_weight"):
-            _check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
-        _check(o.itc_weight or o.itm_weight or o.mlm_weight,
-               "objective.itc_weight, itm_weight and mlm_weight are all 0: no loss, so no "
-               "gradient to train the model with")
-        _check(0.0 < o.mlm_probability < 1.0,
-               f"objective.mlm_probability={o.mlm_probability} must be in (0, 1)")
-        try:
-            albef.special_token_ids(d.vocab_path if d.vocab_path and
-                                    tf.io.gfile.exists(d.vocab_path) else "")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    _check(o.queue_size % max(t.batch_size, 1) == 0,
-           f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
-           f"{t.batch_size}, so each step's momentum features fill whole queue slots")
+    objective.validate(config)  # its own fields
 
     try:
         sources.parse(d.name)  # names the choices
@@ -161,9 +137,10 @@ def validate_config(config, num_replicas: int = 1) -> None:
         raise ConfigError(str(e)) from None
     k = t.accumulation_steps
     _check(k >= 1, f"train.accumulation_steps={k} must be positive")
+    able = ", ".join(n for n in objectives.NAMES if objectives.supports_accumulation(n))
     _check(k == 1 or objectives.supports_accumulation(o.name),
            f"train.accumulation_steps={k} needs an objective whose loss depends on the batch only "
-           f"through the embeddings (contrastive, sigmoid, momentum_distillation), not {o.name!r}")
+           f"through the embeddings ({able}), not {o.name!r}")
     _check(sizes.per_replica % k == 0,
            f"train.accumulation_steps={k} must divide the per-replica batch of {sizes.per_replica} "
            f"(train.batch_size={t.batch_size} over {num_replicas} replicas)")

@@ -9,17 +9,35 @@
 
 ``base.py`` holds what they share: the cross-replica gather and label offset (once), the gradient
 all-reduce, the non-finite skip and its counters, and the optimizer update.
+
+Each objective registers itself by name in its own module (``@register_objective``,
+``registry.py``) with how it builds from the config, its own config checks and what it needs
+from the model. A new objective is one module (imported below, or by the user's own code before
+the config is validated) and its test.
 """
 
 from __future__ import annotations
 
-from align_tf.objectives.albef import AlbefObjective, special_token_ids
+from align_tf.objectives.registry import get, model_similarity, register_objective, registered
+from align_tf.objectives.registry import supports_accumulation  # noqa: F401
 from align_tf.objectives.base import Objective
-from align_tf.objectives.contrastive import ContrastiveObjective
-from align_tf.objectives.momentum import MomentumDistillation
-from align_tf.objectives.sigmoid import SigmoidObjective
 
-NAMES = ("contrastive", "momentum_distillation", "sigmoid", "albef")
+# Imported in this order, they register in it: NAMES and the "choose from" messages list them so.
+from align_tf.objectives.contrastive import ContrastiveObjective  # noqa: E402
+from align_tf.objectives.momentum import MomentumDistillation  # noqa: E402
+from align_tf.objectives.sigmoid import SigmoidObjective  # noqa: E402
+from align_tf.objectives.albef import AlbefObjective, special_token_ids  # noqa: E402
+
+__all__ = ["NAMES", "AlbefObjective", "ContrastiveObjective", "MomentumDistillation", "Objective",
+           "SigmoidObjective", "build_objective", "get", "model_similarity", "register_objective",
+           "registered", "special_token_ids", "supports_accumulation"]
+
+
+def __getattr__(attribute):
+    if attribute == "NAMES":  # read at each use, so it includes objectives registered later
+        from align_tf.objectives import registry
+        return registry.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
 def build_objective(objective_config, model, optimizer, seed: int = 0,
@@ -29,34 +47,10 @@ def build_objective(objective_config, model, optimizer, seed: int = 0,
     ``seed`` (``config.seed``) keys the towers' dropout and stochastic-depth streams
     (``Objective.seed``). Call inside the strategy's scope: objectives create variables
     (counters, momentum towers). ``vocab_path`` (``config.data.vocab_path``; empty: a vocabulary
-    learned with the reserved tokens first) gives ``albef`` its special token ids.
+    learned with the reserved tokens first) gives ``albef`` its special token ids. The class
+    comes from the registry and builds itself (``Objective.from_config``).
     """
-    c = objective_config
-    if c.name == "contrastive":
-        objective = ContrastiveObjective(model, optimizer, label_smoothing=c.label_smoothing)
-    elif c.name == "momentum_distillation":
-        objective = MomentumDistillation(model, optimizer, label_smoothing=c.label_smoothing,
-                                         momentum=c.momentum, alpha=c.alpha,
-                                         alpha_ramp_steps=c.alpha_ramp_steps,
-                                         queue_size=c.queue_size)
-    elif c.name == "sigmoid":
-        objective = SigmoidObjective(model, optimizer)
-    elif c.name == "albef":
-        objective = AlbefObjective(
-            model, optimizer, itc_weight=c.itc_weight, itm_weight=c.itm_weight,
-            mlm_weight=c.mlm_weight, itm_negatives=c.itm_negatives,
-            mlm_probability=c.mlm_probability, momentum=c.momentum, alpha=c.alpha,
-            alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size,
-            special_tokens=special_token_ids(vocab_path), itc_keys=c.itc_keys)
-    else:
-        raise ValueError(f"unknown objective.name {c.name!r}; choose from {list(NAMES)}")
+    objective = get(objective_config.name).from_config(objective_config, model, optimizer,
+                                                       seed=seed, vocab_path=vocab_path)
     objective.seed = int(seed)
     return objective
-
-
-def supports_accumulation(name: str) -> bool:
-    """Whether objective ``name`` can run a step as sub-batches (``train.accumulation_steps > 1``):
-    its loss depends on the batch only through the embeddings (``Objective.supports_accumulation``)."""
-    classes = {"contrastive": ContrastiveObjective, "momentum_distillation": MomentumDistillation,
-               "sigmoid": SigmoidObjective}
-    return name in classes and classes[name].supports_accumulation

@@ -52,8 +52,11 @@ import keras
 import tensorflow as tf
 
 from align_tf import losses
+from align_tf.errors import ConfigError, check
 from align_tf.objectives.base import GlobalBatch, Objective
-from align_tf.objectives.momentum import MomentumTowers, check_momentum_arguments, ramped_alpha
+from align_tf.objectives.momentum import (MOMENTUM_FIELDS, MomentumTowers, check_momentum_arguments,
+                                          check_momentum_fields, ramped_alpha)
+from align_tf.objectives.registry import register_objective
 
 ITM_NEGATIVES = ("local", "global")  # config.objective.itm_negatives
 ITC_KEYS = ("momentum", "online")  # config.objective.itc_keys
@@ -165,6 +168,7 @@ class MlmHead(keras.layers.Layer):
         return logits + tf.cast(self.bias, tf.float32)
 
 
+@register_objective("albef")
 class AlbefObjective(Objective):
     """ITC (ALBEF-exact, optional MoD) + ITM with hard negatives + MLM.
 
@@ -183,6 +187,41 @@ class AlbefObjective(Objective):
     scalars = Objective.scalars + (
         "loss_itc", "loss_itm", "loss_mlm", "temperature", "i2t_accuracy", "itm_accuracy",
         "mlm_accuracy", "itm_no_negative")
+    needs_fusion = True
+    config_fields = ("itc_weight", "itm_weight", "mlm_weight", "itm_negatives", "mlm_probability",
+                     "itc_keys") + MOMENTUM_FIELDS
+
+    @classmethod
+    def from_config(cls, objective_config, model, optimizer, vocab_path: str = "", **context):
+        c = objective_config
+        return cls(model, optimizer, itc_weight=c.itc_weight, itm_weight=c.itm_weight,
+                   mlm_weight=c.mlm_weight, itm_negatives=c.itm_negatives,
+                   mlm_probability=c.mlm_probability, momentum=c.momentum, alpha=c.alpha,
+                   alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size,
+                   special_tokens=special_token_ids(vocab_path), itc_keys=c.itc_keys)
+
+    @classmethod
+    def validate(cls, config) -> None:
+        o, vocab_path = config.objective, config.data.vocab_path
+        check(o.itm_negatives in ITM_NEGATIVES,
+              f"objective.itm_negatives={o.itm_negatives!r}; choose from {list(ITM_NEGATIVES)}")
+        check(o.itc_keys in ITC_KEYS,
+              f"objective.itc_keys={o.itc_keys!r}; choose from {list(ITC_KEYS)}")
+        for name in ("itc_weight", "itm_weight", "mlm_weight"):
+            check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+        check(o.itc_weight or o.itm_weight or o.mlm_weight,
+              "objective.itc_weight, itm_weight and mlm_weight are all 0: no loss, so no "
+              "gradient to train the model with")
+        check(0.0 < o.mlm_probability < 1.0,
+              f"objective.mlm_probability={o.mlm_probability} must be in (0, 1)")
+        try:
+            special_token_ids(vocab_path if vocab_path and tf.io.gfile.exists(vocab_path) else "")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    @classmethod
+    def validate_flat_fields(cls, config) -> None:
+        check_momentum_fields(config)
 
     def __init__(self, model, optimizer, itc_weight=1.0, itm_weight=1.0, mlm_weight=1.0,
                  itm_negatives="local", mlm_probability=0.15, momentum=0.995, alpha=0.4,

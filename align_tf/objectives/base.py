@@ -88,6 +88,38 @@ class Objective:
     #: ``accumulation_steps > 1`` gives the same loss and gradients (``accumulation.py``).
     supports_accumulation = False
 
+    # What the objective registry (``registry.py``) reads; ``@register_objective(name)`` sets
+    # ``name``, and ``config.objective.name`` picks the class by it.
+    name = ""
+    #: The ``model.similarity`` whose parameters the loss trains (σ: "softmax"; t′ and b:
+    #: "sigmoid"); a config naming this objective needs that model.
+    similarity = "softmax"
+    #: Whether the loss needs ALBEF's fusion encoder (``model.fusion_layers > 0``); an objective
+    #: that does not need one is refused a model that has one.
+    needs_fusion = False
+    #: The flat ``config.objective.*`` fields (besides ``name``) that ``from_config`` reads.
+    config_fields = ()
+
+    @classmethod
+    def from_config(cls, objective_config, model, optimizer, **context) -> "Objective":
+        """The objective built from ``config.objective``. ``context`` holds what else the config
+        says (``seed``, ``vocab_path``: ``config.data.vocab_path``); take what you need."""
+        del objective_config, context
+        return cls(model, optimizer)
+
+    @classmethod
+    def validate(cls, config) -> None:
+        """Raises ``ConfigError`` (``align_tf.errors``), one line naming the field, for a value
+        of this objective's own that cannot run. ``config``: the whole config; called only when
+        ``config.objective.name`` names this objective, after the model checks (similarity,
+        fusion encoder) passed."""
+
+    @classmethod
+    def validate_flat_fields(cls, config) -> None:
+        """Like ``validate``, for the checks of this objective's ``config.objective.*`` fields
+        that run whatever ``objective.name`` names: all objectives share that one flat section,
+        so a bad ``objective.alpha`` is an error under ``contrastive`` too."""
+
     def __init__(self, model, optimizer):
         self.model = model
         self.optimizer = optimizer

@@ -10,9 +10,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 from align_tf import losses
+from align_tf.errors import check
 from align_tf.objectives.base import GlobalBatch, Objective
+from align_tf.objectives.registry import register_objective
 
 
+@register_objective("contrastive")
 class ContrastiveObjective(Objective):
     """``loss = L_i2t + L_t2i`` with σ from the model and label smoothing ε.
 
@@ -23,10 +26,21 @@ class ContrastiveObjective(Objective):
 
     scalars = Objective.scalars + ("loss_i2t", "loss_t2i", "temperature", "i2t_accuracy")
     supports_accumulation = True
+    config_fields = ("label_smoothing",)
 
     def __init__(self, model, optimizer, label_smoothing: float = 0.1):
         super().__init__(model, optimizer)
         self.label_smoothing = float(label_smoothing)
+
+    @classmethod
+    def from_config(cls, objective_config, model, optimizer, **context):
+        return cls(model, optimizer, label_smoothing=objective_config.label_smoothing)
+
+    @classmethod
+    def validate_flat_fields(cls, config) -> None:
+        o = config.objective
+        check(0.0 <= o.label_smoothing < 1.0,
+              f"objective.label_smoothing={o.label_smoothing} must be in [0, 1)")
 
     def loss_from_embeddings(self, batch, embeddings) -> dict:
         image, text = embeddings

@@ -36,8 +36,13 @@ import keras
 import tensorflow as tf
 
 from align_tf import compat, losses
+from align_tf.errors import check
 from align_tf.objectives.base import GlobalBatch, ObjectiveState, replica_variable
 from align_tf.objectives.contrastive import ContrastiveObjective
+from align_tf.objectives.registry import register_objective
+
+#: The ``config.objective.*`` fields of the momentum towers, queue and ITC-MoD's α.
+MOMENTUM_FIELDS = ("momentum", "alpha", "alpha_ramp_steps", "queue_size")
 
 
 def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size):
@@ -48,6 +53,19 @@ def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size):
         raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
     if alpha_ramp_steps < 0 or queue_size < 0:
         raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
+
+
+def check_momentum_fields(config) -> None:
+    """One-line ``ConfigError`` for ``MOMENTUM_FIELDS`` out of range, or a queue that does not
+    hold whole global batches of ``train.batch_size`` (``momentum_distillation``, ``albef``)."""
+    o, batch_size = config.objective, config.train.batch_size
+    for name in ("momentum", "alpha"):
+        check(0.0 <= o[name] <= 1.0, f"objective.{name}={o[name]} must be in [0, 1]")
+    for name in ("alpha_ramp_steps", "queue_size"):
+        check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+    check(o.queue_size % max(batch_size, 1) == 0,
+          f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
+          f"{batch_size}, so each step's momentum features fill whole queue slots")
 
 
 def ramped_alpha(alpha: float, ramp_steps: int, iterations):
@@ -161,6 +179,7 @@ class MomentumTowers:
                                  args=(features["image"],), group=False)
 
 
+@register_objective("momentum_distillation")
 class MomentumDistillation(ContrastiveObjective):
     """ALIGN's loss against momentum keys with distillation soft targets and an optional queue.
 
@@ -175,6 +194,8 @@ class MomentumDistillation(ContrastiveObjective):
         a multiple of the global batch size (checked when the train step is traced).
     """
 
+    config_fields = ContrastiveObjective.config_fields + MOMENTUM_FIELDS
+
     def __init__(self, model, optimizer, label_smoothing=0.1, momentum=0.995, alpha=0.4,
                  alpha_ramp_steps=0, queue_size=0):
         check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size)
@@ -184,6 +205,17 @@ class MomentumDistillation(ContrastiveObjective):
         self.alpha_ramp_steps = int(alpha_ramp_steps)
         self.queue_size = int(queue_size)
         self.towers = MomentumTowers(model, self.state, momentum, queue_size)
+
+    @classmethod
+    def from_config(cls, objective_config, model, optimizer, **context):
+        c = objective_config
+        return cls(model, optimizer, label_smoothing=c.label_smoothing, momentum=c.momentum,
+                   alpha=c.alpha, alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size)
+
+    @classmethod
+    def validate_flat_fields(cls, config) -> None:
+        super().validate_flat_fields(config)
+        check_momentum_fields(config)
 
     @property
     def momentum_pairs(self) -> list:

@@ -12,8 +12,10 @@ import tensorflow as tf
 
 from align_tf import losses
 from align_tf.objectives.base import Objective
+from align_tf.objectives.registry import register_objective
 
 
+@register_objective("sigmoid")
 class SigmoidObjective(Objective):
     """``loss = -(1/N) Σ_i Σ_j log σ(z_ij (t · x_iᵀ y_j + b))`` with t and b from the model.
 
@@ -24,6 +26,7 @@ class SigmoidObjective(Objective):
 
     scalars = Objective.scalars + ("logit_scale", "logit_bias", "i2t_accuracy")
     supports_accumulation = True
+    similarity = "sigmoid"  # t′ and b are the model's (export scores with them)
 
     def __init__(self, model, optimizer):
         if model.similarity != "sigmoid":

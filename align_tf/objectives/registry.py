@@ -1,0 +1,75 @@
+"""The objective registry: ``config.objective.name`` → an ``Objective`` class.
+
+An objective registers itself in its own module, with what the rest of the package needs to know
+about it as class attributes and class methods (defaults in ``base.Objective``)::
+
+    @register_objective("contrastive")
+    class ContrastiveObjective(Objective):
+        supports_accumulation = True          # train.accumulation_steps > 1 is allowed
+        similarity = "softmax"                # the model.similarity it trains
+        needs_fusion = False                  # model.fusion_layers > 0 required (or refused)
+        config_fields = ("label_smoothing",)  # the config.objective.* fields it reads
+
+        @classmethod
+        def from_config(cls, objective_config, model, optimizer, **context): ...
+        @classmethod
+        def validate(cls, config): ...               # one-line ConfigError naming the field
+        @classmethod
+        def validate_flat_fields(cls, config): ...   # checks run whatever objective.name says
+
+The package's objectives register when ``align_tf.objectives`` imports their modules; another
+one registers when its module is imported (e.g. by the config file that names it). Everything
+that depends on the objective reads this registry: ``build_objective``, ``NAMES``,
+``supports_accumulation``, ``trainer.validate_config``, ``finetune.make_config`` and the train
+CLI's ``--config.objective.name=sigmoid`` → ``model.similarity=sigmoid``.
+"""
+
+from __future__ import annotations
+
+_OBJECTIVES: dict = {}  # name -> class, in registration order
+
+
+def register_objective(name: str):
+    """Class decorator: registers the class as objective ``name`` (sets ``cls.name``).
+
+    Registering a second class under a taken name is a ``ValueError`` (re-registering the same
+    class, e.g. on a module reload, replaces it)."""
+    def register(cls):
+        old = _OBJECTIVES.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__,
+                                                                        cls.__qualname__):
+            raise ValueError(f"objective {name!r} is already registered by "
+                             f"{old.__module__}.{old.__qualname__}")
+        cls.name = name
+        _OBJECTIVES[name] = cls
+        return cls
+    return register
+
+
+def names() -> tuple:
+    """The registered objective names, in registration order."""
+    return tuple(_OBJECTIVES)
+
+
+def get(name: str):
+    """The class registered as ``name``; ``ValueError`` naming the choices if none is."""
+    if name not in _OBJECTIVES:
+        raise ValueError(f"unknown objective.name {name!r}; choose from {list(names())}")
+    return _OBJECTIVES[name]
+
+
+def registered() -> dict:
+    """``{name: class}`` of every registered objective (a copy)."""
+    return dict(_OBJECTIVES)
+
+
+def supports_accumulation(name: str) -> bool:
+    """Whether objective ``name`` can run a step as sub-batches (``train.accumulation_steps > 1``):
+    its loss depends on the batch only through the embeddings (``Objective.supports_accumulation``).
+    False for an unknown name."""
+    return name in _OBJECTIVES and bool(_OBJECTIVES[name].supports_accumulation)
+
+
+def model_similarity(name: str, default: str = "softmax") -> str:
+    """The ``model.similarity`` objective ``name`` trains (``default`` for an unknown name)."""
+    return _OBJECTIVES[name].similarity if name in _OBJECTIVES else default
