@@ -24,8 +24,14 @@ def _targets(setup_kwargs) -> dict:
     return targets
 
 
+def _source_path(module: str) -> pathlib.Path:
+    """The file of ``module``: ``a/b.py``, or ``a/b/__init__.py`` for a package."""
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def _first_doc_line(module: str) -> str:
-    path = ROOT / (module.replace(".", "/") + ".py")
+    path = _source_path(module)
     return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))).splitlines()[0]
 
 
@@ -33,7 +39,7 @@ def test_every_entry_point_has_a_console_script(setup_kwargs):
     targets = _targets(setup_kwargs)
     assert set(targets) == set(SCRIPTS)
     for script, (module, function) in targets.items():
-        source = (ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+        source = _source_path(module).read_text(encoding="utf-8")
         assert f"\ndef {function}(" in source, f"{script}: {module} has no {function}()"
 
 
