@@ -5,6 +5,11 @@ import ast
 import pathlib
 import shutil
 import subprocess
+import sys
+
+import pytest
+
+from align_tf import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -55,3 +60,21 @@ def test_console_scripts_help_lists_the_commands_docstring_and_flags(setup_kwarg
         assert proc.returncode in (0, 1), out  # absl exits 1 after printing --help
         assert _first_doc_line(targets[script][0]) in out, f"{script}: no docstring\n{out}"
         assert f"  {SCRIPTS[script]}:" in out, f"{script}: --help does not list its flags\n{out}"
+        assert "  --plugins:" in out, f"{script}: --help does not list --plugins\n{out}"
+
+
+def test_plugins_are_imported_before_the_command_and_bad_ones_are_one_line(tmp_path, monkeypatch):
+    """``--plugins`` imports a user's modules (their registrations apply); the subprocess side is
+    ``tests/test_export.py``'s export through ``--plugins=export_toy_plugin``."""
+    (tmp_path / "plugin_a.py").write_text("LOADED = True\n")
+    (tmp_path / "plugin_b.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)  # a module beside the user's files, as under `python -m`
+    assert cli.import_plugins("align_tf.x", ["prog", "--plugins=plugin_a", "--other=1"]) == \
+        ["plugin_a"]
+    assert sys.modules["plugin_a"].LOADED
+    for argv in (["prog", "--plugins", "plugin_a,no_such_module_xyz"], ["prog", "--plugins=plugin_b"]):
+        with pytest.raises(SystemExit) as e:
+            cli.import_plugins("align_tf.x", argv)
+        message = str(e.value)
+        assert message.startswith("align_tf.x: error: --plugins: cannot import") and \
+            "\n" not in message, message

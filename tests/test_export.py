@@ -2,8 +2,9 @@
 
 One tiny randomly initialised model (nano towers, a vocabulary learned from a few strings,
 σ = 0.05 so the temperature matters) is saved as a training ``model_dir`` and exported once by the
-real CLI, ``python -m align_tf.export``, in a process where this module first registered a toy
-signature of its own (``text_stats``: the export's signature registry). A fresh Python process in which ``align_tf`` and
+real CLI, ``python -m align_tf.export --plugins=export_toy_plugin``: a user's module
+(``tests/export_toy_plugin.py``) registers a toy signature of its own (``text_stats``: the
+export's signature registry) before the export runs. A fresh Python process in which ``align_tf`` and
 ``keras_hub`` cannot be imported then ``hub.load``s it, runs every signature (as a signature and as
 an attribute), the bad inputs and the fine-tuning wrappers, and hands its numbers back; they are
 compared here with the in-memory Keras model on the same inputs.
@@ -59,29 +60,6 @@ def _cos_off_diagonal_max(x):
     x = np.asarray(x)
     cos = x @ x.T
     return float(np.max(cos[~np.eye(len(x), dtype=bool)]))
-
-
-def _text_stats(parts, texts):
-    """A toy export signature defined outside align_tf: the shared tokenizer and text tower."""
-    tokens = parts.tokenize(texts)
-    return {"num_tokens": tf.reduce_sum(tf.cast(tokens["padding_mask"], tf.int32), axis=1),
-            "first": parts.embed_text(texts)[:, 0]}
-
-
-def register_toy_signatures():
-    """What a user's module does (``align_tf.export`` is not edited); run by the CLI process of
-    the ``exported`` fixture only, so no other test's export sees them."""
-    export.register_signature("text_stats", inputs=[export.TEXTS])(_text_stats)
-    export.register_signature("never_supported", inputs=[export.TEXTS],
-                              supports=lambda parts: False)(_text_stats)
-
-
-# The real CLI (``python -m align_tf.export`` runs the package's __main__ the same way), after a
-# module of the tests registered its own signatures.
-CLI_WITH_TOY_SIGNATURES = (
-    "import runpy, sys; sys.path.insert(0, sys.argv[1]); import test_export; "
-    "test_export.register_toy_signatures(); del sys.argv[1]; "
-    "runpy.run_module('align_tf.export', run_name='__main__', alter_sys=True)")
 
 
 # ----------------------------------------------------------------------------- inputs and model
@@ -147,8 +125,10 @@ def exported(tmp_path_factory):
     preprocessor = TextPreprocessor(vocab, sequence_length=config.data.max_tokens)
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
-    proc = subprocess.run([sys.executable, "-c", CLI_WITH_TOY_SIGNATURES,
-                           os.path.join(REPO, "tests"), f"--model_dir={model_dir}",
+    # The real CLI, with a user's module that registers signatures of its own (--plugins).
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "tests"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "align_tf.export",
+                           "--plugins=export_toy_plugin", f"--model_dir={model_dir}",
                            f"--output={out}", "--templates=clip80"], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
