@@ -57,7 +57,10 @@ def import_plugins(prog: str, argv: list) -> list:
             names += arg[len("--plugins="):].split(",")
         elif arg == "--plugins" and i + 1 < len(argv):
             names += argv[i + 1].split(",")
-    sys.path.insert(0, os.getcwd())  # as `python -m` would: a module beside the user's files
+    if not names:
+        return names
+    cwd = os.getcwd()  # kept: a plugin may change directory
+    sys.path.insert(0, cwd)  # as `python -m` would: a module beside the user's files
     try:
         for name in filter(None, (n.strip() for n in names)):
             try:
@@ -66,5 +69,5 @@ def import_plugins(prog: str, argv: list) -> list:
                 sys.exit(f"{prog}: error: --plugins: cannot import {name!r}: "
                          f"{type(e).__name__}: {e}")
     finally:
-        sys.path.remove(os.getcwd())
+        sys.path.remove(cwd)
     return names
