@@ -14,6 +14,7 @@ Nothing outside this module knows an old spelling; code elsewhere calls these an
 
 from __future__ import annotations
 
+import re
 import sys
 
 
@@ -29,6 +30,46 @@ def notice(message: str) -> None:
 
 
 # ----------------------------------------------------------------------- data source spellings
+
+_SOURCE_NOTICES: set = set()  # each old spelling is named once per process
+# data.name values that took their glob from data.train_pattern (before [house])
+_PATTERN_SOURCES = ("tfrecord", "img2dataset_tfrecord")
+# name[/config][:X.Y.Z][/split] ("*" allowed in a version): what TFDS itself accepts
+_TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[^:/]+)*(:[\d*]+(\.[\d*]+)+)?(/[^:/]+)?$")
+
+
+def _source_notice(old: str, new: str) -> None:
+    if (old, new) not in _SOURCE_NOTICES:
+        _SOURCE_NOTICES.add((old, new))
+        notice(f"{old} is now spelt {new!r}")
+
+
+def source_spec(spec: str, registered: tuple) -> str | None:
+    """Today's spelling of an old evaluation source name, or ``None``: a bare TFDS name
+    (``cifar10``, ``oxford_iiit_pet:3.*.*``) is ``tfds:NAME`` since [house]."""
+    if spec.split(":")[0].split("/")[0] in registered or not _TFDS_NAME.match(spec):
+        return None
+    _source_notice(f"dataset {spec!r}", f"tfds:{spec}")
+    return f"tfds:{spec}"
+
+
+def data_source_spec(data) -> str:
+    """Today's spelling of a training source (``data``: the config's data section). Before
+    [house] the glob was ``data.train_pattern`` (``data.name="tfrecord"``) and the TFDS split
+    ``data.tfds_split`` (``data.name="tfds:NAME"``); today both are in the name:
+    ``tfrecord:GLOB``, ``tfds:NAME/SPLIT``."""
+    name = str(data.name).strip()
+    if name in _PATTERN_SOURCES:
+        new = f"{name}:{data.get('train_pattern', '')}"
+        _source_notice(f"data.name={name!r} with data.train_pattern", new)
+        return new
+    split = data.get("tfds_split", "") or ""
+    if name.startswith("tfds:") and split not in ("", "train") and name.count("/") < 2:
+        new = f"{name}/{split}"
+        _source_notice(f"data.name={name!r} with data.tfds_split", new)
+        return new
+    return name
+
 
 
 # -------------------------------------------------------------------------------- evaluation

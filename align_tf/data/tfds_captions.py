@@ -45,7 +45,7 @@ _BOOL_FLAGS = ("download",)
 # TensorFlow is imported inside the functions, not at the top: --help and flag errors answer at once.
 
 
-def _captions_of(example):
+def captions_of(example):
     """The caption strings of a TFDS example: ``captions/text`` (COCO) or ``caption``."""
     import tensorflow as tf
     if "captions" in example:
@@ -76,7 +76,7 @@ def caption_pairs(name: str = "coco_captions", split: str = "train", image_key: 
     import tensorflow as tf
 
     def per_caption(example):
-        captions = _captions_of(example)
+        captions = captions_of(example)
         images = tf.data.Dataset.from_tensors(example[image_key]).repeat(tf.size(captions, out_type=tf.int64))
         return tf.data.Dataset.zip({"image": images,
                                     "caption": tf.data.Dataset.from_tensor_slices(captions)})
@@ -152,7 +152,7 @@ def training_stream(name: str, split: str, seed: int, layout, first_batch: int =
                                 tf.constant(0, tf.int64))
 
         def one_caption(index, example):
-            captions = _captions_of(example)
+            captions = captions_of(example)
             n = tf.size(captions, out_type=tf.int64)
             draw = tf.random.stateless_uniform(
                 [], sampling.stream_key(seed, _CAPTIONS, epoch, index), minval=0,
@@ -193,7 +193,7 @@ def grouped_captions(name: str = "coco_captions", split: str = "test",
     import tensorflow as tf
 
     def first_n(example):
-        return {"image": example[image_key], "captions": _captions_of(example)[:captions_per_image]}
+        return {"image": example[image_key], "captions": captions_of(example)[:captions_per_image]}
 
     def enough(example):
         return tf.size(example["captions"]) >= captions_per_image
