@@ -325,7 +325,7 @@ class DualEncoderTask:
         model = build_dual_encoder(config.model, vocabulary_size)
         lock_image_tower(model)  # before the optimizer is built: no slots for the locked tower
         objective = LockedImageObjective(model, _optimizer(config, model),
-                                         config.objective.label_smoothing)
+                                         config.objective.contrastive.label_smoothing)
         objective.seed = int(config.seed)
         return model, objective
 

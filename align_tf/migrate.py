@@ -25,8 +25,125 @@ def notice(message: str) -> None:
 
 # ------------------------------------------------------------------------------- config fields
 
+# Fields of the ``model`` section before the objectives split → their (flat) ``objective`` name.
+# The boolean ``model.momentum_distillation`` became ``objective.name``.
+LEGACY_MODEL_FIELDS = {
+    "label_smoothing": "label_smoothing",
+    "distillation_momentum": "momentum",
+    "distillation_alpha": "alpha",
+    "distillation_alpha_ramp_steps": "alpha_ramp_steps",
+    "distillation_queue_size": "queue_size",
+}
+# Renamed eval fields: old name → new name.
+LEGACY_EVAL_FIELDS = {"num_examples_per_class": "synthetic_examples_per_class"}
+
+
+def objective_sections(field: str) -> list:
+    """The objectives whose section ``objective.<name>`` (``configs/base.py``) has ``field``.
+
+    Before [house] every objective read one flat ``objective`` section: a flat field meant the
+    same thing to whichever objective was named, so it goes to each section that has it."""
+    from align_tf.configs import base
+    return [name for name, section in base.get_config().objective.items()
+            if hasattr(section, "keys") and field in section]
+
+
+def config_json(config):
+    """Today's config (a ``ConfigDict``) from a ``config.json`` written by any release (a dict or
+    ``ConfigDict``), on top of ``configs/base.py``'s defaults for any section or field it lacks
+    (``RunDir.load_config``).
+
+    * objectives split: ``model.momentum_distillation`` → ``objective.name``,
+      ``model.distillation_*`` and ``model.label_smoothing`` → the objective's fields;
+      ``model.sync_batch_norm`` → ``model.bn_group_size``;
+    * [house]: flat ``objective.FIELD`` → ``objective.<name>.FIELD`` of every objective that has
+      it (``objective_sections``); ``eval.num_examples_per_class`` renamed.
+    """
+    from align_tf.configs import base
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    model = data.get("model", {})
+    if "sync_batch_norm" in model:  # the boolean before BatchNorm groups: all replicas or each
+        model["bn_group_size"] = -1 if model.pop("sync_batch_norm") else 0
+    if "momentum_distillation" in model or any(k in model for k in LEGACY_MODEL_FIELDS):
+        objective = data.setdefault("objective", {})
+        if model.pop("momentum_distillation", False):
+            objective["name"] = "momentum_distillation"
+        for old, new in LEGACY_MODEL_FIELDS.items():
+            if old in model:
+                objective[new] = model.pop(old)
+    objective = data.get("objective", {})
+    for field in [k for k, v in objective.items() if k != "name" and not isinstance(v, dict)]:
+        sections = objective_sections(field)
+        for name in sections:  # a field no objective has is kept as given
+            objective.setdefault(name, {})[field] = objective[field]
+        if sections:
+            del objective[field]
+    evaluation = data.get("eval", {})
+    for old, new in LEGACY_EVAL_FIELDS.items():
+        if old in evaluation:
+            evaluation[new] = evaluation.pop(old)
+    merged = base.get_config()
+    _update(merged, data)
+    return merged
+
+
+def _update(target, data: dict) -> None:
+    """Writes ``data`` into ``target`` recursively; fields ``target`` lacks are kept as given."""
+    import ml_collections
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(target.get(key), ml_collections.ConfigDict):
+            _update(target[key], value)
+        else:
+            with target.ignore_type():
+                target[key] = value
+
 
 # ------------------------------------------------------------------------- command-line flags
+
+# Fields moved by the objectives split: still a one-line error that names today's spelling
+# (``config_flag``), as it was then; the flat ``objective.*`` ones name the nested sections.
+MOVED_FLAGS = {
+    "model.momentum_distillation": "objective.name=momentum_distillation",
+    "model.label_smoothing": "objective.label_smoothing",
+    "model.distillation_momentum": "objective.momentum",
+    "model.distillation_alpha": "objective.alpha",
+    "model.distillation_alpha_ramp_steps": "objective.alpha_ramp_steps",
+    "model.distillation_queue_size": "objective.queue_size",
+    "model.sync_batch_norm": "model.bn_group_size=-1",
+}
+
+
+def _flat_objective_field(field: str) -> tuple:
+    """``(name, sections)`` if ``field`` is a flat ``objective.NAME`` spelling from before
+    [house] (``objective_sections(NAME)`` non-empty), else ``(None, [])``."""
+    section, _, name = field.partition(".")
+    if section != "objective" or name == "name" or "." in name:
+        return None, []
+    return name, objective_sections(name)
+
+
+def config_flag(arg: str) -> list:
+    """Today's spelling of one ``--config.FIELD[=VALUE]`` argument, as a list of arguments.
+
+    * a flat ``--config.objective.FIELD=V`` (before [house]) becomes
+      ``--config.objective.<name>.FIELD=V`` for every objective whose section has the field, with
+      one deprecation line on stderr naming the new spelling;
+    * a field the objectives split moved (``MOVED_FLAGS``) is a ``ValueError`` naming today's
+      spelling (one line);
+    * anything else is returned as it is.
+    """
+    field, equals, value = arg[len("--config."):].partition("=")
+    if field in MOVED_FLAGS:
+        name, sections = _flat_objective_field(MOVED_FLAGS[field].partition("=")[0])
+        spellings = [f"--config.objective.{s}.{name}" for s in sections] if name else \
+            [f"--config.{MOVED_FLAGS[field]}"]
+        raise ValueError(f"--config.{field} moved: use {' or '.join(spellings)}")
+    name, sections = _flat_objective_field(field)
+    if not sections:
+        return [arg]
+    new = [f"--config.objective.{s}.{name}{equals}{value}" for s in sections]
+    notice(f"--config.{field} is now {' and '.join(a.partition('=')[0] for a in new)}")
+    return new
 
 
 # ----------------------------------------------------------------------- data source spellings
@@ -76,3 +193,23 @@ def data_source_spec(data) -> str:
 
 
 # ------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_view(objective, keys) -> tuple | None:
+    """``(tf.train.Checkpoint, note)`` that restores a checkpoint with entries ``keys`` laid out
+    as trainers before the objectives split wrote it, or ``None`` for today's layout
+    (``training.checkpoint.restore`` restores either, checking both directions).
+
+    Then the skip counters, momentum towers and queue were variables of the model: under the key
+    ``model`` sat the towers and σ next to what is now ``objective.state``. ``note`` goes into the
+    error message if the checkpoint does not match the config."""
+    if not any(k.startswith("model/skipped_steps") for k in keys):
+        return None
+    import tensorflow as tf
+    from align_tf import compat
+    view = compat.AutoTrackable()
+    for name in ("image_encoder", "text_encoder", "temperature"):
+        setattr(view, name, getattr(objective.model, name))
+    for name, value in compat.trackable_children(objective.state).items():
+        setattr(view, name, value)
+    return (tf.train.Checkpoint(model=view, optimizer=objective.optimizer),
+            "was written before align_tf's objectives split and ")

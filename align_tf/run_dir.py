@@ -8,9 +8,8 @@
     RUN/savedmodel/     the exported SavedModel / TF Hub module
 
 The trainer, the HF converter, export, evaluation and the tests all go through here, so a change
-of layout (or of the config's fields) is made once. Run directories written before the objectives
-split (``model.momentum_distillation`` and friends in config.json) are read with their fields
-moved to the ``objective`` section (``migrate_config``).
+of layout (or of the config's fields) is made once. Run directories written by older releases
+(config fields since moved or nested) are read through ``align_tf.migrate.config_json``.
 """
 
 from __future__ import annotations
@@ -21,22 +20,10 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from align_tf import compat
+from align_tf import compat, migrate
 
 CONFIG, VOCAB, CHECKPOINTS, TRAIN_LOGS, EVAL, SAVEDMODEL = (
     "config.json", "vocab.txt", "checkpoints", "train", "eval.json", "savedmodel")
-
-# Fields of the ``model`` section before the objectives split → their ``objective`` name. The
-# boolean ``momentum_distillation`` became ``objective.name``.
-LEGACY_MODEL_FIELDS = {
-    "label_smoothing": "label_smoothing",
-    "distillation_momentum": "momentum",
-    "distillation_alpha": "alpha",
-    "distillation_alpha_ramp_steps": "alpha_ramp_steps",
-    "distillation_queue_size": "queue_size",
-}
-# Renamed eval fields: old name → new name.
-LEGACY_EVAL_FIELDS = {"num_examples_per_class": "synthetic_examples_per_class"}
 
 
 class RunDir:
@@ -61,7 +48,8 @@ class RunDir:
         return self.config_path
 
     def load_config(self) -> ml_collections.ConfigDict:
-        """``config.json`` (legacy fields migrated); one-line ``FileNotFoundError`` if missing."""
+        """``config.json`` as today's config (older spellings through ``align_tf.migrate``);
+        one-line ``FileNotFoundError`` if missing."""
         if not tf.io.gfile.exists(self.config_path):
             raise FileNotFoundError(f"no {CONFIG} in {self.path} (is it a training model_dir?)")
         with tf.io.gfile.GFile(self.config_path) as f:
@@ -69,7 +57,7 @@ class RunDir:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{self.config_path} is not valid JSON: {e}") from None
-        return migrate_config(ml_collections.ConfigDict(data))
+        return migrate.config_json(data)
 
     def has_vocabulary(self) -> bool:
         return tf.io.gfile.exists(self.vocab_path)
@@ -107,42 +95,6 @@ class RunDir:
     def read_eval(self) -> dict:
         with tf.io.gfile.GFile(self.eval_path) as f:
             return json.load(f)
-
-
-def migrate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Moves pre-objectives fields (``model.momentum_distillation``, ``model.distillation_*``,
-    ``model.label_smoothing``) into the ``objective`` section, maps ``model.sync_batch_norm`` to
-    ``model.bn_group_size`` and renames old ``eval`` fields, on top of ``configs/base.py``'s
-    defaults for any section or field an older config.json lacks."""
-    from align_tf.configs import base
-    merged = base.get_config()
-    data = config.to_dict()
-    model = data.get("model", {})
-    if "sync_batch_norm" in model:  # the boolean before BatchNorm groups: all replicas or each
-        model["bn_group_size"] = -1 if model.pop("sync_batch_norm") else 0
-    if "momentum_distillation" in model or any(k in model for k in LEGACY_MODEL_FIELDS):
-        objective = data.setdefault("objective", {})
-        if model.pop("momentum_distillation", False):
-            objective["name"] = "momentum_distillation"
-        for old, new in LEGACY_MODEL_FIELDS.items():
-            if old in model:
-                objective[new] = model.pop(old)
-    evaluation = data.get("eval", {})
-    for old, new in LEGACY_EVAL_FIELDS.items():
-        if old in evaluation:
-            evaluation[new] = evaluation.pop(old)
-    _update(merged, data, "")
-    return merged
-
-
-def _update(target: ml_collections.ConfigDict, data: dict, prefix: str):
-    """Writes ``data`` into ``target`` recursively; fields ``target`` lacks are kept as given."""
-    for key, value in data.items():
-        if isinstance(value, dict) and isinstance(target.get(key), ml_collections.ConfigDict):
-            _update(target[key], value, f"{prefix}{key}.")
-        else:
-            with target.ignore_type():
-                target[key] = value
 
 
 def load_config(model_dir: str) -> ml_collections.ConfigDict:

@@ -22,48 +22,40 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from align_tf import cli  # noqa: E402
 from align_tf.configs import PRESETS, preset_path, unknown_field  # noqa: E402
 
-
-# Fields moved by the objectives split: config_flags would reject them with a bare KeyError.
-_MOVED_FIELDS = {
-    "model.momentum_distillation": "objective.name=momentum_distillation",
-    "model.label_smoothing": "objective.label_smoothing",
-    "model.distillation_momentum": "objective.momentum",
-    "model.distillation_alpha": "objective.alpha",
-    "model.distillation_alpha_ramp_steps": "objective.alpha_ramp_steps",
-    "model.distillation_queue_size": "objective.queue_size",
-    "model.sync_batch_norm": "model.bn_group_size=-1",
-}
-
-
-def _config_field_error(field: str) -> str | None:
-    """Why ``--config.{field}=…`` cannot apply, or None. config_flags resolves overrides while
-    the flag is defined (at import), and an unknown field is a KeyError traceback there."""
-    if field in _MOVED_FIELDS:
-        return f"--config.{field} moved: use --config.{_MOVED_FIELDS[field]}"
-    return unknown_field(field)
+PROG = "align_tf.train"
 
 
 def _rewrite_config_arg(argv):
-    """``--config=NAME`` → the preset's file path, so config_flags can load it; unknown or moved
-    ``--config.FIELD`` overrides are one-line errors (naming the new spelling of a moved one)."""
+    """``--config=NAME`` → the preset's file path, so config_flags can load it; old
+    ``--config.FIELD`` spellings → today's (``align_tf.migrate.config_flag``: a deprecation line,
+    or a one-line error naming the new spelling of a moved field); unknown fields are one-line
+    errors. ``--config.objective.name=N`` also sets the ``model.similarity`` objective N trains
+    unless the command line sets it."""
+    from align_tf import migrate
     out, overridden = [], {}
     for arg in argv:
         if arg.startswith("--config."):
-            field, _, value = arg[len("--config."):].partition("=")
-            problem = _config_field_error(field)
-            if problem:
-                sys.exit(f"align_tf.train: error: {problem}")
-            overridden[field] = value
+            try:
+                rewritten = migrate.config_flag(arg)
+            except ValueError as e:
+                sys.exit(f"{PROG}: error: {e}")
+            for new in rewritten:
+                field, _, value = new[len("--config."):].partition("=")
+                problem = unknown_field(field)  # config_flags would raise a bare KeyError
+                if problem:
+                    sys.exit(f"{PROG}: error: {problem}")
+                overridden[field] = value
+            out += rewritten
+            continue
         if arg.startswith("--config="):
             try:
                 arg = "--config=" + preset_path(arg[len("--config="):])
             except ValueError as e:
-                sys.exit(f"align_tf.train: error: {e}")
+                sys.exit(f"{PROG}: error: {e}")
         out.append(arg)
     # An objective that trains another similarity than the default softmax's σ (sigmoid: the
     # model's t′ and b) picks that model too (validate_config still rejects an explicit mismatch).
@@ -75,21 +67,24 @@ def _rewrite_config_arg(argv):
     return out
 
 
-# config_flags reads sys.argv when the flag is defined: check and rewrite it first.
-sys.argv[1:] = _rewrite_config_arg(sys.argv[1:])
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", preset_path("default"),
-    f"Training config: a preset name ({', '.join(PRESETS)}) or a path to a config .py file. "
-    "Fields are overridable, e.g. --config.train.batch_size=256.", lock_config=True)
-_MODEL_DIR = flags.DEFINE_string("model_dir", "align_runs/default",
-                                 "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go.")
-_TPU = flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address, or 'local' on a TPU VM "
-                           "(implies --strategy=tpu under auto).")
-_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored", "one_device"],
-                              "Distribution strategy; auto picks TPU, multi-worker (TF_CONFIG), "
-                              "mirrored (several GPUs) or one device.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", None, "Overrides config.train.steps.")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel path; default {model_dir}/savedmodel.")
+def _define_flags() -> None:
+    """The command's flags. config_flags loads the config file and defines one
+    ``--config.SECTION.FIELD`` flag per field while ``--config`` is defined, reading
+    ``sys.argv`` then, so ``run`` rewrites ``sys.argv`` first."""
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file(
+        "config", preset_path("default"),
+        f"Training config: a preset name ({', '.join(PRESETS)}) or a path to a config .py file. "
+        "Fields are overridable, e.g. --config.train.batch_size=256.", lock_config=True)
+    flags.DEFINE_string("model_dir", "align_runs/default",
+                        "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go.")
+    flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address, or 'local' on a TPU VM "
+                        "(implies --strategy=tpu under auto).")
+    flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored", "one_device"],
+                      "Distribution strategy; auto picks TPU, multi-worker (TF_CONFIG), "
+                      "mirrored (several GPUs) or one device.")
+    flags.DEFINE_integer("train_steps", None, "Overrides config.train.steps.")
+    flags.DEFINE_string("export_dir", None, "SavedModel path; default {model_dir}/savedmodel.")
 
 
 def main(argv):
@@ -98,24 +93,25 @@ def main(argv):
     from align_tf.export import config_export_kwargs, export_saved_model
     from align_tf.run_dir import RunDir
 
-    config = _CONFIG.value
-    if _TRAIN_STEPS.value is not None:
+    f = flags.FLAGS
+    config = f.config
+    if f.train_steps is not None:
         with config.unlocked():
-            config.train.steps = _TRAIN_STEPS.value
+            config.train.steps = f.train_steps
     try:
         # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-        strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
-        result = trainer.train(config, _MODEL_DIR.value, strategy)
+        strategy = distribute.get_strategy(f.strategy, f.tpu)
+        result = trainer.train(config, f.model_dir, strategy)
     except (trainer.ConfigError, distribute.StrategyError, FileNotFoundError) as e:
-        sys.exit(f"align_tf.train: error: {e}")
+        sys.exit(f"{PROG}: error: {e}")
     except trainer.Preempted as e:
-        sys.exit(f"align_tf.train: preempted: {e}. Rerun the same command to resume.")
+        sys.exit(f"{PROG}: preempted: {e}. Rerun the same command to resume.")
     except FloatingPointError as e:
-        sys.exit(f"align_tf.train: error: {e}")
+        sys.exit(f"{PROG}: error: {e}")
     if not distribute.is_chief(strategy):
         return  # eval and export are the chief's; other workers are done
     if config.eval.enabled:
-        report = trainer.evaluate(result, config, _MODEL_DIR.value)
+        report = trainer.evaluate(result, config, f.model_dir)
         for dataset, tasks in report["results"].items():
             for task, metrics in tasks.items():
                 print(f"eval {dataset} {task}:", ", ".join(
@@ -124,13 +120,18 @@ def main(argv):
         # The same function as `python -m align_tf.export`: evaluation image sizes and the
         # config's prompt templates (default CLIP's 80) are baked into the SavedModel.
         path = export_saved_model(result.model, result.preprocessor,
-                                  _EXPORT_DIR.value or RunDir(_MODEL_DIR.value).savedmodel_path,
+                                  f.export_dir or RunDir(f.model_dir).savedmodel_path,
                                   config=config, **config_export_kwargs(config))
         print(f"exported SavedModel to {path}")
 
 
 def run():
-    """Console entry point (``align-train``)."""
+    """The entry point of ``python -m align_tf.train`` and ``align-train``: imports ``--plugins``
+    (their objectives may imply a model), rewrites ``sys.argv`` (``_rewrite_config_arg``), then
+    defines the flags and runs ``main``."""
+    cli.import_plugins(PROG, sys.argv)
+    sys.argv[1:] = _rewrite_config_arg(sys.argv[1:])
+    _define_flags()
     cli.run(__name__, main, argv=sys.argv)
 
 

@@ -20,14 +20,13 @@ def get_config():
     c.model.max_temperature = 0.5
     # From scratch, ALBEF's stop-gradient momentum keys stayed at chance in 300-800-step runs (the
     # random towers map every input to nearly one vector); online keys learn as ALIGN does.
-    c.objective.itc_keys = "online"
-    c.objective.label_smoothing = 0.0  # ALBEF's ITC has none (albef ignores it; recorded as such)
-    c.objective.momentum = 0.995
+    c.objective.albef.itc_keys = "online"
+    c.objective.albef.momentum = 0.995
     # No MoD and no queue from scratch: the momentum model is an untrained copy for hundreds of
     # steps, and 40% of the targets from it (plus 256 stale queued negatives) kept ITC at chance
     # in 800-step runs (README, ALBEF section). Turn them on when starting from trained towers.
-    c.objective.alpha = 0.0
-    c.objective.queue_size = 0
+    c.objective.albef.alpha = 0.0
+    c.objective.albef.queue_size = 0
     c.train.steps = 800
     c.eval.rerank_k = 5                # eval.json also reports the ITC top-5 re-ranked by ITM
     return c

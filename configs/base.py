@@ -3,6 +3,18 @@
 import ml_collections
 
 
+def _momentum_section(**fields):
+    """The momentum towers' and queue's fields (``momentum_distillation`` and ``albef``), then
+    ``fields``."""
+    section = ml_collections.ConfigDict()
+    section.update(fields)
+    section.momentum = 0.995         # EMA momentum m (ALBEF: 0.995)
+    section.alpha = 0.4              # weight α of the momentum soft targets (ALBEF: 0.4)
+    section.alpha_ramp_steps = 256   # α ramps 0 → α linearly; ALBEF: the first epoch
+    section.queue_size = 0           # queued momentum negatives; 0: none (ALBEF: 65536)
+    return section
+
+
 def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -47,27 +59,31 @@ def get_config():
     c.model.fusion_layers = 0
 
     # How a batch becomes gradients (align_tf/objectives/). Parameters export needs (σ) stay in model.
+    # objective.name picks the objective; each has its own section objective.<name> with exactly
+    # the fields it reads (its class's config_fields; an objective registered outside the package
+    # brings its section as the class's `defaults`).
     c.objective = ml_collections.ConfigDict()
     # "contrastive" (the paper) | "momentum_distillation" | "sigmoid" (SigLIP's pairwise sigmoid
-    # loss, chunked over replicas; needs model.similarity = "sigmoid")
+    # loss, chunked over replicas; needs model.similarity = "sigmoid") | "albef" (needs
+    # model.fusion_layers > 0)
     c.objective.name = "contrastive"
-    c.objective.label_smoothing = 0.1  # paper: 0.1
-    # momentum_distillation only (ALBEF's ITC-MoD): soft targets from EMA towers, optional queue.
-    c.objective.momentum = 0.995       # EMA momentum m (ALBEF: 0.995)
-    c.objective.alpha = 0.4            # weight α of the momentum soft targets (ALBEF: 0.4)
-    c.objective.alpha_ramp_steps = 256  # α ramps 0 → α linearly; ALBEF: the first epoch
-    c.objective.queue_size = 0         # queued momentum negatives; 0: none (ALBEF: 65536)
-    # albef only (also uses momentum, alpha, alpha_ramp_steps, queue_size: ALBEF's ITC-MoD, with
-    # alpha = 0 plain ITC against the momentum keys). Total loss = the weighted sum of the three.
-    c.objective.itc_weight = 1.0       # image-text contrastive loss on the unimodal embeddings
-    c.objective.itm_weight = 1.0       # image-text matching on the fusion [CLS], hard negatives
-    c.objective.mlm_weight = 1.0       # masked language modelling by the fusion encoder
-    c.objective.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's batch)
-    #                                      or "global" (BLIP: the global batch) candidates
-    c.objective.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
+    c.objective.contrastive = ml_collections.ConfigDict()
+    c.objective.contrastive.label_smoothing = 0.1  # paper: 0.1
+    # ALIGN's loss with ALBEF's ITC-MoD: soft targets from EMA towers, optional queue.
+    c.objective.momentum_distillation = _momentum_section(label_smoothing=0.1)
+    c.objective.sigmoid = ml_collections.ConfigDict()  # t′ and b are model.* fields
+    # ALBEF: ITC-MoD (alpha = 0: plain ITC against the momentum keys) + ITM + MLM; the total loss
+    # is the weighted sum of the three.
+    c.objective.albef = _momentum_section()
+    c.objective.albef.itc_weight = 1.0       # image-text contrastive loss on the unimodal embeddings
+    c.objective.albef.itm_weight = 1.0       # image-text matching on the fusion [CLS], hard negatives
+    c.objective.albef.mlm_weight = 1.0       # masked language modelling by the fusion encoder
+    c.objective.albef.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's
+    #                                            batch) or "global" (BLIP: the global batch) candidates
+    c.objective.albef.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
     # ITC logits' keys: "momentum" (ALBEF: the momentum towers' features, no gradient) or "online"
     # (the replica's online embeddings with gradient, as ALIGN; for training from scratch)
-    c.objective.itc_keys = "momentum"
+    c.objective.albef.itc_keys = "momentum"
 
     c.data = ml_collections.ConfigDict()
     # Training source (align_tf.data.sources): "synthetic" (built-in corpus) | "tfrecord" (our

@@ -58,8 +58,8 @@ from align_tf.objectives.momentum import (MOMENTUM_FIELDS, MomentumTowers, check
                                           check_momentum_fields, ramped_alpha)
 from align_tf.objectives.registry import register_objective
 
-ITM_NEGATIVES = ("local", "global")  # config.objective.itm_negatives
-ITC_KEYS = ("momentum", "online")  # config.objective.itc_keys
+ITM_NEGATIVES = ("local", "global")  # config.objective.albef.itm_negatives
+ITC_KEYS = ("momentum", "online")  # config.objective.albef.itc_keys
 
 # Purposes folded into the stateless key, so each draw of a step is independent.
 _MASK_SELECT, _MASK_KIND, _MASK_RANDOM, _NEG_TEXT, _NEG_IMAGE = range(5)
@@ -192,36 +192,30 @@ class AlbefObjective(Objective):
                      "itc_keys") + MOMENTUM_FIELDS
 
     @classmethod
-    def from_config(cls, objective_config, model, optimizer, vocab_path: str = "", **context):
-        c = objective_config
-        return cls(model, optimizer, itc_weight=c.itc_weight, itm_weight=c.itm_weight,
-                   mlm_weight=c.mlm_weight, itm_negatives=c.itm_negatives,
-                   mlm_probability=c.mlm_probability, momentum=c.momentum, alpha=c.alpha,
-                   alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size,
-                   special_tokens=special_token_ids(vocab_path), itc_keys=c.itc_keys)
+    def from_config(cls, section, model, optimizer, vocab_path: str = "", **context):
+        return cls(model, optimizer, special_tokens=special_token_ids(vocab_path),
+                   **cls.config_kwargs(section))
 
     @classmethod
     def validate(cls, config) -> None:
-        o, vocab_path = config.objective, config.data.vocab_path
+        o, vocab_path, prefix = config.objective[cls.name], config.data.vocab_path, \
+            f"objective.{cls.name}"
         check(o.itm_negatives in ITM_NEGATIVES,
-              f"objective.itm_negatives={o.itm_negatives!r}; choose from {list(ITM_NEGATIVES)}")
+              f"{prefix}.itm_negatives={o.itm_negatives!r}; choose from {list(ITM_NEGATIVES)}")
         check(o.itc_keys in ITC_KEYS,
-              f"objective.itc_keys={o.itc_keys!r}; choose from {list(ITC_KEYS)}")
+              f"{prefix}.itc_keys={o.itc_keys!r}; choose from {list(ITC_KEYS)}")
         for name in ("itc_weight", "itm_weight", "mlm_weight"):
-            check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+            check(o[name] >= 0, f"{prefix}.{name}={o[name]} must be >= 0")
         check(o.itc_weight or o.itm_weight or o.mlm_weight,
-              "objective.itc_weight, itm_weight and mlm_weight are all 0: no loss, so no "
+              f"{prefix}.itc_weight, itm_weight and mlm_weight are all 0: no loss, so no "
               "gradient to train the model with")
         check(0.0 < o.mlm_probability < 1.0,
-              f"objective.mlm_probability={o.mlm_probability} must be in (0, 1)")
+              f"{prefix}.mlm_probability={o.mlm_probability} must be in (0, 1)")
+        check_momentum_fields(config, cls.name)
         try:
             special_token_ids(vocab_path if vocab_path and tf.io.gfile.exists(vocab_path) else "")
         except ValueError as e:
             raise ConfigError(str(e)) from None
-
-    @classmethod
-    def validate_flat_fields(cls, config) -> None:
-        check_momentum_fields(config)
 
     def __init__(self, model, optimizer, itc_weight=1.0, itm_weight=1.0, mlm_weight=1.0,
                  itm_negatives="local", mlm_probability=0.15, momentum=0.995, alpha=0.4,

@@ -97,28 +97,36 @@ class Objective:
     #: Whether the loss needs ALBEF's fusion encoder (``model.fusion_layers > 0``); an objective
     #: that does not need one is refused a model that has one.
     needs_fusion = False
-    #: The flat ``config.objective.*`` fields (besides ``name``) that ``from_config`` reads.
+    #: The fields of this objective's config section ``config.objective.<name>`` that
+    #: ``from_config`` reads: by default each is passed to ``__init__`` as the keyword of its name.
+    #: ``configs/base.py`` spells the package's objectives' sections with exactly these fields.
     config_fields = ()
+    #: A plug-in objective's section defaults (``{field: value}``): added to a config that names
+    #: it as ``objective.<name>`` when the config lacks that section (``registry.ensure_section``).
+    #: The package's own objectives spell theirs in ``configs/base.py`` instead.
+    defaults: dict = {}
 
     @classmethod
-    def from_config(cls, objective_config, model, optimizer, **context) -> "Objective":
-        """The objective built from ``config.objective``. ``context`` holds what else the config
-        says (``seed``, ``vocab_path``: ``config.data.vocab_path``); take what you need."""
-        del objective_config, context
-        return cls(model, optimizer)
+    def from_config(cls, section, model, optimizer, **context) -> "Objective":
+        """The objective built from its own config section ``section`` (``config.objective.<name>``;
+        it reads no other). ``context`` holds what else the config says (``seed``,
+        ``vocab_path``: ``config.data.vocab_path``); take what you need."""
+        del context
+        return cls(model, optimizer, **cls.config_kwargs(section))
+
+    @classmethod
+    def config_kwargs(cls, section) -> dict:
+        """``{field: section.field}`` for each of ``config_fields``."""
+        return {field: section[field] for field in cls.config_fields}
 
     @classmethod
     def validate(cls, config) -> None:
-        """Raises ``ConfigError`` (``align_tf.errors``), one line naming the field, for a value
-        of this objective's own that cannot run. ``config``: the whole config; called only when
+        """Raises ``ConfigError`` (``align_tf.errors``), one line naming the field (spelt
+        ``objective.<name>.FIELD``), for a value of this objective's own section
+        ``config.objective[cls.name]`` that cannot run. ``config``: the whole config (a check may
+        relate a field to another section's, e.g. the queue to ``train.batch_size``); called when
         ``config.objective.name`` names this objective, after the model checks (similarity,
         fusion encoder) passed."""
-
-    @classmethod
-    def validate_flat_fields(cls, config) -> None:
-        """Like ``validate``, for the checks of this objective's ``config.objective.*`` fields
-        that run whatever ``objective.name`` names: all objectives share that one flat section,
-        so a bad ``objective.alpha`` is an error under ``contrastive`` too."""
 
     def __init__(self, model, optimizer):
         self.model = model
@@ -251,17 +259,6 @@ class Objective:
 
         tf.distribute.get_replica_context().merge_call(
             cross_replica, args=(finite, grads, after_apply_state))
-
-    def legacy_checkpoint_view(self):
-        """The objects under the checkpoint key ``model`` as run directories written before the
-        objectives split laid them out: the model's towers and σ next to this objective's state
-        (see ``align_tf.trainer.restore``)."""
-        view = ObjectiveState()
-        for name in ("image_encoder", "text_encoder", "temperature"):
-            setattr(view, name, getattr(self.model, name))
-        for name, value in compat.trackable_children(self.state).items():
-            setattr(view, name, value)
-        return view
 
 
 def _keep_if_finite(finite, variables, before):

@@ -33,14 +33,10 @@ class ContrastiveObjective(Objective):
         self.label_smoothing = float(label_smoothing)
 
     @classmethod
-    def from_config(cls, objective_config, model, optimizer, **context):
-        return cls(model, optimizer, label_smoothing=objective_config.label_smoothing)
-
-    @classmethod
-    def validate_flat_fields(cls, config) -> None:
-        o = config.objective
+    def validate(cls, config) -> None:
+        o = config.objective[cls.name]
         check(0.0 <= o.label_smoothing < 1.0,
-              f"objective.label_smoothing={o.label_smoothing} must be in [0, 1)")
+              f"objective.{cls.name}.label_smoothing={o.label_smoothing} must be in [0, 1)")
 
     def loss_from_embeddings(self, batch, embeddings) -> dict:
         image, text = embeddings

@@ -41,7 +41,7 @@ from align_tf.objectives.base import GlobalBatch, ObjectiveState, replica_variab
 from align_tf.objectives.contrastive import ContrastiveObjective
 from align_tf.objectives.registry import register_objective
 
-#: The ``config.objective.*`` fields of the momentum towers, queue and ITC-MoD's α.
+#: The section fields (``objective.<name>.*``) of the momentum towers, queue and ITC-MoD's α.
 MOMENTUM_FIELDS = ("momentum", "alpha", "alpha_ramp_steps", "queue_size")
 
 
@@ -55,16 +55,17 @@ def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size):
         raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
 
 
-def check_momentum_fields(config) -> None:
-    """One-line ``ConfigError`` for ``MOMENTUM_FIELDS`` out of range, or a queue that does not
-    hold whole global batches of ``train.batch_size`` (``momentum_distillation``, ``albef``)."""
-    o, batch_size = config.objective, config.train.batch_size
-    for name in ("momentum", "alpha"):
-        check(0.0 <= o[name] <= 1.0, f"objective.{name}={o[name]} must be in [0, 1]")
-    for name in ("alpha_ramp_steps", "queue_size"):
-        check(o[name] >= 0, f"objective.{name}={o[name]} must be >= 0")
+def check_momentum_fields(config, name: str) -> None:
+    """One-line ``ConfigError`` for ``MOMENTUM_FIELDS`` of section ``objective.<name>`` out of
+    range, or a queue that does not hold whole global batches of ``train.batch_size``
+    (``momentum_distillation``, ``albef``)."""
+    o, batch_size, prefix = config.objective[name], config.train.batch_size, f"objective.{name}"
+    for field in ("momentum", "alpha"):
+        check(0.0 <= o[field] <= 1.0, f"{prefix}.{field}={o[field]} must be in [0, 1]")
+    for field in ("alpha_ramp_steps", "queue_size"):
+        check(o[field] >= 0, f"{prefix}.{field}={o[field]} must be >= 0")
     check(o.queue_size % max(batch_size, 1) == 0,
-          f"objective.queue_size={o.queue_size} must be a multiple of train.batch_size="
+          f"{prefix}.queue_size={o.queue_size} must be a multiple of train.batch_size="
           f"{batch_size}, so each step's momentum features fill whole queue slots")
 
 
@@ -207,15 +208,9 @@ class MomentumDistillation(ContrastiveObjective):
         self.towers = MomentumTowers(model, self.state, momentum, queue_size)
 
     @classmethod
-    def from_config(cls, objective_config, model, optimizer, **context):
-        c = objective_config
-        return cls(model, optimizer, label_smoothing=c.label_smoothing, momentum=c.momentum,
-                   alpha=c.alpha, alpha_ramp_steps=c.alpha_ramp_steps, queue_size=c.queue_size)
-
-    @classmethod
-    def validate_flat_fields(cls, config) -> None:
-        super().validate_flat_fields(config)
-        check_momentum_fields(config)
+    def validate(cls, config) -> None:
+        super().validate(config)
+        check_momentum_fields(config, cls.name)
 
     @property
     def momentum_pairs(self) -> list:
