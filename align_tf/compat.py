@@ -188,7 +188,7 @@ def __getattr__(name: str):
 def trackable_children(obj) -> dict:
     """Wraps ``Trackable._trackable_children()``: ``{name: child}`` as a checkpoint saves them.
 
-    Why: ``Objective.legacy_checkpoint_view`` re-hangs an objective's state under the layout of
+    Why: ``migrate.checkpoint_view`` re-hangs an objective's state under the layout of
     older run directories. Checked on tensorflow 2.21.0."""
     return dict(_attr(obj, "_trackable_children", "tensorflow")())
 

@@ -1,9 +1,9 @@
 """ITC alone vs ALBEF (ITC + ITM with hard negatives + MLM) on the synthetic compositional corpus.
 
 Not a test: trains ``albef_tiny`` (the default towers, BERT split 2 text + 1 fusion layer) for a
-few seeds, once with ITC alone (``objective.itm_weight = mlm_weight = 0``: the same ALBEF-exact
-ITC with momentum keys, queue and MoD) and once with the full ALBEF loss, then evaluates on the
-synthetic set: zero-shot accuracy on the held-out (colour, shape) pairs and retrieval R@1, by
+few seeds, once with ITC alone (``objective.albef.itm_weight = mlm_weight = 0``: the same
+ALBEF-exact ITC with momentum keys, queue and MoD) and once with the full ALBEF loss, then
+evaluates on the synthetic set: zero-shot accuracy on the held-out (colour, shape) pairs and retrieval R@1, by
 ITC and, for ALBEF, with each query's ITC top ``--rerank_k`` re-ranked by the ITM head (the
 ``rerank_*`` keys). Both variants of a seed share the data, the initial towers and the batch
 order. Results go to ``{out_dir}/results.json`` (updated after every run) and a Markdown table is
@@ -29,7 +29,7 @@ def make_config(seed: int, variant: str, args):
     c = common.short_default(seed, args, albef_tiny.get_config())
     c.export.enabled = False
     if variant == "itc":
-        c.objective.itm_weight = c.objective.mlm_weight = 0.0
+        c.objective.albef.itm_weight = c.objective.albef.mlm_weight = 0.0
         c.eval.rerank_k = 0  # the fusion encoder is untrained: nothing to re-rank with
     else:
         c.eval.rerank_k = args.rerank_k

@@ -23,9 +23,9 @@ def make_config(seed: int, variant: str, args):
     c.data.caption_noise = args.caption_noise
     c.objective.name = "contrastive" if variant == "plain" else "momentum_distillation"
     if variant == "mod_queue":
-        c.objective.queue_size = args.queue_size
+        c.objective.momentum_distillation.queue_size = args.queue_size
     if args.ramp_steps is not None:
-        c.objective.alpha_ramp_steps = args.ramp_steps
+        c.objective.momentum_distillation.alpha_ramp_steps = args.ramp_steps
     return c
 
 
