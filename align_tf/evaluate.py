@@ -6,29 +6,32 @@ signatures (ours, or converted public weights). Both go through the same evaluat
 give the same numbers for the same weights.
 
 What is evaluated is the config's ``eval`` section (``configs/base.py``; the same
-``align_tf.evaluation.runner.plans_from_config`` the trainer runs): every flag below named like an
-``eval`` field overrides it, and a flag not given takes the value in the run's ``config.json``
-(``--model_dir``, or one beside the SavedModel; else ``configs/base.py``'s). So
-``--model_dir=RUN --dataset=synthetic --output=X`` writes RUN/eval.json's numbers again.
+``align_tf.evaluation.runner.plans_from_config`` the trainer runs): its named evaluators
+(``eval.evaluators``), each a type on a dataset. ``--datasets`` and ``--tasks`` replace them by
+every task on every dataset; every other flag named like an ``eval`` field or an evaluator's field
+overrides it (in every evaluator that has it), and a flag not given takes the value in the run's
+``config.json`` (``--model_dir``, or one beside the SavedModel; else ``configs/base.py``'s). So
+``--model_dir=RUN --output=X`` writes RUN/eval.json's numbers again.
 
-Datasets (``--datasets``/``--dataset``, comma-separated):
+Datasets (``--datasets``/``--dataset``, comma-separated; the data sources' spelling,
+``align_tf.data.sources``):
   synthetic        the built-in coloured-shapes corpus (fresh seeded images; no download)
   tfrecord:GLOB    our TFRecord shards (retrieval; records with identical images are grouped)
   img2dataset_tfrecord:GLOB  img2dataset's TFRecord shards (jpg + txt), likewise
-  tfds:NAME        a TFDS dataset (the training sources' spelling, align_tf.data.sources)
-  TFDS names       cifar10, cifar100, imagenet2012 (manual download), coco_captions, or any TFDS
-                   dataset with an image and a class label or captions
-Tasks (``--tasks``, comma-separated): retrieval, zeroshot, knn, linear, or auto (retrieval for
-captioned data, zero-shot for labelled data).
+  tfds:NAME        a TFDS dataset with an image and a class label or captions: cifar10, cifar100,
+                   imagenet2012 (manual download), coco_captions (a bare NAME is deprecated)
+Tasks (``--tasks``, comma-separated): the registered evaluator types (retrieval, zeroshot, knn,
+linear, and any a ``--plugins`` module registers), or auto (retrieval for captioned data,
+zero-shot for labelled data).
 
 Examples:
   python -m align_tf.evaluate --model_dir=align_runs/default
   python -m align_tf.evaluate --savedmodel=align_runs/default/savedmodel --output=eval.json
-  python -m align_tf.evaluate --model_dir=/data/align_base_tf --dataset=imagenet2012 \\
+  python -m align_tf.evaluate --model_dir=/data/align_base_tf --dataset=tfds:imagenet2012 \\
       --tasks=zeroshot --templates=clip80 --data_dir=/data/tfds
-  python -m align_tf.evaluate --model_dir=RUN --dataset=cifar10,cifar100 --tasks=zeroshot,knn,linear
+  python -m align_tf.evaluate --model_dir=RUN --dataset=tfds:cifar10,tfds:cifar100 --tasks=zeroshot,knn,linear
   python -m align_tf.evaluate --savedmodel=SM --image_size=289 --resize_size=346 \\
-      --dataset=coco_captions --tasks=retrieval        # Karpathy 5k test, 5 captions per image
+      --dataset=tfds:coco_captions --tasks=retrieval        # Karpathy 5k test, 5 captions per image
   python -m align_tf.evaluate --model_dir=ALBEF_RUN --tasks=retrieval --rerank_k=16  # + ITM
 
 Metrics are fractions in [0, 1]; ranks are 1-based. ``--output`` writes the report
@@ -49,66 +52,92 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from align_tf import cli, prompts  # noqa: E402
-from align_tf.configs import base  # noqa: E402
+from align_tf import cli  # noqa: E402
 
-_EVAL = base.get_config().eval  # flag defaults shown in --help; a run's config.json wins
+# The flags of the eval section's flat fields (the source options and the embedding batch).
+SHARED_FLAGS = ("batch_size", "max_examples", "split", "train_split", "max_train_examples",
+                "data_dir", "synthetic_examples_per_class", "synthetic_retrieval_rounds",
+                "synthetic_seed")
+_HELP = {
+    "batch_size": "Embedding batch size.",
+    "max_examples": "Evaluate at most this many images per dataset.",
+    "split": "Evaluation split (TFDS slicing allowed, e.g. 'validation[:10%]'); default test, "
+             "else validation.",
+    "train_split": "Split kNN and the linear probe fit on; default train.",
+    "max_train_examples": "kNN/linear probe: fit on at most this many images.",
+    "data_dir": "TFDS data directory.",
+    "synthetic_examples_per_class": "synthetic: zero-shot images per class (kNN/linear probe "
+                                    "fit: as many).",
+    "synthetic_retrieval_rounds": "synthetic: retrieval galleries of one image per class.",
+    "synthetic_seed": "synthetic: seed of the test images (kNN/linear probe fit images: +1, "
+                      "retrieval: +2).",
+    "recall_ks": "Retrieval Recall@K values.",
+    "captions_per_image": "Retrieval: captions per image (the MSCOCO/Flickr30K protocol keeps 5); "
+                          "0 keeps all.",
+    "block_size": "Retrieval: queries scored at once (memory block_size x candidates floats).",
+    "faiss": "Retrieval R@K with faiss (no ranks reported).",
+    "rerank_k": "ALBEF models (--model_dir only): re-rank each query's ITC top K (retrieval "
+                "candidates, zero-shot classes) with the ITM head; reports rerank_* next to the "
+                "ITC metrics. 0: off.",
+    "templates": "Zero-shot prompts: clip80 = CLIP's 80 ImageNet templates (ensembled), simple = "
+                 "'a photo of a {}.', none = the class name, synthetic = the corpus' own; auto = "
+                 "synthetic for synthetic, else clip80.",
+    "knn_k": "kNN neighbours.",
+    "knn_temperature": "kNN vote weight exp(sim/T); 0 = majority.",
+    "linear_backend": "Linear probe: sklearn logistic regression or a Keras softmax.",
+    "linear_c": "sklearn inverse L2 strength; default: swept on a held-out 20% of the training "
+                "split.",
+}
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training model_dir: config.json, vocab.txt "
-                                 "and checkpoints/ (the newest checkpoint is used).")
-_SAVEDMODEL = flags.DEFINE_string("savedmodel", None, "Exported SavedModel directory with "
-                                  "image_embed/text_embed signatures.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "With --model_dir: a specific checkpoint "
-                                  "prefix instead of the newest.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Model input size; default the config's "
-                                   "data.image_size (required for a SavedModel without one).")
-_RESIZE_SIZE = flags.DEFINE_integer("resize_size", None, "Resize to this then centre-crop "
-                                    "image_size (ALIGN: 346 → 289); default the config's.")
-_DOWNLOAD = flags.DEFINE_bool("download", True, "Let TFDS download and prepare missing datasets.")
-_OUTPUT = flags.DEFINE_string("output", None, "Write the report as JSON here.")
 
-# Flags named like the config's eval fields (configs/base.py documents them).
-flags.DEFINE_list("datasets", _EVAL.datasets.split(","), "Datasets: synthetic, tfrecord:GLOB, "
-                  "img2dataset_tfrecord:GLOB, tfds:NAME, or bare "
-                  "TFDS names (cifar10, cifar100, imagenet2012, coco_captions, ...).")
-flags.DEFINE_alias("dataset", "datasets")
-flags.DEFINE_list("tasks", _EVAL.tasks.split(","), "Tasks: retrieval, zeroshot, knn, linear, auto.")
-flags.DEFINE_enum("templates", _EVAL.templates, list(prompts.TEMPLATE_CHOICES) + [prompts.AUTO],
-                  "Zero-shot prompts: clip80 = CLIP's 80 ImageNet templates (ensembled), "
-                  "simple = 'a photo of a {}.', none = the class name, synthetic = the corpus' "
-                  "own; auto = synthetic for synthetic, else clip80.")
-flags.DEFINE_integer("batch_size", _EVAL.batch_size, "Embedding batch size.")
-flags.DEFINE_integer("max_examples", _EVAL.max_examples, "Evaluate at most this many images.")
-flags.DEFINE_string("split", _EVAL.split, "Evaluation split (TFDS slicing allowed, e.g. "
-                    "'validation[:10%]'); default test, else validation.")
-flags.DEFINE_string("train_split", _EVAL.train_split, "Split kNN and the linear probe fit on; "
-                    "default train.")
-flags.DEFINE_integer("max_train_examples", _EVAL.max_train_examples,
-                     "kNN/linear probe: fit on at most this many images.")
-flags.DEFINE_string("data_dir", _EVAL.data_dir, "TFDS data directory.")
-flags.DEFINE_list("recall_ks", _EVAL.recall_ks.split(","), "Retrieval Recall@K values.")
-flags.DEFINE_integer("captions_per_image", _EVAL.captions_per_image, "Retrieval: captions per "
-                     "image (the MSCOCO/Flickr30K protocol keeps 5); 0 keeps all.")
-flags.DEFINE_integer("block_size", _EVAL.block_size, "Retrieval: queries scored at once (memory "
-                     "block_size x candidates floats).")
-flags.DEFINE_bool("faiss", _EVAL.faiss, "Retrieval R@K with faiss (no ranks reported).")
-flags.DEFINE_integer("rerank_k", _EVAL.rerank_k, "ALBEF models (--model_dir only): re-rank each "
-                     "query's ITC top K (retrieval candidates, zero-shot classes) with the ITM "
-                     "head; reports rerank_* next to the ITC metrics. 0: off.")
-flags.DEFINE_integer("knn_k", _EVAL.knn_k, "kNN neighbours.")
-flags.DEFINE_float("knn_temperature", _EVAL.knn_temperature,
-                   "kNN vote weight exp(sim/T); 0 = majority.")
-flags.DEFINE_enum("linear_backend", _EVAL.linear_backend, ["sklearn", "keras"],
-                  "Linear probe: sklearn logistic regression or a Keras softmax.")
-flags.DEFINE_float("linear_c", _EVAL.linear_c, "sklearn inverse L2 strength; default: swept on "
-                   "a held-out 20% of the training split.")
-flags.DEFINE_integer("synthetic_examples_per_class", _EVAL.synthetic_examples_per_class,
-                     "synthetic: zero-shot images per class (kNN/linear probe fit: as many).")
-flags.DEFINE_integer("synthetic_retrieval_rounds", _EVAL.synthetic_retrieval_rounds,
-                     "synthetic: retrieval galleries of one image per class.")
-flags.DEFINE_integer("synthetic_seed", _EVAL.synthetic_seed, "synthetic: seed of the test "
-                     "images (kNN/linear probe fit images: +1, retrieval: +2).")
-EVAL_FLAGS = tuple(name for name in _EVAL.keys() if name in flags.FLAGS)
+def _define_flag(name: str, default, help_text: str) -> None:
+    """An absl flag typed like ``default`` (a comma list for ``recall_ks``)."""
+    if name == "recall_ks":
+        flags.DEFINE_list(name, default.split(","), help_text)
+    elif isinstance(default, bool):
+        flags.DEFINE_bool(name, default, help_text)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help_text)
+    elif isinstance(default, float) or name == "linear_c":
+        flags.DEFINE_float(name, default, help_text)
+    else:
+        flags.DEFINE_string(name, default, help_text)
+
+
+def define_flags() -> tuple:
+    """Defines the command's flags; returns the names that override the config's ``eval``."""
+    from align_tf.configs import base
+    from align_tf.evaluation import runner  # the evaluator types and their fields; no TensorFlow
+
+    flags.DEFINE_string("model_dir", None, "Training model_dir: config.json, vocab.txt and "
+                        "checkpoints/ (the newest checkpoint is used).")
+    flags.DEFINE_string("savedmodel", None, "Exported SavedModel directory with "
+                        "image_embed/text_embed signatures.")
+    flags.DEFINE_string("checkpoint", None, "With --model_dir: a specific checkpoint prefix "
+                        "instead of the newest.")
+    flags.DEFINE_integer("image_size", None, "Model input size; default the config's "
+                         "data.image_size (required for a SavedModel without one).")
+    flags.DEFINE_integer("resize_size", None, "Resize to this then centre-crop image_size "
+                         "(ALIGN: 346 → 289); default the config's.")
+    flags.DEFINE_bool("download", True, "Let TFDS download and prepare missing datasets.")
+    flags.DEFINE_string("output", None, "Write the report as JSON here.")
+    # Flags named like the config's eval fields (configs/base.py and the evaluators' defaults).
+    ev = base.get_config().eval
+    entries = list(ev.evaluators.values())
+    flags.DEFINE_list("datasets", list(dict.fromkeys(e.dataset for e in entries)),
+                      "Datasets (data source specs): synthetic, tfrecord:GLOB, "
+                      "img2dataset_tfrecord:GLOB, tfds:NAME (cifar10, imagenet2012, "
+                      "coco_captions, ...). With --tasks: replaces the config's evaluators.")
+    flags.DEFINE_alias("dataset", "datasets")
+    flags.DEFINE_list("tasks", ["auto"], "Evaluator types: "
+                      f"{', '.join(runner.registry.names())}, or auto (what each dataset "
+                      "supports without a fit split). With --datasets: replaces the config's "
+                      "evaluators.")
+    for name in SHARED_FLAGS:
+        _define_flag(name, ev[name], _HELP[name])
+    for name, default in runner.type_fields().items():
+        _define_flag(name, default, _HELP.get(name, f"Evaluators' {name} field."))
+    return runner.CROSS_PRODUCT + SHARED_FLAGS + tuple(runner.type_fields())
 
 
 def _error(message: str):
@@ -122,53 +151,67 @@ def _print(results: dict):
             print(f"{dataset} {task}: {shown}")
 
 
-def main(argv):
+def evaluate(model_dir: str | None = None, savedmodel: str | None = None,
+             checkpoint: str | None = None, image_size: int | None = None,
+             resize_size: int | None = None, download: bool = False, **overrides) -> dict:
+    """The report (``runner.make_report``) of a run directory or a SavedModel, as the command
+    computes it: the run's ``config.json`` (or ``configs/base.py``'s) ``eval`` section with
+    ``overrides`` (``runner.with_eval_overrides``). Raises ``ValueError`` / ``FileNotFoundError``
+    with one line for a bad input."""
+    from align_tf.evaluation import runner
+    from align_tf.evaluation.embed import load_encoder, model_config
+    from align_tf.configs import base
+
+    if (model_dir is None) == (savedmodel is None):
+        raise ValueError("give exactly one of --model_dir and --savedmodel")
+    if checkpoint and not model_dir:
+        raise ValueError("--checkpoint needs --model_dir")
+    if overrides.get("rerank_k") and savedmodel:
+        raise ValueError("--rerank_k needs --model_dir: through a SavedModel, ITM re-ranking "
+                         "would re-run both towers for every (image, text) pair")
+    config = model_config(model_dir, savedmodel) or base.get_config()
+    if savedmodel and "rerank_k" not in overrides and any(
+            e.get("rerank_k") for e in config.eval.evaluators.values()):
+        print("eval.evaluators' rerank_k of the run's config is skipped: re-ranking needs "
+              "--model_dir")
+        overrides["rerank_k"] = 0
+    config = runner.with_eval_overrides(config, **overrides)
+    # Datasets and evaluators are checked before the (possibly large) model is loaded.
+    plans = runner.plans_from_config(config, download=download)
+    encoder = load_encoder(model_dir, savedmodel, checkpoint, image_size, resize_size,
+                           config.eval.batch_size)
+    start = time.time()
+    results = runner.run_plans(encoder, plans)
+    _print(results)
+    info = dict(encoder.info(), model_dir=model_dir)
+    return runner.make_report(results, info, time.time() - start)
+
+
+def main(argv, eval_flags: tuple = ()):
     if len(argv) > 1:
         _error(f"unexpected arguments {argv[1:]}")
-    from align_tf.evaluation import datasets, runner
-    from align_tf.evaluation.embed import load_encoder, model_config
-
-    if (_MODEL_DIR.value is None) == (_SAVEDMODEL.value is None):
-        _error("give exactly one of --model_dir and --savedmodel")
-    if _CHECKPOINT.value and not _MODEL_DIR.value:
-        _error("--checkpoint needs --model_dir")
-    if flags.FLAGS.rerank_k and _SAVEDMODEL.value:
-        _error("--rerank_k needs --model_dir: through a SavedModel, ITM re-ranking would re-run "
-               "both towers for every (image, text) pair")
-    overrides = {name: flags.FLAGS[name].value for name in EVAL_FLAGS if flags.FLAGS[name].present}
+    f = flags.FLAGS
+    overrides = {name: f[name].value for name in eval_flags if f[name].present}
     try:
-        config = model_config(_MODEL_DIR.value, _SAVEDMODEL.value) or base.get_config()
-        if _SAVEDMODEL.value and config.eval.rerank_k and "rerank_k" not in overrides:
-            print("eval.rerank_k of the run's config is skipped: re-ranking needs --model_dir")
-            overrides["rerank_k"] = 0
-        config = runner.with_eval_overrides(config, **overrides)
-        # Datasets and tasks are checked before the (possibly large) model is loaded.
-        plans = runner.plans_from_config(config, download=_DOWNLOAD.value)
-        encoder = load_encoder(_MODEL_DIR.value, _SAVEDMODEL.value, _CHECKPOINT.value,
-                               _IMAGE_SIZE.value, _RESIZE_SIZE.value, config.eval.batch_size)
-    except (datasets.UnknownDatasetError, FileNotFoundError, ValueError) as e:
+        report = evaluate(f.model_dir, f.savedmodel, f.checkpoint, f.image_size, f.resize_size,
+                          f.download, **overrides)
+    except (FileNotFoundError, ValueError) as e:  # UnknownDatasetError is a ValueError
         _error(str(e))
-    start = time.time()
-    try:
-        results = runner.run_plans(encoder, plans)
-    except FileNotFoundError as e:  # e.g. a tfrecord: glob that matches nothing
-        _error(str(e))
-    _print(results)
-    info = dict(encoder.info(), model_dir=_MODEL_DIR.value)
-    report = runner.make_report(results, info, time.time() - start)
-    if _OUTPUT.value:
+    if f.output:
         import tensorflow as tf
-        parent = os.path.dirname(_OUTPUT.value)
+        parent = os.path.dirname(f.output)
         if parent:
             tf.io.gfile.makedirs(parent)
-        with tf.io.gfile.GFile(_OUTPUT.value, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"Wrote {_OUTPUT.value}")
+        with tf.io.gfile.GFile(f.output, "w") as out:
+            json.dump(report, out, indent=2)
+        print(f"Wrote {f.output}")
 
 
 def run():
     """Console entry point (``align-evaluate``): ``python -m align_tf.evaluate --model_dir=RUN``."""
-    cli.run(__name__, main)
+    cli.import_plugins("align_tf.evaluate", sys.argv)  # first: a plugin's evaluator gets --tasks
+    eval_flags = define_flags()
+    cli.run(__name__, lambda argv: main(argv, eval_flags))
 
 
 if __name__ == "__main__":

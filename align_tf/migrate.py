@@ -191,6 +191,69 @@ def data_source_spec(data) -> str:
 
 # -------------------------------------------------------------------------------- evaluation
 
+# The flat eval fields before [house]: a cross product (datasets × tasks) and each evaluator
+# type's fields, shared by all; today they are named entries of eval.evaluators.
+_FLAT_EVAL_FIELDS = ("datasets", "tasks", "templates", "recall_ks", "captions_per_image",
+                     "block_size", "faiss", "rerank_k", "knn_k", "knn_temperature",
+                     "linear_backend", "linear_c")
+
+
+def eval_section(data: dict) -> dict:
+    """An old ``config.json``'s (a dict's) flat ``eval.datasets`` × ``eval.tasks`` and type
+    fields as today's ``eval.evaluators`` (``runner.evaluators_for``), each entry given the old
+    fields its type has; the old ``eval.templates`` also gives ``finetune.templates`` (the
+    zero-shot head's prompts were the evaluation's). Changes and returns ``data``."""
+    evaluation = data.get("eval") or {}
+    old = {k: evaluation.pop(k) for k in _FLAT_EVAL_FIELDS if k in evaluation}
+    if not old or "evaluators" in evaluation:
+        return data
+    from align_tf.evaluation import runner
+    evaluators = runner.evaluators_for(old.pop("datasets", "synthetic"), old.pop("tasks", "auto"))
+    for entry in evaluators.values():
+        fields = runner.entry_fields(entry["type"])
+        entry.update({k: v for k, v in old.items() if k in fields})
+    evaluation["evaluators"] = evaluators
+    if "templates" in old:
+        data.setdefault("finetune", {}).setdefault("templates", old["templates"])
+    return data
+
+
+def eval_flags(argv: list) -> tuple:
+    """``(argv without them, overrides)`` for the old flat ``--config.eval.FIELD=V`` flags of
+    ``_FLAT_EVAL_FIELDS``, one deprecation line each; apply the overrides with
+    ``runner.with_eval_overrides`` (they rebuild or update ``eval.evaluators`` as the evaluate
+    CLI's flags of the same names do)."""
+    from align_tf.evaluation import runner
+    fields, rest, overrides = runner.type_fields(), [], {}
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        field = name[len("--config.eval."):] if name.startswith("--config.eval.") else ""
+        if field not in _FLAT_EVAL_FIELDS or not eq:
+            rest.append(arg)
+            continue
+        notice(f"--config.eval.{field} is now a field of the eval.evaluators entries "
+               f"(--config.eval.evaluators.NAME.{field}); applied to every entry that has it"
+               if field not in runner.CROSS_PRODUCT else
+               f"--config.eval.{field} now builds eval.evaluators (their {field} cross product)")
+        try:
+            overrides[field] = value if field in runner.CROSS_PRODUCT else \
+                _parse_like(value, fields.get(field))
+        except ValueError:
+            raise ValueError(f"--config.eval.{field}: cannot parse {value!r}") from None
+    return rest, overrides
+
+
+def _parse_like(value: str, default):
+    """A command-line string as the type of ``default`` (None: a float, or None for 'None')."""
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(value)
+    if default is None or isinstance(default, float):
+        return None if value.strip() in ("", "None", "none") else float(value)
+    return value
+
+
 
 # ------------------------------------------------------------------------------- checkpoints
 

@@ -28,5 +28,6 @@ def get_config():
     c.objective.albef.alpha = 0.0
     c.objective.albef.queue_size = 0
     c.train.steps = 800
-    c.eval.rerank_k = 5                # eval.json also reports the ITC top-5 re-ranked by ITM
+    for entry in c.eval.evaluators.values():  # eval.json also reports the ITC top-5 re-ranked by ITM
+        entry.rerank_k = 5
     return c

@@ -129,35 +129,36 @@ def get_config():
     c.optim.schedule = "linear"        # after warmup: "linear" decay to 0 (paper) | "cosine" (VTAB fine-tuning)
     c.optim.weight_decay = 1e-5        # paper: 1e-5
 
-    # Evaluation: align_tf.evaluation.runner.plans_from_config. `python -m align_tf.evaluate` has a
-    # flag of the same name for each field but enabled/every_steps; a flag not given takes the
-    # run's config.json value, so the command reproduces RUN/eval.json.
+    # Evaluation (align_tf.evaluation.runner): the evaluators, each named, with its type
+    # (align_tf/evaluation/registry.py: retrieval, zeroshot, knn, linear; auto = what the dataset
+    # supports without a fit split), its dataset (a source spec, align_tf.data.sources) and its
+    # own fields (the type's `defaults`; any source option below may be overridden per entry).
+    # `python -m align_tf.evaluate` has a flag for every field (applied to each entry that has
+    # it) and --datasets/--tasks for their cross product; a flag not given takes the run's
+    # config.json value, so the command reproduces RUN/eval.json.
     placeholder = ml_collections.config_dict.placeholder
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True              # evaluate at the end of training → RUN/eval.json
     c.eval.every_steps = 0             # also every this many steps → TensorBoard eval/; 0: end only
-    c.eval.datasets = "synthetic"      # comma list: synthetic, tfrecord:GLOB, TFDS names (cifar10)
-    c.eval.tasks = "auto"              # comma list: retrieval, zeroshot, knn, linear; auto: what
-    #                                    each dataset supports without a fit split
-    c.eval.templates = "auto"          # zero-shot prompts (align_tf.prompts); auto: synthetic's
-    #                                    own for synthetic, else clip80
     c.eval.batch_size = 256            # images or texts embedded per call
+    c.eval.evaluators = ml_collections.ConfigDict({
+        "synthetic_retrieval": {"type": "retrieval", "dataset": "synthetic",
+                                "recall_ks": "1,5,10",     # Recall@K
+                                "captions_per_image": 5,   # MSCOCO/Flickr30K: 5; 0: all
+                                "block_size": 512,         # queries scored at once (memory only)
+                                "faiss": False,            # R@K with faiss (no ranks)
+                                "rerank_k": 0},            # ALBEF: ITM re-ranks the ITC top-K
+        "synthetic_zeroshot": {"type": "zeroshot", "dataset": "synthetic",
+                               "templates": "auto",        # align_tf.prompts; auto: the
+                               #                             dataset's own, else clip80
+                               "rerank_k": 0},
+    })
+    # Source options: what data an evaluator reads (defaults of every entry).
     c.eval.max_examples = placeholder(int)        # images evaluated per dataset; None: all
     c.eval.split = placeholder(str)               # TFDS split; None: test, else validation
     c.eval.train_split = placeholder(str)         # kNN/linear probe fit split; None: train
     c.eval.max_train_examples = placeholder(int)  # kNN/linear probe fit images; None: all
     c.eval.data_dir = placeholder(str)            # TFDS data_dir; None: TFDS's default
-    c.eval.recall_ks = "1,5,10"        # retrieval Recall@K
-    c.eval.captions_per_image = 5      # retrieval captions per image (MSCOCO/Flickr30K: 5); 0: all
-    c.eval.block_size = 512            # retrieval queries scored at once (memory, not results)
-    c.eval.faiss = False               # retrieval R@K with faiss (no ranks reported)
-    # ALBEF models: also re-rank each query's ITC top rerank_k (retrieval: candidates, zero-shot:
-    # classes) with the ITM head and report rerank_* metrics next to the ITC ones; 0: off.
-    c.eval.rerank_k = 0
-    c.eval.knn_k = 20                  # kNN neighbours
-    c.eval.knn_temperature = 0.07      # kNN vote weight exp(similarity / T); 0: majority vote
-    c.eval.linear_backend = "sklearn"  # linear probe: "sklearn" | "keras"
-    c.eval.linear_c = placeholder(float)  # sklearn C; None: swept on 20% of the fit split
     # The synthetic dataset: fresh seeded renders of all 30 (colour, shape) classes; zero-shot is
     # also reported over the held-out and the seen pairs.
     c.eval.synthetic_examples_per_class = 40  # zero-shot images per class (kNN/probe: as many)
@@ -181,6 +182,7 @@ def get_config():
     c.finetune.head_init = "zeroshot"  # classification head: "zeroshot" (the init's prompt-ensembled
     #                                    class embeddings / σ: step 0 = zero-shot) | "zeros"
     c.finetune.label_smoothing = 0.0   # classification cross-entropy
+    c.finetune.templates = "auto"      # classification head_init=zeroshot: its prompts (align_tf.prompts)
     c.finetune.text_tower = "fresh"    # lit: "fresh" (a new text tower) | "init" (the init run's)
     # retrieval: "" trains with the --init run's objective; a name (e.g. "sigmoid") trains the
     # --init towers with that one (and the model.similarity it needs; new similarity parameters

@@ -18,6 +18,6 @@ def get_config():
     c.train.checkpoint_every = 1000
     c.optim.learning_rate = 1e-5
     c.optim.warmup_steps = 0
-    c.eval.datasets = "coco_captions"
-    c.eval.tasks = "retrieval"
+    c.eval.evaluators = {"coco_captions_retrieval": {"type": "retrieval",
+                                                     "dataset": "tfds:coco_captions"}}
     return c

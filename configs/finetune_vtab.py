@@ -23,5 +23,5 @@ def get_config():
     c.optim.warmup_steps = 500
     c.optim.schedule = "cosine"
     c.optim.weight_decay = 1e-5
-    c.eval.templates = "clip80"
+    c.finetune.templates = "clip80"
     return c

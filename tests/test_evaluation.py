@@ -378,7 +378,9 @@ def test_tfrecord_retrieval_groups_identical_images(tmp_path):
                     value=[c.encode() for c in captions])),
             })).SerializeToString())
     name = f"tfrecord:{tmp_path}/eval-*.tfrecord"
-    out = runner.run_plans(FakeEncoder(), _plans(datasets=name, tasks="retrieval"))[name]
+    plans = _plans(datasets=name, tasks="retrieval")
+    assert plans.sources == {"tfrecord": name}  # the key is the source's name; the spec beside
+    out = runner.run_plans(FakeEncoder(), plans)["tfrecord"]
     assert out["retrieval"]["num_images"] == 3 and out["retrieval"]["num_captions"] == 7
     assert out["retrieval"]["i2t_R@1"] == 1.0 and out["retrieval"]["t2i_R@1"] == 1.0
 
@@ -399,11 +401,12 @@ def test_tfrecord_retrieval_skips_and_counts_corrupt_images(tmp_path):
     plans = _plans(datasets=name, tasks="retrieval")
     for _ in range(2):  # counts are per evaluation, not cumulative
         results = runner.run_plans(FakeEncoder(), plans)
-        out = results[name]["retrieval"]
+        out = results["tfrecord"]["retrieval"]
         assert out["num_skipped_images"] == 1 and out["num_skipped_records"] == 1
         assert out["num_images"] == 4 and out["i2t_R@1"] == 1.0 and out["t2i_R@1"] == 1.0
-    report = runner.make_report(results, {}, 0.0)["results"][name]["retrieval"]
-    assert report["num_skipped_images"] == 1.0
+    report = runner.make_report(results, {}, 0.0)
+    assert report["sources"] == {"tfrecord": name}
+    assert report["results"]["tfrecord"]["retrieval"]["num_skipped_images"] == 1.0
     assert not any("skipped" in k for k in runner.flatten(results))  # counts: not TensorBoard
 
 
@@ -442,25 +445,81 @@ def test_synthetic_protocol_from_the_config():
 
 
 @pytest.mark.parametrize("overrides, error", [
-    ({"tasks": "zeroshot,zero_shot"}, r"eval\.tasks: unknown task 'zero_shot'"),
+    ({"tasks": "zeroshot,zero_shot"},
+     r"eval\.evaluators\.synthetic_zero_shot\.type: unknown evaluator type 'zero_shot'"),
     ({"datasets": " , "}, r"eval\.datasets is empty"),
-    ({"templates": "clip81"}, r"eval\.templates: unknown templates 'clip81'"),
+    ({"templates": "clip81"},
+     r"eval\.evaluators\.synthetic_zeroshot\.templates: unknown templates 'clip81'"),
     ({"synthetic_examples_per_class": 0}, r"eval\.synthetic_examples_per_class must be an integer"),
     ({"synthetic_retrieval_rounds": 1.5}, r"eval\.synthetic_retrieval_rounds must be an integer"),
     ({"every_steps": -1}, r"eval\.every_steps must be an integer >= 0"),
     ({"max_examples": 0}, r"eval\.max_examples must be an integer >= 1 or None"),
-    ({"recall_ks": "1,x"}, r"eval\.recall_ks must be positive integers"),
-    ({"linear_backend": "torch"}, r"eval\.linear_backend must be one of"),
-    ({"knn_temperature": -1.0}, r"eval\.knn_temperature must be >= 0"),
-    ({"captions_per_image": 0}, r"eval\.captions_per_image must be >= 1 with the synthetic"),
+    ({"recall_ks": "1,x"}, r"eval\.evaluators\.synthetic_retrieval\.recall_ks must be positive"),
+    ({"tasks": "linear", "linear_backend": "torch"},
+     r"eval\.evaluators\.synthetic_linear\.linear_backend must be one of"),
+    ({"tasks": "knn", "knn_temperature": -1.0},
+     r"eval\.evaluators\.synthetic_knn\.knn_temperature must be >= 0"),
+    ({"captions_per_image": 0}, r"captions_per_image must be >= 1 with the synthetic"),
     ({"num_examples_per_class": 40}, r"unknown eval field\(s\) \['num_examples_per_class'\]"),
-    ({"datasets": "no_such_set"}, r"eval\.datasets: unknown dataset 'no_such_set'"),
-    ({"datasets": "cifar10", "tasks": "retrieval"}, r"eval\.tasks: 'retrieval' needs a retrieval"),
+    ({"datasets": "no_such:set"}, r"eval\.evaluators\.no_such_auto\.dataset: .*'no_such"),
+    ({"datasets": "tfds:cifar10", "tasks": "retrieval"},
+     r"eval\.evaluators\.cifar10_retrieval: 'retrieval' needs a retrieval"),
 ])
 def test_config_errors_name_the_field(overrides, error):
     with pytest.raises(ValueError, match=error) as info:
         _plans(**overrides)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("evaluators, error", [
+    ({"x": {"dataset": "synthetic"}}, r"eval\.evaluators\.x needs a type"),
+    ({"x": {"type": "knn"}}, r"eval\.evaluators\.x\.dataset is required"),
+    ({"x": {"type": "knn", "dataset": "synthetic", "knn": 3}},
+     r"eval\.evaluators\.x\.knn: not a field of evaluator type 'knn'"),
+    ({}, r"eval\.evaluators is empty"),
+])
+def test_evaluator_entry_errors_name_the_entry(evaluators, error):
+    config = base.get_config()
+    config.eval.evaluators = evaluators
+    with pytest.raises(ValueError, match=error) as info:
+        runner.plans_from_config(config)
+    assert "\n" not in str(info.value)
+
+
+def test_entries_are_named_and_share_a_sources_data():
+    """Two entries on one source share its data objects (embedded once) and report under one
+    key; an entry may override a source option; two specs of one kind get suffixed keys."""
+    config = base.get_config()
+    config.eval.evaluators = {
+        "zs": {"type": "zeroshot", "dataset": "synthetic"},
+        "knn": {"type": "knn", "dataset": "synthetic", "knn_k": 3},
+        "zs_small": {"type": "zeroshot", "dataset": "synthetic", "synthetic_examples_per_class": 1},
+    }
+    (key, evaluators), = runner.plans_from_config(config)
+    assert key == "synthetic" and [t for t, _ in evaluators] == ["zeroshot", "knn", "zs_small"]
+    zs, knn_eval, small = (e for _, e in evaluators)
+    assert knn_eval.test_data is zs.data and knn_eval.k == 3 and small.data is not zs.data
+    config.eval.evaluators = runner.evaluators_for("tfrecord:/a/*,tfrecord:/b/*", "retrieval")
+    assert list(config.eval.evaluators) == ["tfrecord_retrieval", "tfrecord_retrieval_2"]
+
+
+def test_old_flat_eval_fields_migrate_to_entries():
+    from align_tf import migrate
+    old = {"eval": {"datasets": "synthetic,cifar10", "tasks": "zeroshot,knn", "knn_k": 7,
+                    "templates": "clip7", "batch_size": 8}}
+    new = migrate.eval_section(old)
+    assert new["eval"] == {"batch_size": 8, "evaluators": {
+        "synthetic_zeroshot": {"type": "zeroshot", "dataset": "synthetic", "templates": "clip7"},
+        "synthetic_knn": {"type": "knn", "dataset": "synthetic", "knn_k": 7},
+        "cifar10_zeroshot": {"type": "zeroshot", "dataset": "cifar10", "templates": "clip7"},
+        "cifar10_knn": {"type": "knn", "dataset": "cifar10", "knn_k": 7}}}
+    assert new["finetune"] == {"templates": "clip7"}  # the zero-shot head's prompts were these
+    rest, overrides = migrate.eval_flags(["--config.eval.knn_k=5", "--config.train.steps=2",
+                                          "--config.eval.tasks=knn"])
+    assert rest == ["--config.train.steps=2"] and overrides == {"knn_k": 5, "tasks": "knn"}
+    config = runner.with_eval_overrides(base.get_config(), **overrides)
+    assert dict(config.eval.evaluators["synthetic_knn"]) == {
+        "type": "knn", "dataset": "synthetic", "knn_k": 5}
 
 
 def test_every_eval_field_read_is_declared():
@@ -484,7 +543,7 @@ def test_flatten_and_report():
     assert runner.flatten(results) == {"synthetic/zeroshot/top1": 0.5,
                                        "synthetic/retrieval/i2t_R@1": 1.0}
     report = runner.make_report(results, {"image_size": 32}, seconds=1.234)
-    assert report == {"model": {"image_size": 32}, "seconds": 1.2, "results": {"synthetic": {
+    assert report == {"model": {"image_size": 32}, "seconds": 1.2, "sources": {}, "results": {"synthetic": {
         "zeroshot": {"top1": 0.5, "num_examples": 90.0},
         "retrieval": {"i2t_R@1": 1.0, "num_images": 30.0}}}}
     assert json.loads(json.dumps(report)) == report

@@ -1,6 +1,8 @@
 """Plug-in points: a new kind of thing (objective, …) is one module that registers itself, and the
 package picks it up by name from the config with no edit of its own."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -98,3 +100,101 @@ def test_registry_refuses_a_second_class_under_a_taken_name(monkeypatch):
                                          r"\['contrastive', 'momentum_distillation', 'sigmoid', "
                                          r"'albef'\]"):
         objectives.get("nope")
+
+
+# ------------------------------------------------------------------- evaluator + export signature
+# Both run on the run directory written before [house] (tests/fixtures/run_before_house), through
+# the functions the evaluate and export CLIs call.
+
+OLD_RUN = os.path.join(os.path.dirname(__file__), "fixtures", "run_before_house")
+
+
+class PairCosine:
+    """A toy evaluator from outside the package: the mean cosine between each image and its own
+    captions, and the share of images whose best caption (over the gallery) is one of theirs."""
+
+    needs = "retrieval"
+    defaults = {"captions_per_image": 2}
+
+    def __init__(self, data):
+        self.data = data
+
+    @classmethod
+    def validate(cls, entry, where):
+        if entry.captions_per_image < 1:
+            raise ValueError(f"{where}.captions_per_image must be >= 1")
+
+    @classmethod
+    def from_config(cls, entry, data):
+        return cls(data.retrieval(entry))
+
+    def run(self, encoder):
+        images, captions, text_to_image, _ = self.data.embed_images(encoder)
+        texts = encoder.embed_texts(captions)
+        own = np.sum(images[text_to_image] * texts, axis=1)
+        best = np.argmax(images @ texts.T, axis=1)
+        return {"pair_cosine": float(np.mean(own)),
+                "own_caption_top1": float(np.mean(text_to_image[best] == np.arange(len(images))))}
+
+
+@pytest.fixture
+def pair_cosine(monkeypatch):
+    from align_tf.evaluation import registry as evaluators
+    monkeypatch.setattr(evaluators, "_EVALUATORS", dict(evaluators._EVALUATORS))  # noqa: SLF001
+    evaluators.register_evaluator("pair_cosine")(PairCosine)
+    return "pair_cosine"
+
+
+def test_evaluator_registered_outside_the_package_runs_through_the_evaluate_cli(pair_cosine):
+    from align_tf import evaluate
+    from align_tf.evaluation.embed import load_encoder
+    small = dict(synthetic_retrieval_rounds=1, synthetic_examples_per_class=1)
+    report = evaluate.evaluate(model_dir=OLD_RUN, datasets="synthetic",
+                               tasks=f"{pair_cosine},zeroshot", **small)
+    got = report["results"]["synthetic"]
+    assert list(got) == ["pair_cosine", "zeroshot"] and report["sources"] == {
+        "synthetic": "synthetic"}
+    # The same numbers from the model's embeddings directly (NumPy).
+    from align_tf.data import sources
+    from align_tf.configs import base
+    options = base.get_config().eval
+    options.update(small)
+    options.captions_per_image = 2
+    data = sources.get("synthetic").retrieval(options)
+    encoder = load_encoder(OLD_RUN, None, None, None, None, 64)
+    images, captions, owner, _ = data.embed_images(encoder)
+    texts = encoder.embed_texts(captions)
+    assert len(captions) == 2 * len(images) == 60
+    np.testing.assert_allclose(got["pair_cosine"]["pair_cosine"],
+                               np.mean(np.sum(images[owner] * texts, axis=1)), rtol=1e-5)
+    np.testing.assert_allclose(got["pair_cosine"]["own_caption_top1"],
+                               np.mean(owner[np.argmax(images @ texts.T, 1)] == np.arange(30)))
+    with pytest.raises(ValueError, match=r"eval\.evaluators\.synthetic_pair_cosine\."
+                                         r"captions_per_image must be >= 1"):
+        evaluate.evaluate(model_dir=OLD_RUN, tasks=pair_cosine, captions_per_image=0)
+
+
+def _token_count(parts, texts):
+    """A toy export signature from outside the package: each text's number of tokens."""
+    tokens = parts.tokenize(texts)
+    return {"num_tokens": tf.reduce_sum(tf.cast(tokens["padding_mask"], tf.int32), axis=1)}
+
+
+def test_signature_registered_outside_the_package_is_served_through_hub_load(tmp_path,
+                                                                              monkeypatch):
+    import tensorflow_hub as hub
+
+    from align_tf import export
+    from align_tf.export import signatures
+    monkeypatch.setattr(signatures, "_REGISTRY", dict(signatures._REGISTRY))  # noqa: SLF001
+    export.register_signature("token_count", inputs=[export.TEXTS])(_token_count)
+    path = export.export_model_dir(OLD_RUN, str(tmp_path / "sm"), templates="simple")
+    loaded = hub.load(path)
+    assert "token_count" in loaded.signatures
+    texts = tf.constant(["a red circle", "a blue star on a green background", ""])
+    counts = loaded.signatures["token_count"](texts=texts)["num_tokens"].numpy()
+    # [CLS] + one token per word + [SEP]: every word is in the run's vocabulary (no word pieces).
+    vocab = set(open(os.path.join(OLD_RUN, "vocab.txt")).read().split())
+    words = [t.decode().split() for t in texts.numpy()]
+    assert all(w in vocab for ws in words for w in ws)
+    np.testing.assert_array_equal(counts, [len(ws) + 2 for ws in words])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from align_tf.evaluation.zero_shot import label_ranks
+from align_tf.evaluation.registry import check_int, register_evaluator
+from align_tf.evaluation.zero_shot import TOPK, label_ranks
 
 
 def _normalize(x):
@@ -69,15 +70,35 @@ def knn_accuracy(train_embeddings, train_labels, query_embeddings, query_labels,
     return {f"top{t}": float(np.mean(ranks < t)) for t in topk if t <= num_classes}
 
 
+@register_evaluator("knn")
 class KnnEvaluator:
     """Named evaluator: kNN top-k accuracy of frozen image embeddings (train split → test split).
 
     Args:
-      train_data, test_data: ``datasets.ClassificationData`` of one label space.
+      train_data, test_data: ``ClassificationData`` of one label space.
       k: neighbours; temperature: vote weighting (None: majority vote); topk: reported k's.
+
+    Config entry (``type: knn``): ``defaults`` below; fits on the source's ``train_split``.
     """
 
     name = "knn"
+    needs = "classification"
+    defaults = {
+        "knn_k": 20,               # neighbours
+        "knn_temperature": 0.07,   # vote weight exp(similarity / T); 0: majority vote
+    }
+
+    @classmethod
+    def validate(cls, entry, where: str) -> None:
+        check_int(entry.knn_k, f"{where}.knn_k", 1)
+        if not entry.knn_temperature >= 0:
+            raise ValueError(f"{where}.knn_temperature must be >= 0 (0: majority vote), "
+                             f"got {entry.knn_temperature!r}")
+
+    @classmethod
+    def from_config(cls, entry, data):
+        return cls(data.classification(entry, train=True), data.classification(entry, train=False),
+                   entry.knn_k, entry.knn_temperature or None, TOPK)
 
     def __init__(self, train_data, test_data, k: int = 20, temperature: float | None = 0.07,
                  topk=(1, 5)):

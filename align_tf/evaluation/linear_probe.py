@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from align_tf.evaluation.zero_shot import label_ranks
+from align_tf.evaluation.registry import register_evaluator
+from align_tf.evaluation.zero_shot import TOPK, label_ranks
+
+BACKENDS = ("sklearn", "keras")
 
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -97,15 +100,37 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int | None = Non
     return out
 
 
+@register_evaluator("linear")
 class LinearProbeEvaluator:
     """Named evaluator: linear probe on frozen image embeddings (train split → test split).
 
     Args:
-      train_data, test_data: ``datasets.ClassificationData`` of one label space.
+      train_data, test_data: ``ClassificationData`` of one label space.
       **probe_kwargs: passed to ``linear_probe`` (backend, c, epochs, ...).
+
+    Config entry (``type: linear``): ``defaults`` below; fits on the source's ``train_split``.
     """
 
     name = "linear"
+    needs = "classification"
+    defaults = {
+        "linear_backend": "sklearn",  # "sklearn" (logistic regression) | "keras" (a softmax layer)
+        "linear_c": None,             # sklearn's C; None: swept on 20% of the fit split
+    }
+
+    @classmethod
+    def validate(cls, entry, where: str) -> None:
+        if entry.linear_c is not None and not entry.linear_c > 0:
+            raise ValueError(f"{where}.linear_c must be > 0 or None (swept), "
+                             f"got {entry.linear_c!r}")
+        if entry.linear_backend not in BACKENDS:
+            raise ValueError(f"{where}.linear_backend must be one of {list(BACKENDS)}, "
+                             f"got {entry.linear_backend!r}")
+
+    @classmethod
+    def from_config(cls, entry, data):
+        return cls(data.classification(entry, train=True), data.classification(entry, train=False),
+                   backend=entry.linear_backend, c=entry.linear_c, topk=TOPK)
 
     def __init__(self, train_data, test_data, **probe_kwargs):
         self.train_data, self.test_data, self.probe_kwargs = train_data, test_data, probe_kwargs

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from align_tf.evaluation.registry import check_int, register_evaluator
+
 
 def _as_f32(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, np.float32))
@@ -166,17 +168,61 @@ def recall_at_k_faiss(image_embeddings, text_embeddings, text_to_image=None,
     return out
 
 
+def parse_ks(value, where: str = "recall_ks") -> tuple:
+    """Recall@K's K values from a comma list (string or sequence) of positive integers."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        ks = tuple(dict.fromkeys(int(str(k).strip()) for k in items if str(k).strip()))
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ValueError(f"{where} must be positive integers, got {value!r}")
+    return ks
+
+
+@register_evaluator("retrieval")
 class RetrievalEvaluator:
     """Named evaluator: embeds a captioned image set and reports Recall@K both ways.
 
     Args:
-      data: a ``datasets.RetrievalData`` (images with several captions each, maybe in galleries).
+      data: a ``RetrievalData`` (images with several captions each, maybe in galleries).
       ks: the K values.
       block_size: queries scored at once.
       use_faiss: search with faiss (R@K only) instead of the exact blocked ranks.
+
+    Config entry (``eval.evaluators.NAME``, ``type: retrieval``): ``defaults`` below; with
+    ``rerank_k > 0`` (ALBEF models) it is ``rerank.RerankRetrievalEvaluator``, which also reports
+    the ITC top-K re-ranked by the ITM head.
     """
 
     name = "retrieval"
+    needs = "retrieval"
+    defaults = {
+        "recall_ks": "1,5,10",     # Recall@K values
+        "captions_per_image": 5,   # captions kept per image (MSCOCO/Flickr30K: 5); 0: all
+        "block_size": 512,         # queries scored at once (memory, not results)
+        "faiss": False,            # R@K with faiss (no ranks reported)
+        "rerank_k": 0,             # ALBEF: re-rank each query's ITC top-K with the ITM head; 0: off
+    }
+
+    @classmethod
+    def validate(cls, entry, where: str) -> None:
+        parse_ks(entry.recall_ks, f"{where}.recall_ks")
+        check_int(entry.captions_per_image, f"{where}.captions_per_image", 0)
+        check_int(entry.block_size, f"{where}.block_size", 1)
+        check_int(entry.rerank_k, f"{where}.rerank_k", 0)
+        if entry.rerank_k and entry.faiss:
+            raise ValueError(f"{where}.rerank_k re-ranks the exact ITC ranking; it cannot be "
+                             f"combined with {where}.faiss")
+
+    @classmethod
+    def from_config(cls, entry, data):
+        ks = parse_ks(entry.recall_ks)
+        if entry.rerank_k:
+            from align_tf.evaluation.rerank import RerankRetrievalEvaluator  # TensorFlow
+            return RerankRetrievalEvaluator(data.retrieval(entry), ks, entry.rerank_k,
+                                            entry.block_size)
+        return cls(data.retrieval(entry), ks, entry.block_size, entry.faiss)
 
     def __init__(self, data, ks=(1, 5, 10), block_size: int = 512, use_faiss: bool = False):
         self.data, self.ks, self.block_size, self.use_faiss = data, tuple(ks), block_size, use_faiss

@@ -1,60 +1,51 @@
 """Evaluators declared in the config (as big_vision's ``evaluators/common.py:from_config``).
 
-``plans_from_config(config)`` reads ``config.eval`` (every field is documented in
-``configs/base.py``) and builds, for each dataset of ``eval.datasets``, the named evaluators of
-``eval.tasks``; ``run_plans`` runs them on an ``embed.Encoder``; ``flatten`` gives TensorBoard
-scalars and ``make_report`` the JSON of ``RUN/eval.json`` and ``python -m align_tf.evaluate
---output``. The trainer and the command line both go through these, so one config gives one set of
-numbers.
+``config.eval.evaluators`` names each evaluation: ``{name: {"type": ..., "dataset": ..., field:
+value}}``. ``type`` is a registered evaluator (``registry.py``; built in: ``retrieval``,
+``zeroshot``, ``knn``, ``linear``, or ``auto``: what the dataset supports without a fit split,
+retrieval for captioned sets and zero-shot for labelled ones); ``dataset`` is a data source spec
+(``align_tf.data.sources``: ``synthetic``, ``tfrecord:GLOB``, ``tfds:NAME``, ...); the other
+fields are the type's own (its ``defaults``) or the source options of ``SOURCE_OPTIONS``, which
+default to the flat ``eval`` fields of the same name.
 
-Tasks (each evaluator has ``name`` and ``run(encoder) -> {metric: float}``):
-  * ``retrieval``: image↔text Recall@K, mean/median rank (``retrieval.RetrievalEvaluator``).
-  * ``zeroshot``: zero-shot top-1/top-5 with prompt ensembling (``zero_shot.ZeroShotEvaluator``);
-    on ``synthetic`` also ``heldout_top*`` / ``seen_top*`` over the held-out and seen pairs.
-  * ``knn``: kNN top-1/top-5 on frozen image embeddings (``knn.KnnEvaluator``).
-  * ``linear``: linear probe top-1/top-5 on frozen image embeddings
-    (``linear_probe.LinearProbeEvaluator``).
-With ``eval.rerank_k > 0`` (ALBEF models) retrieval and zero-shot also report ``rerank_*``: the
-ITC top-K re-ranked by the ITM head (``rerank.py``).
-``auto`` picks what a dataset supports without a fit split: retrieval for captioned sets,
-zero-shot for labelled ones (both for ``synthetic``).
+``plans_from_config(config)`` checks and builds them (one-line ``ValueError`` naming the field);
+``run_plans`` runs them on an ``embed.Encoder``; ``flatten`` gives TensorBoard scalars and
+``make_report`` the JSON of ``RUN/eval.json`` and ``python -m align_tf.evaluate --output``. The
+trainer and the command line both go through these, so one config gives one set of numbers.
+
+A report's results are ``{source key: {type: {metric: value}}}``: the key is the source's name
+without its argument (``synthetic``, ``tfrecord``; a TFDS set's own name such as ``cifar10``),
+with ``_2``, ``_3`` … when one report has two sources of a kind, and the full spec of each key is
+recorded beside the results (``report["sources"]``). Metrics are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 
-from align_tf import prompts
-from align_tf.evaluation import datasets
-from align_tf.evaluation.knn import KnnEvaluator
-from align_tf.evaluation.linear_probe import LinearProbeEvaluator
-from align_tf.evaluation.rerank import RerankRetrievalEvaluator, RerankZeroShotEvaluator
-from align_tf.evaluation.retrieval import RetrievalEvaluator
-from align_tf.evaluation.zero_shot import ZeroShotEvaluator
+from align_tf.evaluation import registry
+# The package's evaluators: imported, they register (in this order, which "choose from" lists).
+from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa: F401
 
-TASKS = ("retrieval", "zeroshot", "knn", "linear")
 AUTO = "auto"
-NEEDS = {"retrieval": datasets.RETRIEVAL, "zeroshot": datasets.CLASSIFICATION,
-         "knn": datasets.CLASSIFICATION, "linear": datasets.CLASSIFICATION}
-TOPK = (1, 5)  # classification k's
-LINEAR_BACKENDS = ("sklearn", "keras")
+AUTO_TYPES = ("retrieval", "zeroshot")  # what `auto` runs, where the dataset supports it
+TOPK = zero_shot.TOPK
+# Fields of the flat `eval` section an entry may override: they choose the data it reads.
+SOURCE_OPTIONS = ("split", "train_split", "max_examples", "max_train_examples", "data_dir",
+                  "synthetic_examples_per_class", "synthetic_retrieval_rounds", "synthetic_seed")
+# The evaluate CLI's and `with_eval_overrides`' names that rebuild `eval.evaluators`.
+CROSS_PRODUCT = ("datasets", "tasks")
 
 
-def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with ``eval.NAME = value`` for each override (lists allowed where the
-    field is a comma list).
-
-    Raises:
-      ValueError: an override names no ``eval`` field.
-    """
-    unknown = sorted(set(overrides) - set(config.eval.keys()))
-    if unknown:
-        raise ValueError(f"unknown eval field(s) {unknown}; the fields are in configs/base.py")
-    config = ml_collections.ConfigDict(config.to_dict())
-    with config.eval.ignore_type():
-        for name, value in overrides.items():
-            config.eval[name] = value
-    return config
+def type_fields() -> dict:
+    """``{field: default}`` of every registered evaluator type's own fields (first wins)."""
+    fields = {}
+    for cls in registry.registered().values():
+        for name, value in cls.defaults.items():
+            fields.setdefault(name, value)
+    return fields
 
 
 def _names(value, field: str) -> list:
@@ -66,55 +57,168 @@ def _names(value, field: str) -> list:
     return names
 
 
-def _check_int(ev, field: str, minimum: int, optional: bool = False):
-    value = ev[field]
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"eval.{field} must be an integer >= {minimum}"
-                         f"{' or None' if optional else ''}, got {value!r}")
+def _slug(spec: str) -> str:
+    """An entry-name part for a dataset spec: ``tfds:cifar10`` → ``cifar10``, ``tfrecord:/x`` →
+    ``tfrecord``, ``synthetic`` → ``synthetic``."""
+    kind, _, argument = spec.partition(":")
+    name = argument.split("/")[0].split(":")[0] if kind == "tfds" and argument else kind
+    return re.sub(r"\W", "_", name) or "dataset"
 
 
-def _recall_ks(value) -> tuple:
+def evaluators_for(datasets, tasks) -> dict:
+    """``eval.evaluators`` running every task of ``tasks`` on every dataset of ``datasets``
+    (comma lists): what ``--datasets``/``--tasks`` (and an old config's ``eval.datasets`` /
+    ``eval.tasks``) mean. Entries are named ``{dataset}_{task}``."""
+    out = {}
+    for spec in _names(datasets, "datasets"):
+        for task in _names(tasks, "tasks"):
+            name, n = f"{_slug(spec)}_{task}", 1
+            while name in out:
+                n += 1
+                name = f"{_slug(spec)}_{task}_{n}"
+            out[name] = {"type": task, "dataset": spec}
+    return out
+
+
+def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``eval`` overridden, as the evaluate CLI's flags do:
+
+      * ``datasets`` / ``tasks`` (comma lists) replace ``eval.evaluators`` by their cross product
+        (the missing one is read from the current evaluators);
+      * a flat ``eval`` field (``batch_size``, ``max_examples``, …) is set;
+      * an evaluator type's field (``recall_ks``, ``rerank_k``, ``knn_k``, …) is set in every
+        entry whose type has it (an ``auto`` entry: either of its types).
+
+    Raises:
+      ValueError: an override names nothing the evaluators read.
+    """
+    fields = type_fields()
+    unknown = sorted(set(overrides) - set(config.eval.keys()) - set(fields) - set(CROSS_PRODUCT))
+    if unknown:
+        raise ValueError(f"unknown eval field(s) {unknown}; the fields are in configs/base.py and "
+                         "the evaluators' defaults (align_tf/evaluation/)")
+    config = ml_collections.ConfigDict(config.to_dict())
+    ev = config.eval
+    with ev.ignore_type():
+        if any(k in overrides for k in CROSS_PRODUCT):
+            entries = list(ev.evaluators.values())
+            datasets = overrides.get("datasets") or [e.dataset for e in entries] or ["synthetic"]
+            tasks = overrides.get("tasks") or [e.type for e in entries] or [AUTO]
+            ev.evaluators = evaluators_for(datasets, tasks)
+        for name, value in overrides.items():
+            if name in CROSS_PRODUCT:
+                continue
+            if name in ev and name != "evaluators":
+                ev[name] = value
+            for entry in ev.evaluators.values():
+                if name in entry_fields(entry.type) or name in entry:
+                    with entry.ignore_type():
+                        entry[name] = value
+    return config
+
+
+def entry_fields(type_name: str) -> dict:
+    """The defaults of ``type_name`` (an ``auto`` entry: of each of its types; unknown: none)."""
+    types = AUTO_TYPES if type_name == AUTO else (type_name,)
+    out = {}
+    for name in types:
+        cls = registry.registered().get(name)
+        out.update(cls.defaults if cls is not None else {})
+    return out
+
+
+def _check_shared(ev) -> None:
+    """One-line ``ValueError`` naming the first bad flat ``eval`` field."""
+    registry.check_int(ev.every_steps, "eval.every_steps", 0)
+    for field in ("batch_size", "synthetic_examples_per_class", "synthetic_retrieval_rounds"):
+        registry.check_int(ev[field], f"eval.{field}", 1)
+    registry.check_int(ev.synthetic_seed, "eval.synthetic_seed", 0)
+    registry.check_int(ev.max_examples, "eval.max_examples", 1, optional=True)
+    registry.check_int(ev.max_train_examples, "eval.max_train_examples", 1, optional=True)
+    if not isinstance(ev.get("evaluators"), ml_collections.ConfigDict) or not ev.evaluators:
+        raise ValueError("eval.evaluators is empty: name at least one evaluator, e.g. "
+                         "{'synthetic_zeroshot': {'type': 'zeroshot', 'dataset': 'synthetic'}}")
+
+
+def _entry(ev, cls, section, where: str) -> ml_collections.ConfigDict:
+    """The fields an evaluator of class ``cls`` reads: its defaults and the source options (from
+    the flat ``eval`` fields), overridden by the config entry ``section``."""
+    entry = ml_collections.ConfigDict({**{k: ev[k] for k in SOURCE_OPTIONS}, **cls.defaults})
+    for key, value in section.items():
+        if key in ("type", "dataset"):
+            continue
+        if key not in entry:
+            if key in type_fields() or key in ev:  # another type's field (an `auto` entry's)
+                continue
+            raise ValueError(f"{where}.{key}: not a field of evaluator type {cls.type!r} "
+                             f"(its fields: {sorted(cls.defaults)}; source options: "
+                             f"{list(SOURCE_OPTIONS)})")
+        with entry.ignore_type():
+            entry[key] = value
+    return entry
+
+
+class SourceData:
+    """One data source's evaluation data, shared by every evaluator that reads it: one data
+    object per (kind, options), so images evaluators share are embedded once per run.
+
+    Attributes:
+      source: the ``align_tf.data.sources`` source (``name``, ``spec``, ``groups()``,
+        ``prompt_name``).
+    """
+
+    def __init__(self, source, download: bool):
+        self.source, self._download, self._objects = source, download, {}
+
+    def _options_key(self, entry) -> tuple:
+        return tuple((k, entry.get(k)) for k in SOURCE_OPTIONS + ("captions_per_image",))
+
+    def classification(self, entry, train: bool):
+        """The labelled images of ``entry``'s options: the test split, or the fit split."""
+        key = ("classification", train, self._options_key(entry))
+        if key not in self._objects:
+            self._objects[key] = self.source.classification(entry, train, self._download)
+        return self._objects[key]
+
+    def retrieval(self, entry):
+        """The captioned images of ``entry``'s options (``captions_per_image`` among them)."""
+        key = ("retrieval", self._options_key(entry))
+        if key not in self._objects:
+            self._objects[key] = self.source.retrieval(entry, self._download)
+        return self._objects[key]
+
+
+class Plans(list):
+    """``[(source key, [(type, evaluator), ...]), ...]``, plus ``sources``: ``{key: spec}``."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources = {}
+
+
+def _source(spec, where: str):
+    from align_tf.data import sources  # TensorFlow: only once evaluation is built
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{where}.dataset is required: a data source such as 'synthetic', "
+                         "'tfrecord:GLOB' or 'tfds:NAME'")
     try:
-        ks = tuple(int(k) for k in _names(value, "recall_ks"))
-    except ValueError:
-        raise ValueError(f"eval.recall_ks must be positive integers, got {value!r}") from None
-    if min(ks) < 1:
-        raise ValueError(f"eval.recall_ks must be positive integers, got {value!r}")
-    return ks
-
-
-def _check_fields(ev):
-    """One-line ``ValueError`` naming the first bad field of ``ev`` (the ``eval`` section)."""
-    _check_int(ev, "every_steps", 0)
-    for field in ("batch_size", "block_size", "knn_k", "synthetic_examples_per_class",
-                  "synthetic_retrieval_rounds"):
-        _check_int(ev, field, 1)
-    _check_int(ev, "captions_per_image", 0)
-    _check_int(ev, "rerank_k", 0)
-    if ev.rerank_k and ev.faiss:
-        raise ValueError("eval.rerank_k re-ranks the exact ITC ranking; it cannot be combined "
-                         "with eval.faiss")
-    _check_int(ev, "synthetic_seed", 0)
-    _check_int(ev, "max_examples", 1, optional=True)
-    _check_int(ev, "max_train_examples", 1, optional=True)
-    if not ev.knn_temperature >= 0:
-        raise ValueError(f"eval.knn_temperature must be >= 0 (0: majority vote), "
-                         f"got {ev.knn_temperature!r}")
-    if ev.linear_c is not None and not ev.linear_c > 0:
-        raise ValueError(f"eval.linear_c must be > 0 or None (swept), got {ev.linear_c!r}")
-    if ev.linear_backend not in LINEAR_BACKENDS:
-        raise ValueError(f"eval.linear_backend must be one of {list(LINEAR_BACKENDS)}, "
-                         f"got {ev.linear_backend!r}")
-    try:
-        prompts.get_templates(ev.templates)
+        return sources.get(spec.strip())
     except ValueError as e:
-        raise ValueError(f"eval.templates: {e}") from None
+        raise ValueError(f"{where}.dataset: {e}") from None
 
 
-def plans_from_config(config, download: bool = False, **overrides) -> list:
-    """The evaluation ``config.eval`` declares: ``[(dataset, [(task, evaluator), ...]), ...]``.
+def _report_key(source, taken: dict) -> str:
+    """The source's ``results_key``, suffixed when another spec took it."""
+    base = source.results_key
+    key, n = base, 1
+    while key in taken and taken[key] != source.spec:
+        n += 1
+        key = f"{base}_{n}"
+    return key
+
+
+def plans_from_config(config, download: bool = False, **overrides) -> Plans:
+    """The evaluation ``config.eval`` declares, checked and built (see the module docstring).
 
     Everything is checked here, before any model is built or image rendered; the synthetic images
     are rendered at the first ``run_plans`` and reused by every later one.
@@ -122,108 +226,71 @@ def plans_from_config(config, download: bool = False, **overrides) -> list:
     Args:
       config: a training config (``configs/base.py``; ``eval`` and nothing else is read).
       download: let TFDS download and prepare missing datasets (never inside training).
-      **overrides: ``eval`` fields to replace (``with_eval_overrides``).
+      **overrides: ``with_eval_overrides``' overrides.
 
     Raises:
-      ValueError: a bad field, with its name; ``datasets.UnknownDatasetError`` (a ``ValueError``)
-        for a dataset that is not synthetic, a ``tfrecord:`` glob or a TFDS name.
+      ValueError: a bad field, with its name (``eval.evaluators.NAME.FIELD``).
     """
     if overrides:
         config = with_eval_overrides(config, **overrides)
     ev = config.eval
-    _check_fields(ev)
-    names = _names(ev.datasets, "datasets")
-    tasks = _names(ev.tasks, "tasks")
-    for task in tasks:
-        if task not in TASKS + (AUTO,):
-            raise ValueError(f"eval.tasks: unknown task {task!r}; choose from {list(TASKS) + [AUTO]}")
-    ks = _recall_ks(ev.recall_ks)
-    if datasets.SYNTHETIC in names and ev.captions_per_image == 0:
-        raise ValueError("eval.captions_per_image must be >= 1 with the synthetic dataset "
-                         "(captions are generated, not kept)")
-    plans = []
-    for name in names:
-        try:
-            plans.append((name, _evaluators(name, tasks, ev, ks, download)))
-        except datasets.UnknownDatasetError as e:
-            raise datasets.UnknownDatasetError(f"eval.datasets: {e}") from None
+    _check_shared(ev)
+    plans, data, by_key = Plans(), {}, {}
+    for name, section in ev.evaluators.items():
+        where = f"eval.evaluators.{name}"
+        if not isinstance(section, ml_collections.ConfigDict) or "type" not in section:
+            raise ValueError(f"{where} needs a type: one of {list(registry.names()) + [AUTO]}")
+        source = _source(section.get("dataset"), where)
+        if source.spec not in data:
+            data[source.spec] = SourceData(source, download)
+            key = _report_key(source, plans.sources)
+            plans.sources[key] = source.spec
+            by_key[source.spec] = (key, [])
+            plans.append(by_key[source.spec])
+        key, evaluators = by_key[source.spec]
+        for type_name, evaluator in _build(section, ev, source, data[source.spec], where):
+            task = type_name if all(t != type_name for t, _ in evaluators) else name
+            evaluators.append((task, evaluator))
     return plans
 
 
-def _resolve_tasks(dataset: str, tasks: list, data_dir: str | None) -> list:
-    kinds = datasets.dataset_kinds(dataset, data_dir)
-    if AUTO in tasks:
-        tasks = [t for t in ("retrieval", "zeroshot") if NEEDS[t] in kinds]
-    for task in tasks:
-        if NEEDS[task] not in kinds:
-            raise ValueError(f"eval.tasks: {task!r} needs a {NEEDS[task]} dataset; {dataset!r} "
-                             f"is {' and '.join(sorted(kinds))}")
-    return tasks
-
-
-def _classification(dataset: str, ev, train: bool, download: bool):
-    if dataset == datasets.SYNTHETIC:
-        return datasets.synthetic_classification("train" if train else "test",
-                                                 ev.synthetic_examples_per_class,
-                                                 ev.synthetic_seed + int(train))
-    return datasets.tfds_classification(
-        dataset, ev.train_split if train else ev.split, train=train, data_dir=ev.data_dir,
-        download=download, max_examples=ev.max_train_examples if train else ev.max_examples)
-
-
-def _retrieval(dataset: str, ev, download: bool):
-    if dataset == datasets.SYNTHETIC:
-        return datasets.synthetic_retrieval(ev.synthetic_retrieval_rounds, ev.captions_per_image,
-                                            ev.synthetic_seed + 2)
-    captions = ev.captions_per_image or None  # 0: all
-    if datasets.record_source(dataset) is not None:  # tfrecord:GLOB, img2dataset_tfrecord:GLOB
-        return datasets.record_retrieval(dataset, ev.max_examples, captions)
-    return datasets.tfds_retrieval(dataset, ev.split, ev.data_dir, download, ev.max_examples,
-                                   captions)
-
-
-def _evaluators(dataset: str, tasks: list, ev, ks: tuple, download: bool) -> list:
-    """``[(task, evaluator), ...]`` for ``dataset``."""
-    out, test, train = [], None, None
-    for task in _resolve_tasks(dataset, tasks, ev.data_dir):
-        if task == "retrieval" and ev.rerank_k:
-            out.append((task, RerankRetrievalEvaluator(_retrieval(dataset, ev, download), ks,
-                                                       ev.rerank_k, ev.block_size)))
-            continue
-        if task == "retrieval":
-            out.append((task, RetrievalEvaluator(_retrieval(dataset, ev, download), ks,
-                                                 ev.block_size, ev.faiss)))
-            continue
-        # One data object per split, shared by the tasks, so its embeddings are computed once.
-        test = test or _classification(dataset, ev, False, download)
-        if task == "zeroshot":
-            groups = datasets.synthetic_groups() if dataset == datasets.SYNTHETIC else None
-            templates = prompts.get_templates(ev.templates, dataset)
-            if ev.rerank_k:
-                out.append((task, RerankZeroShotEvaluator(test, templates, TOPK, ev.rerank_k,
-                                                          groups)))
-            else:
-                out.append((task, ZeroShotEvaluator(test, templates, TOPK, groups)))
-            continue
-        train = train or _classification(dataset, ev, True, download)
-        if task == "knn":
-            out.append((task, KnnEvaluator(train, test, ev.knn_k, ev.knn_temperature or None,
-                                           TOPK)))
-        else:
-            out.append((task, LinearProbeEvaluator(train, test, backend=ev.linear_backend,
-                                                   c=ev.linear_c, topk=TOPK)))
+def _build(section, ev, source, data, where: str) -> list:
+    """``[(type, evaluator)]`` of one config entry (an ``auto`` entry: one per type it runs)."""
+    kinds = source.kinds(ev)
+    if section.type == AUTO:
+        types = [t for t in AUTO_TYPES if registry.get(t).needs in kinds]
+    else:
+        types = [section.type]
+    out = []
+    for type_name in types:
+        cls = registry.get(type_name, f"{where}.type")
+        if cls.needs not in kinds:
+            raise ValueError(f"{where}: {type_name!r} needs a {cls.needs} dataset; "
+                             f"{source.spec!r} is {' and '.join(sorted(kinds))}")
+        entry = _entry(ev, cls, section, where)
+        cls.validate(entry, where)
+        out.append((type_name, cls.from_config(entry, data)))
     return out
 
 
 def run_plans(encoder, plans) -> dict:
-    """``{dataset: {task: {metric: value}}}``: every evaluator of ``plans`` on ``encoder``.
+    """``{source key: {type: {metric: value}}}``: every evaluator of ``plans`` on ``encoder``.
 
-    The weights are read once per call (``encoder.fixed_weights``): images shared by tasks are
-    embedded once, and a later call after training steps sees the new weights.
+    The weights are read once per call (``encoder.fixed_weights``): images shared by evaluators
+    are embedded once, and a later call after training steps sees the new weights. The result
+    carries ``plans.sources`` (``Results.sources``) for ``make_report``.
     """
     with encoder.fixed_weights():
-        return {name: {task: _run(evaluator, encoder) for task, evaluator in evaluators}
-                for name, evaluators in plans}
+        results = Results({name: {task: _run(evaluator, encoder) for task, evaluator in evaluators}
+                           for name, evaluators in plans})
+    results.sources = dict(getattr(plans, "sources", {}))
+    return results
+
+
+class Results(dict):
+    """``run_plans``' results, with ``sources``: ``{key: spec}``."""
+
+    sources: dict = {}
 
 
 def _run(evaluator, encoder) -> dict:
@@ -235,7 +302,7 @@ def _run(evaluator, encoder) -> dict:
 
 
 def flatten(results: dict) -> dict:
-    """``{"dataset/task/metric": float}`` for TensorBoard; counts (``num_*``, the skipped corrupt
+    """``{"source/type/metric": float}`` for TensorBoard; counts (``num_*``, the skipped corrupt
     images included) are left out."""
     return {f"{name}/{task}/{metric}": float(value)
             for name, tasks in results.items() for task, metrics in tasks.items()
@@ -245,11 +312,13 @@ def flatten(results: dict) -> dict:
 def make_report(results: dict, model_info: dict, seconds: float) -> dict:
     """The evaluation report (``RUN/eval.json``, ``python -m align_tf.evaluate --output``).
 
-    ``{"model": model_info, "results": {dataset: {task: {metric: float}}}, "seconds": ...}``;
-    ``model_info`` is ``encoder.info()`` plus what the caller knows (``model_dir``, steps...).
+    ``{"model": model_info, "results": {key: {type: {metric: float}}}, "sources": {key: spec},
+    "seconds": ...}``; ``model_info`` is ``encoder.info()`` plus what the caller knows
+    (``model_dir``, steps...).
     """
     return {"model": dict(model_info),
             "results": {name: {task: {m: float(v) for m, v in metrics.items()}
                                for task, metrics in tasks.items()}
                         for name, tasks in results.items()},
+            "sources": dict(getattr(results, "sources", {})),
             "seconds": round(float(seconds), 1)}

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from align_tf import prompts
+from align_tf.evaluation.registry import check_int, register_evaluator
 from align_tf.prompts import check_templates
+
+TOPK = (1, 5)  # the classification evaluators' k's
 
 
 def _normalize(x, axis=-1):
@@ -66,18 +70,46 @@ def topk_accuracy(image_embeddings, class_emb, labels, topk=(1, 5), block_size: 
     return {f"top{k}": float(np.mean(ranks < k)) for k in topk if k <= class_emb.shape[0]}
 
 
+@register_evaluator("zeroshot")
 class ZeroShotEvaluator:
     """Named evaluator: zero-shot top-k accuracy on a labelled image set with prompt ensembling.
 
     Args:
-      data: a ``datasets.ClassificationData`` (images, labels and class names).
+      data: a ``ClassificationData`` (images, labels and class names).
       templates: prompt templates (see ``align_tf.prompts.get_templates``).
       topk: the k values.
       groups: optional ``{name: label ids}``; adds ``{name}_top{k}`` over the images whose label
         is in the group (e.g. the synthetic set's held-out colour/shape pairs).
+
+    Config entry (``type: zeroshot``): ``defaults`` below, on the source's test split; the
+    source's label groups (synthetic: held-out and seen pairs) are reported too. With
+    ``rerank_k > 0`` (ALBEF) it is ``rerank.RerankZeroShotEvaluator``.
     """
 
     name = "zeroshot"
+    needs = "classification"
+    defaults = {
+        "templates": "auto",  # prompts (align_tf.prompts); auto: synthetic's own for synthetic, else clip80
+        "rerank_k": 0,        # ALBEF: re-rank each image's ITC top-K classes with the ITM head
+    }
+
+    @classmethod
+    def validate(cls, entry, where: str) -> None:
+        check_int(entry.rerank_k, f"{where}.rerank_k", 0)
+        try:
+            prompts.get_templates(entry.templates)
+        except ValueError as e:
+            raise ValueError(f"{where}.templates: {e}") from None
+
+    @classmethod
+    def from_config(cls, entry, data):
+        test = data.classification(entry, train=False)
+        templates = prompts.get_templates(entry.templates, data.source.prompt_name)
+        if entry.rerank_k:
+            from align_tf.evaluation.rerank import RerankZeroShotEvaluator  # TensorFlow
+            return RerankZeroShotEvaluator(test, templates, TOPK, entry.rerank_k,
+                                           data.source.groups())
+        return cls(test, templates, TOPK, data.source.groups())
 
     def __init__(self, data, templates, topk=(1, 5), groups=None):
         self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
