@@ -1,11 +1,21 @@
 """What every command line shares: how an entry point runs under absl.
 
-Each command is a module with a ``run()`` that defines its flags and calls ``cli.run(__name__,
-main)``. The same ``run()`` serves ``python -m align_tf.X`` and the console script ``align-X``
-(``setup.py``), and both print the same ``--help``. Every command also takes
-``--plugins=MODULE[,MODULE]``: modules imported before the command runs, so that what they
-register (objectives, export signatures) applies. (The data commands' one-line-error flag parser
-is ``align_tf.data.cli``.)
+Each command is a module with a ``run()`` that defines its flags (in ``run()`` or a function it
+calls, on absl's global ``FLAGS``) and calls ``cli.run(__name__, main)``. The same ``run()``
+serves ``python -m align_tf.X`` and the console script ``align-X`` (``setup.py``), and both print
+the same ``--help``. Every command gets, through ``parse``:
+
+* one-line errors, ``align_tf.X: error: ...`` with a non-zero exit, for any flag mistake
+  (unknown flag, bad value, stray positional argument, a ``required`` flag left empty) instead of
+  absl's usage dump;
+* renamed flags (``renamed={"--old": "--new"}``): the old spelling still works, with one
+  deprecation line on stderr;
+* ``--no-x`` for a boolean ``x`` (argparse's spelling of absl's ``--nox``);
+* ``--plugins=MODULE[,MODULE]``: modules imported before the command runs, so that what they
+  register (objectives, export signatures) applies.
+
+``parse_args`` parses into a private ``FlagValues`` the same way, for calling a command's ``main``
+in-process (tests) with absl's global ``FLAGS`` untouched.
 """
 
 from __future__ import annotations
@@ -13,39 +23,124 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Callable, NoReturn
 
 from absl import app, flags
 
+_program_name: str | None = None  # the running command's name, recorded by ``run``
 
-def run(module_name: str, main, **app_run_kwargs) -> None:
+
+def run(module_name: str, main, *, required=(), renamed: dict | None = None,
+        known_only: bool = False, check: Callable | None = None, **app_run_kwargs) -> None:
     """``absl.app.run(main, **app_run_kwargs)`` as the entry point of module ``module_name``.
 
+    The flags are parsed by ``parse`` (``required``, ``renamed``, ``known_only``, ``check``: see
+    there) unless ``app_run_kwargs`` brings its own ``flags_parser``.
+
     absl's ``--help`` shows the ``__main__`` module's docstring and the flags defined in the file
-    named by ``sys.argv[0]``. Under ``python -m`` those are the command's own; under a console
-    script they are the generated wrapper's (no docstring, no flags), so the command's docstring
-    and flags are lent to the wrapper here.
+    named by ``sys.argv[0]``. Under a console script (or a thin ``python -m`` alias of the
+    command) those are the wrapper's, so the command's docstring and flags are lent to it here.
     """
+    global _program_name
+    prog = _program_name = _program(module_name)
     if "plugins" not in flags.FLAGS:
         flags.DEFINE_list("plugins", [], "Python modules to import before the command runs, so "
                           "that what they register (objectives, export signatures) applies, e.g. "
                           "--plugins=my_project.losses,my_project.signatures.")
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["plugins"])
-    if module_name != "__main__":
-        main_module = sys.modules["__main__"]
-        if not main_module.__doc__:
-            main_module.__doc__ = sys.modules[module_name].__doc__
+    main_module = sys.modules["__main__"]
+    if module_name != "__main__" and main_module is not sys.modules[module_name]:
+        main_module.__doc__ = sys.modules[module_name].__doc__
         for flag in flags.FLAGS.flags_by_module_dict().get(module_name, []):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    import_plugins(_program(module_name), app_run_kwargs.get("argv") or sys.argv)
+    import_plugins(prog, app_run_kwargs.get("argv") or sys.argv)
+    app_run_kwargs.setdefault("flags_parser", lambda argv: parse(
+        prog, argv, flags.FLAGS, required=required, renamed=renamed, known_only=known_only,
+        check=check))
     app.run(main, **app_run_kwargs)
 
 
 def _program(module_name: str) -> str:
-    """The command's name for messages: ``align_tf.X`` under ``python -m`` and console scripts."""
+    """The command's name for messages: the module ``python -m`` ran (``align_tf.X``, also for
+    a thin alias such as ``align_tf.data.build``), else ``module_name`` (console scripts)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec and (module_name == "__main__" or spec.name.startswith("align_tf.")):
+        return spec.name.removesuffix(".__main__")
     if module_name == "__main__":
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        return spec.name.removesuffix(".__main__") if spec else os.path.basename(sys.argv[0])
+        return os.path.basename(sys.argv[0])
     return module_name
+
+
+def program(default: str) -> str:
+    """The running command's name (as ``run`` found it), or ``default`` when no ``run`` is
+    active (a command's ``main`` called in-process)."""
+    return _program_name or default
+
+
+def error(prog: str, message) -> NoReturn:
+    """Exits with ``{prog}: error: {message}``: one line (newlines folded), no traceback."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    sys.exit(f"{prog}: error: {'; '.join(lines)}")
+
+
+def parse(prog: str, argv: list, flag_values: flags.FlagValues, *, required=(),
+          renamed: dict | None = None, bool_flags=None, known_only: bool = False,
+          check: Callable | None = None) -> list:
+    """Parses ``argv`` (program name first) into ``flag_values``; returns absl's remainder.
+
+    Args:
+      prog: the command's name, for messages.
+      argv: the command line, program name first.
+      flag_values: where the flags are defined (absl's ``FLAGS`` under ``run``).
+      required: flags that must be given a non-empty value.
+      renamed: old flag spelling → today's (``{"--input_pattern": "--input"}``); the old one is
+        accepted with a deprecation line on stderr.
+      bool_flags: the booleans that take ``--no-x``; default: every boolean flag.
+      known_only: leave flags not defined in ``flag_values``, and positional arguments, in the
+        remainder (e.g. for Beam); otherwise a positional argument is an error.
+      check: ``check(remainder)`` after parsing, before ``required``; a ``flags.Error`` it
+        raises becomes the one-line error.
+
+    Every mistake exits with ``error``'s one line.
+    """
+    args = [_respell(prog, arg, flag_values, renamed or {}, bool_flags) for arg in argv[1:]]
+    try:
+        rest = flag_values(argv[:1] + args, known_only=known_only)
+        if check is not None:
+            check(rest)
+    except flags.Error as e:  # unknown flag, bad value: one line, not absl's usage dump
+        error(prog, e)
+    if not known_only and len(rest) > 1:
+        error(prog, f"unexpected arguments {rest[1:]}")
+    for name in required:
+        if not flag_values[name].value:
+            error(prog, f"--{name} is required")
+    return rest
+
+
+def _respell(prog: str, arg: str, flag_values: flags.FlagValues, renamed: dict,
+             bool_flags) -> str:
+    """``arg`` in today's spelling: a renamed flag's new name, ``--no-x`` as absl's ``--nox``."""
+    name, eq, value = arg.partition("=")
+    if name in renamed:
+        print(f"{prog}: warning: {name} is deprecated; use {renamed[name]}", file=sys.stderr)
+        return renamed[name] + eq + value
+    switch = name[5:]
+    if name.startswith("--no-") and switch in flag_values and (
+            switch in bool_flags if bool_flags is not None else flag_values[switch].boolean):
+        return "--no" + arg[5:]
+    return arg
+
+
+def parse_args(prog: str, argv: list | None, define_flags: Callable,
+               **parse_kwargs) -> flags.FlagValues:
+    """Command-line args (no program name; default ``sys.argv[1:]``) parsed by ``parse`` into a
+    private ``FlagValues`` that ``define_flags(flag_values)`` fills (absl's ``FLAGS`` untouched)."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    parse(prog, [prog] + list(sys.argv[1:] if argv is None else argv), flag_values,
+          **parse_kwargs)
+    return flag_values
 
 
 def import_plugins(prog: str, argv: list) -> list:
@@ -66,8 +161,7 @@ def import_plugins(prog: str, argv: list) -> list:
             try:
                 importlib.import_module(name)
             except Exception as e:  # any failure inside the user's module: one line
-                sys.exit(f"{prog}: error: --plugins: cannot import {name!r}: "
-                         f"{type(e).__name__}: {e}")
+                error(prog, f"--plugins: cannot import {name!r}: {type(e).__name__}: {e}")
     finally:
         sys.path.remove(cwd)
     return names

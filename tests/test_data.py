@@ -25,7 +25,8 @@ import tensorflow as tf
 from PIL import Image
 
 from align_tf import tokenizer
-from align_tf.data import build, filters, pipeline, sampling, tfds_captions, tfrecord, vocab
+from align_tf.corpus import build, filters, inputs, output, vocab
+from align_tf.data import pipeline, sampling, tfds_captions, tfrecord
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -252,7 +253,7 @@ def test_shards_round_trip_captions_images_and_metadata(built, corpus):
     for index, path in enumerate(shards):
         records = read_shard(path)
         assert len(records) == stats["shard_examples"][index]
-        assert all(build.shard_of(r["id"], 3) == index for r in records)
+        assert all(output.shard_of(r["id"], 3) == index for r in records)
         digests = [hashlib.sha1(r["id"].encode()).digest() for r in records]
         assert digests == sorted(digests)  # deterministic order within a shard
         examples += records
@@ -274,7 +275,7 @@ def test_shards_round_trip_captions_images_and_metadata(built, corpus):
                 assert ex["image"][:2] == b"\xff\xd8" and ex["image"] != source.read_bytes()
     # Rows without an id get a hash of the image reference as written and the (tidied) text.
     gif = by_caption["a blue dog in the street"][0]
-    assert gif["id"] == build.row_id("images/anim.gif", "a blue dog in the street")
+    assert gif["id"] == inputs.row_id("images/anim.gif", "a blue dog in the street")
 
 
 def test_rerun_through_cli_gives_byte_identical_shards(built, corpus, tmp_path):
@@ -318,7 +319,7 @@ def test_build_flags_switches_and_beam_pass_through():
             (["--input=t.jsonl", "--out=o"], "did you mean --output_dir?"),
             (base + ["stray"], "unexpected argument 'stray'")]:
         error = cli_error(build.parse_args, args)
-        assert error.startswith("align_tf.data.build: error: ") and message in error, (args, error)
+        assert error.startswith("align_tf.corpus.build: error: ") and message in error, (args, error)
 
 
 def test_build_cli_help_and_one_line_errors(corpus, tmp_path):
@@ -382,19 +383,19 @@ def test_csv_tsv_parquet_and_headerless_inputs_parse_alike(corpus, tmp_path):
     pq.write_table(pa.table({"image": [i for i, _ in pairs], "text": [t for _, t in pairs],
                              "id": ["p0", "p1", "p2"]}), tmp_path / "t.parquet")
     root = str(tmp_path)
-    expected = [build.Row(build.row_id(i, t), build.resolve_image(i, root), t, filters.text_key(t))
+    expected = [inputs.Row(inputs.row_id(i, t), inputs.resolve_image(i, root), t, filters.text_key(t))
                 for i, t in pairs]
     with beam.Pipeline() as p:
         for name, config in [("t.csv", build.BuildConfig()),
                              ("t.tsv", build.BuildConfig(columns="image,text")),
                              ("t.parquet", build.BuildConfig(id_column=""))]:
-            rows = (p | f"Read {name}" >> build.ReadTable(str(tmp_path / name), config)
-                    | f"Parse {name}" >> beam.ParDo(build.ParseRow(config, root)))
+            rows = (p | f"Read {name}" >> inputs.ReadTable(str(tmp_path / name), config)
+                    | f"Parse {name}" >> beam.ParDo(inputs.ParseRow(config, root)))
             assert_that(rows, equal_to(expected), label=f"Check {name}")
     assert expected[2].image == "gs://x/c.jpg"  # URIs are not joined to the root
-    assert build.input_format("x/pairs.json.gz") == "jsonl"
+    assert inputs.input_format("x/pairs.json.gz") == "jsonl"
     with pytest.raises(ValueError, match="--format"):
-        build.input_format("pairs.xlsx")
+        inputs.input_format("pairs.xlsx")
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -441,13 +442,13 @@ def test_vocab_cli_spellings_and_one_line_errors(tmp_path):
                           (["--input=a", "--output=v", "--vocab=9"], "Unknown command line flag"),
                           (["--input=a", "--output=v", "extra"], "unexpected arguments")]:
         error = cli_error(vocab.parse_args, args)
-        assert error.startswith("align_tf.data.vocab: error: ") and message in error, (args, error)
+        assert error.startswith("align_tf.corpus.vocab: error: ") and message in error, (args, error)
 
     # main's input check (in-process: the subprocess below stops in the parser, before the slow
     # TensorFlow import; test_vocab_cli_from_shards_and_text_files runs main in a subprocess).
     error = cli_error(lambda args: vocab.main([vocab.PROG], vocab.parse_args(args)),
                       [f"--input={tmp_path}/nope-*.tfrecord", f"--output={tmp_path}/v"])
-    assert error == f"align_tf.data.vocab: error: no files match '{tmp_path}/nope-*.tfrecord'"
+    assert error == f"align_tf.corpus.vocab: error: no files match '{tmp_path}/nope-*.tfrecord'"
     assert not (tmp_path / "v").exists()
     proc = _cli("vocab", f"--input_pattern={tmp_path}/nope-*.tfrecord", "--max_texts=-1")
     assert "--input_pattern is deprecated; use --input" in proc.stderr

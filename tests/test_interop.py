@@ -17,7 +17,8 @@ from PIL import Image
 
 from align_tf import tokenizer, trainer
 from align_tf.configs import base
-from align_tf.data import build, filters, sampling, sources, tfrecord, vocab, webdataset
+from align_tf.corpus import build, filters, vocab
+from align_tf.data import sampling, sources, tfrecord, webdataset
 
 wds = pytest.importorskip("webdataset")
 

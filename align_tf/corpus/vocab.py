@@ -1,0 +1,161 @@
+r"""Learns the WordPiece vocabulary from the corpus' captions.
+
+    python -m align_tf.corpus.vocab --input='corpus/pairs-*.tfrecord' --output=vocab.txt \
+        --vocab_size=100000
+    python -m align_tf.corpus.vocab --input=captions.txt.gz --output=vocab.txt --nolowercase
+
+    python -m align_tf.corpus.vocab --input='shards/{00000..00999}.tar' --output=vocab.txt
+
+The paper trains BERT from scratch with a WordPiece vocabulary learned from its own corpus (100k
+tokens). Captions are read from our TFRecord shards (``caption`` feature), from text files with
+one text per line (``.txt``/``.txt.gz``), or from the builder's other inputs as they are (no
+filters): webdataset tars (``.tar``) and img2dataset TFRecords (``--format=img2dataset_tfrecord``,
+its ``txt`` feature); they are streamed through ``align_tf.tokenizer.build_vocabulary``
+(tensorflow-text's ``bert_vocab_from_dataset``, BERT-uncased normalisation by default), and saved
+one token per line with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` first. Train with it via
+``--config.data.vocab_path=vocab.txt``.
+
+``--input`` and ``--format`` are spelt as in ``align_tf.corpus.build`` (comma-separated globs and,
+for sample shards, brace ranges allowed); the older ``--input_pattern`` still works, with a
+warning.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, NoReturn
+
+from absl import flags
+
+from align_tf import cli
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+_PROGRESS_EVERY = 100_000
+PROG = __name__  # the name in messages when main runs in-process (cli.program: under cli.run)
+FORMATS = ("tfrecord", "txt", "webdataset", "img2dataset_tfrecord")
+
+
+def _format(files: list, fmt: str) -> str:
+    """``fmt``, or the format of ``files`` from their extension (``.txt``/``.txt.gz``, ``.tar``,
+    else TFRecord); raises ``ValueError`` for a mix."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown --format {fmt!r}; choose from {FORMATS}")
+        return fmt
+    kinds = {"txt" if f.endswith((".txt", ".txt.gz")) else "webdataset" if f.endswith(".tar")
+             else "tfrecord" for f in files}
+    if len(kinds) > 1:
+        raise ValueError(f"mix of {' and '.join(sorted(kinds))} inputs; pass one kind")
+    return kinds.pop()
+
+
+def read_texts(pattern: str, max_texts: int = 0, progress_every: int = _PROGRESS_EVERY,
+               fmt: str = "") -> tf.data.Dataset:
+    """Captions from the files matching ``pattern`` (comma-separated globs; brace ranges too),
+    in format ``fmt`` (``FORMATS``; "": from the extensions).
+
+    Records that fail to parse, and samples without a readable caption, are skipped (the first
+    few logged); ``max_texts`` > 0 stops after that many texts; progress is printed every
+    ``progress_every`` texts.
+    """
+    import tensorflow as tf  # imported here, not at the top: --help and flag errors answer at once
+
+    from align_tf.data import img2dataset, tfrecord, webdataset
+    files = webdataset.expand(pattern)
+    fmt = _format(files, fmt)
+    text_files = files if fmt == "txt" else []
+    if fmt == "webdataset":
+        def captions():
+            for path in files:
+                for sample in webdataset.read_samples(path):
+                    if sample is not None and not sample.error and sample.caption:
+                        yield sample.caption
+
+        ds = tf.data.Dataset.from_generator(captions,
+                                            output_signature=tf.TensorSpec([], tf.string))
+        ds = ds.filter(lambda t: tf.strings.length(tf.strings.strip(t)) > 0)
+    elif text_files:
+        ds = tf.data.TextLineDataset(
+            text_files, compression_type="GZIP" if text_files[0].endswith(".gz") else None)
+        ds = ds.filter(lambda t: tf.strings.length(tf.strings.strip(t)) > 0)
+    else:
+        records = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)).ignore_errors(log_warning=True),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        keys = img2dataset.KEYS if fmt == "img2dataset_tfrecord" else tfrecord.KEYS
+        caption = {keys[1]: tf.io.FixedLenFeature([], tf.string)}
+        ds = tfrecord.map_skipping_errors(
+            records, lambda fr: tf.io.parse_single_example(fr[1], caption)[keys[1]],
+            "corrupt_record", source_of=lambda fr: fr[0])
+    if max_texts:
+        ds = ds.take(max_texts)
+    if progress_every:
+        def report(i, text):
+            tf.cond(tf.equal((i + 1) % progress_every, 0),
+                    lambda: tf.print("vocab: read", i + 1, "texts"), tf.no_op)
+            return text
+        ds = ds.enumerate().map(report)
+    return ds
+
+
+def _error(message) -> NoReturn:
+    cli.error(cli.program(PROG), message)
+
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("input", None, "TFRecord shard glob(s), comma-separated, .txt/.txt.gz "
+                        "files with one text per line, or webdataset tars (brace ranges too) "
+                        "(required).", flag_values=flag_values)
+    flags.DEFINE_enum("format", "", ("",) + FORMATS, "Input format (default: from the "
+                      "extension: .txt/.txt.gz text, .tar webdataset, else our TFRecords).",
+                      flag_values=flag_values)
+    flags.DEFINE_string("output", None, "Vocabulary file to write (required).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("vocab_size", 30522, "Target size (tensorflow-text's learner lands near "
+                         "it; paper: 100k).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_texts", 0, "Use only the first N texts (0: all).", lower_bound=0,
+                         flag_values=flag_values)
+    flags.DEFINE_bool("lowercase", True, "BERT uncased normalisation (must match "
+                      "TextPreprocessor's lowercase).", flag_values=flag_values)
+
+
+# --input_pattern: the argparse-era spelling; --no-lowercase works too (cli.parse).
+_PARSE = dict(required=("input", "output"), renamed={"--input_pattern": "--input"})
+
+
+def parse_args(argv: list | None = None) -> flags.FlagValues:
+    """``cli.parse_args`` with this command's flags (e.g. for calling ``main`` in-process)."""
+    return cli.parse_args(PROG, argv, _define_flags, **_PARSE)
+
+
+def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
+    """absl main; ``flag_values``: parsed flags (default absl's ``FLAGS``, as ``run`` sets them)."""
+    del argv  # cli.parse rejected positional arguments
+    from align_tf.tokenizer import build_vocabulary, save_vocabulary
+    import tensorflow as tf
+    f = flags.FLAGS if flag_values is None else flag_values
+    start = time.time()
+    try:
+        texts = read_texts(f.input, f.max_texts, fmt=f.format)
+    except (FileNotFoundError, ValueError) as e:  # no files match, mixed formats
+        _error(e)
+    try:  # now, not after learning: an unwritable --output would waste the whole run
+        tf.io.gfile.makedirs(os.path.dirname(f.output) or ".")
+    except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
+        _error(f"cannot write --output {f.output}: {e}")
+    vocab = build_vocabulary(texts, vocab_size=f.vocab_size, lowercase=f.lowercase)
+    save_vocabulary(vocab, f.output)
+    print(f"wrote {len(vocab)} tokens to {f.output} in {time.time() - start:.1f}s")
+
+
+def run() -> None:
+    """``python -m align_tf.corpus.vocab`` (``align-vocab``)."""
+    _define_flags(flags.FLAGS)
+    cli.run(__name__, main, **_PARSE)
+
+
+if __name__ == "__main__":
+    run()
