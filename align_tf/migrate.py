@@ -57,7 +57,8 @@ def config_json(config):
       ``model.distillation_*`` and ``model.label_smoothing`` → the objective's fields;
       ``model.sync_batch_norm`` → ``model.bn_group_size``;
     * [house]: flat ``objective.FIELD`` → ``objective.<name>.FIELD`` of every objective that has
-      it (``objective_sections``); ``eval.num_examples_per_class`` renamed.
+      it (``objective_sections``); flat ``eval.datasets`` × ``eval.tasks`` and evaluator fields
+      → ``eval.evaluators`` (``eval_section``); ``eval.num_examples_per_class`` renamed.
     """
     from align_tf.configs import base
     data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -82,7 +83,10 @@ def config_json(config):
     for old, new in LEGACY_EVAL_FIELDS.items():
         if old in evaluation:
             evaluation[new] = evaluation.pop(old)
+    eval_section(data)
     merged = base.get_config()
+    if "evaluators" in evaluation:  # the run's evaluators replace the defaults' (never merged)
+        merged.eval.evaluators = {}
     _update(merged, data)
     return merged
 
