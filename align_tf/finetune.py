@@ -1,6 +1,6 @@
 """Fine-tunes a trained or converted ALIGN model: the paper's transfer recipes (§5) and LiT.
 
-    python -m align_tf.finetune --init=RUN --task=classification --model_dir=OUT [--dataset=cifar10]
+    python -m align_tf.finetune --init=RUN --task=classification --model_dir=OUT [--dataset=tfds:cifar10]
     python -m align_tf.finetune --init=RUN --task=lit --model_dir=OUT
     python -m align_tf.finetune --init=RUN --task=retrieval --model_dir=OUT --dataset=tfrecord:GLOB
 
@@ -15,15 +15,19 @@ Tasks:
   (``align_tf.models.classifier``), every weight trained, BatchNorm statistics frozen (inference
   mode; γ/β train). The head starts from the zero-shot classifier (``finetune.head_init``), so
   step 0 has zero-shot accuracy. Data: ``synthetic`` (the 30 colour/shape classes; the linear
-  probe's images) or a TFDS set with an image and a class label; scored on the test split into
-  ``OUT/eval.json``; ``OUT/savedmodel`` has ``classify`` and ``image_embed``.
+  probe's images) or a TFDS set with an image and a class label (``tfds:cifar10``); scored on
+  the test split into ``OUT/eval.json``; ``OUT/savedmodel`` has ``classify`` and
+  ``image_embed``.
 * ``lit``: the image tower locked (``align_tf.objectives.lit``), the text tower trained with the
   contrastive loss, freshly initialised (``finetune.text_tower = "fresh"``) or from ``--init``.
 * ``retrieval``: both towers with the ``--init`` run's objective (softmax or sigmoid; or another
   one, ``--config.finetune.objective=sigmoid`` e.g. for SigLIP's loss on align-base), on our
   shards (``--dataset=tfrecord:GLOB``), the synthetic corpus, or any caption source the trainer
-  reads (``data.name``: ``tfds:coco_captions`` with ``--config.data.tfds_split=train+restval`` is
-  MSCOCO's Karpathy train split, one random caption per image per epoch).
+  reads (``data.name``: ``tfds:coco_captions/train+restval`` is MSCOCO's Karpathy train split,
+  one random caption per image per epoch).
+
+``--dataset`` is spelt as everywhere (``align_tf.data.sources``); the task hooks are in
+``align_tf.finetune_tasks``.
 
 Training is ``align_tf.trainer.train`` with its steps replaced (``trainer.TrainHooks``):
 checkpoints, resume (rerun the same command), distribution strategies, TensorBoard and the
@@ -36,14 +40,16 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
+
+# The task hooks (TensorFlow is imported inside them, so --help answers at once).
+from align_tf.finetune_tasks import (ClassificationTask, DualEncoderTask,  # noqa: F401
+                                     classifier_accuracy, classifier_logits)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TASKS = ("classification", "lit", "retrieval")
 HEAD_INITS = ("zeroshot", "zeros")
 TEXT_TOWERS = ("fresh", "init")
-SHARD_SOURCES = ("tfrecord", "img2dataset_tfrecord")  # data.name values read from a glob
 
 
 class InitError(ValueError):
@@ -78,9 +84,9 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
     """The fine-tuning config: ``preset`` with the ``--init`` run's model, vocabulary, token length,
     image sizes (unless ``finetune.image_size`` sets them) and, for retrieval, objective.
 
-    ``dataset``: classification: ``finetune.dataset``; otherwise ``synthetic``,
-    ``tfrecord:GLOB``, ``img2dataset_tfrecord:GLOB`` (``data.name`` and ``data.train_pattern``) or
-    another ``data.name`` (``tfds:coco_captions``).
+    ``dataset``: a data source (``align_tf.data.sources``): classification: ``finetune.dataset``
+    (``synthetic``, ``tfds:cifar10``); otherwise ``data.name`` (``synthetic``, ``tfrecord:GLOB``,
+    ``tfds:coco_captions/train+restval``).
     """
     import ml_collections
 
@@ -109,11 +115,9 @@ def make_config(preset, init: str, task: str, dataset: str | None = None):
             d.image_size, d.resize_size = init_config.data.image_size, init_config.data.resize_size
     if not (task == "lit" and f.text_tower == "fresh" and d.vocab_path):
         d.vocab_path = run.vocab_path  # the text tower's vocabulary (a fresh LiT tower may differ)
-    if dataset:
+    if dataset:  # one spelling, as training and evaluation write it (align_tf.data.sources)
         if task == "classification":
             f.dataset = dataset
-        elif dataset.partition(":")[0] in SHARD_SOURCES:  # tfrecord:GLOB, as evaluate spells it
-            d.name, _, d.train_pattern = dataset.partition(":")
         else:
             d.name = dataset
     return config
@@ -145,200 +149,6 @@ def validate(config, num_replicas: int = 1) -> None:
                             config.model.similarity != "softmax"):
         raise error("lit trains with objective.name='contrastive' and model.similarity='softmax'")
     trainer.validate_config(config, num_replicas)
-
-
-# ---------------------------------------------------------------------------------- tasks
-
-
-def _init_checkpoint(config) -> str:
-    from align_tf.run_dir import RunDir
-    return RunDir(config.finetune.init).latest_checkpoint()
-
-
-def _classification_data(config, train: bool):
-    """The evaluation's ``ClassificationData`` of ``finetune.dataset``: its fit split (synthetic:
-    the linear probe's images) or its test split (synthetic: the zero-shot test images)."""
-    from align_tf.evaluation import runner
-    return runner._classification(config.finetune.dataset, config.eval, train,  # noqa: SLF001
-                                  download=False)
-
-
-def _optimizer(config, model):
-    """The config's optimizer, built for ``model``'s trainable variables (as ``trainer.build``)."""
-    from align_tf import optim
-    optimizer = optim.build_optimizer(config.optim, config.train.steps)
-    optimizer.build(model.trainable_variables)
-    return optimizer
-
-
-def _eval_sizes(config) -> tuple:
-    f = config.finetune
-    if f.eval_image_size:
-        return f.eval_image_size, f.eval_resize_size
-    return config.data.image_size, config.data.resize_size
-
-
-class ClassificationTask:
-    """Hooks of ``trainer.train`` for ``--task=classification``."""
-
-    def __init__(self, config):
-        self.config = config
-        try:
-            self.train_data = _classification_data(config, True)
-        except ValueError as e:
-            from align_tf.trainer import ConfigError
-            raise ConfigError(f"finetune.dataset: {e}") from None
-        self.class_names = self.train_data.classnames
-
-    def hooks(self):
-        from align_tf import trainer
-        return trainer.TrainHooks(prepare_inputs=self.prepare_inputs, build=self.build,
-                                  dataset_fn=self.dataset_fn, initialize=self.initialize)
-
-    def prepare_inputs(self, config, run, chief, resuming):
-        from align_tf import trainer
-        preprocessor = trainer.make_preprocessor(config, run, write=chief)
-        if chief:
-            run.save_config(config)
-        return None, preprocessor
-
-    def build(self, config, vocabulary_size):
-        from align_tf.models.classifier import ImageClassifier
-        from align_tf.models.dual_encoder import build_dual_encoder
-        from align_tf.objectives.classification import ClassificationObjective
-        # The tower exactly as the init run built it (sizes, BatchNorm groups, fused kernels).
-        tower = build_dual_encoder(config.model, vocabulary_size).image_encoder
-        model = ImageClassifier(tower, len(self.class_names), name="classifier")
-        objective = ClassificationObjective(model, _optimizer(config, model),
-                                            config.finetune.label_smoothing)
-        objective.seed = int(config.seed)
-        return model, objective
-
-    def initialize(self, objective):
-        """The init run's image tower; the head from its zero-shot classifier (or zeros)."""
-        import keras
-
-        from align_tf import prompts, run_dir
-        from align_tf.evaluation.embed import encoder_for_model
-        from align_tf.evaluation.zero_shot import class_embeddings
-        classifier, config = objective.model, self.config
-        run_dir.restore_model(classifier, _init_checkpoint(config), parts=("image_encoder",))
-        if config.finetune.head_init == "zeros":
-            for v in classifier.head.weights:
-                v.assign(keras.ops.zeros(v.shape, v.dtype))
-            return
-        policy = keras.config.dtype_policy()
-        dual, preprocessor, init_config = run_dir.load_model(config.finetune.init)
-        keras.config.set_dtype_policy(policy)  # load_model builds in float32
-        encoder = encoder_for_model(dual, preprocessor, init_config)
-        templates = prompts.get_templates(config.eval.templates, config.finetune.dataset)
-        emb = class_embeddings(encoder.embed_texts, list(self.class_names), templates)
-        bias = float(dual.logit_bias) if dual.similarity == "sigmoid" else 0.0
-        classifier.initialize_head(emb, float(dual.logit_scale()), bias)
-
-    def dataset_fn(self, config, preprocessor, pairs, read_stats, batches_done, wrap_inputs=None):
-        from align_tf.data import labelled
-        from align_tf.evaluation import datasets
-        kwargs = {}
-        if config.finetune.dataset == datasets.SYNTHETIC:
-            kwargs["arrays"] = labelled.as_arrays(self.train_data, config.data.image_size)
-        else:
-            ev = config.eval
-            kwargs["examples"] = labelled.tfds_examples(config.finetune.dataset, ev.train_split,
-                                                        ev.data_dir, ev.max_train_examples)
-        return labelled.train_dataset_fn(
-            config.train.batch_size, config.seed, config.data.image_size, config.data.resize_size,
-            batches_done, shuffle_buffer=config.finetune.shuffle_buffer,
-            flip=config.data.random_flip, **kwargs)
-
-    def evaluate(self, classifier, model_dir: str) -> dict:
-        """Top-1/top-5 of the classifier on the test split (synthetic: also over the held-out
-        and the seen pairs) → ``{model_dir}/eval.json``; returns the report."""
-        from align_tf.evaluation import runner
-        from align_tf.run_dir import RunDir
-        start = time.time()
-        metrics = classifier_accuracy(classifier, self.config)
-        info = {"model_dir": model_dir, "task": "classification",
-                "init": self.config.finetune.init, "train_steps": self.config.train.steps}
-        report = runner.make_report({self.config.finetune.dataset: {"finetune": metrics}}, info,
-                                    time.time() - start)
-        RunDir(model_dir).write_eval(report)
-        return report
-
-    def export(self, classifier, path: str) -> str:
-        from align_tf.export import export_classifier
-        image_size, resize_size = _eval_sizes(self.config)
-        return export_classifier(classifier, self.class_names, path, image_size=image_size,
-                                 resize_size=resize_size, config=self.config)
-
-
-def classifier_accuracy(classifier, config) -> dict:
-    """Top-k accuracy of ``classifier`` on ``finetune.dataset``'s test split, images at the
-    evaluation preprocessing (``finetune.eval_image_size``, else ``data.image_size``), as the
-    zero-shot evaluator scores them; synthetic: also ``heldout_top*`` / ``seen_top*``."""
-    import numpy as np
-    import tensorflow as tf
-
-    from align_tf.evaluation import datasets, embed, runner
-    from align_tf.evaluation.zero_shot import label_ranks
-
-    image_size, resize_size = _eval_sizes(config)
-
-    class LogitsEncoder(embed.Encoder):
-        """The evaluation's image pipeline (preprocessing, batching) with logits as output."""
-
-        def __init__(self):
-            self.image_size, self.resize_size = image_size, resize_size
-            self.batch_size = config.eval.batch_size
-            self._fn = tf.function(lambda x: classifier(x, training=False), input_signature=[
-                tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
-
-        def embed_image_batch(self, pixels):
-            return self._fn(tf.convert_to_tensor(pixels, tf.float32)).numpy()
-
-    logits, labels = _classification_data(config, False).embed_images(LogitsEncoder())
-    ranks = label_ranks(logits, labels)
-    out = {f"top{k}": float(np.mean(ranks < k)) for k in runner.TOPK if k <= logits.shape[1]}
-    if config.finetune.dataset == datasets.SYNTHETIC:
-        for group, ids in datasets.synthetic_groups().items():
-            mask = np.isin(labels, ids)
-            out.update({f"{group}_top{k}": float(np.mean(ranks[mask] < k)) for k in runner.TOPK})
-    out["num_examples"] = float(len(labels))
-    return out
-
-
-class DualEncoderTask:
-    """Hooks of ``trainer.train`` for ``--task=lit`` and ``--task=retrieval``: the trainer's
-    data, the init run's weights (LiT: a locked image tower and, by default, a fresh text one)."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def hooks(self):
-        from align_tf import trainer
-        build = self.build_lit if self.config.finetune.task == "lit" else trainer.build
-        return trainer.TrainHooks(build=build, initialize=self.initialize)
-
-    def build_lit(self, config, vocabulary_size):
-        from align_tf.models.dual_encoder import build_dual_encoder
-        from align_tf.objectives.lit import LockedImageObjective, lock_image_tower
-        model = build_dual_encoder(config.model, vocabulary_size)
-        lock_image_tower(model)  # before the optimizer is built: no slots for the locked tower
-        objective = LockedImageObjective(model, _optimizer(config, model),
-                                         config.objective.contrastive.label_smoothing)
-        objective.seed = int(config.seed)
-        return model, objective
-
-    def initialize(self, objective):
-        from align_tf import run_dir
-        f = self.config.finetune
-        parts = None
-        if f.task == "lit" and f.text_tower == "fresh":
-            parts = ("image_encoder", "temperature")  # σ starts from the init run's
-        elif objective.model.similarity != run_dir.load_config(f.init).model.similarity:
-            # finetune.objective changed the loss: σ, or t′ and b, start from the model.* inits.
-            parts = ("image_encoder", "text_encoder")
-        run_dir.restore_model(objective.model, _init_checkpoint(self.config), parts=parts)
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -491,9 +301,10 @@ def run():
     flags.DEFINE_string("init", None, "Run directory to start from: a training --model_dir or "
                         "align_tf.convert.hf_align output.", required=True)
     flags.DEFINE_enum("task", None, list(TASKS), "What to fine-tune.", required=True)
-    flags.DEFINE_string("dataset", None, "classification: synthetic or a TFDS set with an image "
-                        "and a label (finetune.dataset); lit/retrieval: synthetic, tfrecord:GLOB, "
-                        "tfds:NAME or another data.name. Default: the preset's.")
+    flags.DEFINE_string("dataset", None, "A data source (align_tf.data.sources). "
+                        "classification: synthetic or a labelled TFDS set, tfds:cifar10 "
+                        "(finetune.dataset); lit/retrieval: synthetic, tfrecord:GLOB, "
+                        "tfds:NAME[/split] (data.name). Default: the preset's.")
     flags.DEFINE_string("model_dir", None, "Output run directory (rerun to resume).",
                         required=True)
     flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored",

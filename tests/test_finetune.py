@@ -19,7 +19,7 @@ from align_tf import finetune, run_dir
 from align_tf.configs import base, finetune_classification, finetune_lit, finetune_retrieval
 from align_tf.data import synthetic
 from align_tf.data.preprocessing import ImagePreprocessor
-from align_tf.evaluation import datasets
+from align_tf.data.sources import synthetic as synthetic_source
 from align_tf.evaluation.embed import load_encoder
 from align_tf.evaluation.zero_shot import ZeroShotEvaluator, class_embeddings
 from align_tf.models.dual_encoder import build_dual_encoder
@@ -111,17 +111,17 @@ def test_zero_shot_head_reproduces_zero_shot_accuracy_at_step_0(init_dir):
 
     # Independently: the init model's zero-shot evaluator on the same test images and prompts.
     encoder = load_encoder(model_dir=init_dir)
-    test = datasets.synthetic_classification("test", 2, config.eval.synthetic_seed)
+    test = synthetic_source.synthetic_classification("test", 2, config.eval.synthetic_seed)
     templates = get_templates("auto", "synthetic")
-    zero_shot = ZeroShotEvaluator(test, templates, groups=datasets.synthetic_groups()).run(encoder)
+    zero_shot = ZeroShotEvaluator(test, templates, groups=synthetic_source.synthetic_groups()).run(encoder)
     for key in ("top1", "top5", "heldout_top1", "seen_top1"):
         assert step0[key] == zero_shot[key], key
     # Logits: the zero-shot cosines / σ, from NumPy on the init model's embeddings.
     emb, _ = test.embed_images(encoder)
     classes = class_embeddings(encoder.embed_texts, list(test.classnames), templates)
     images = np.stack([ImagePreprocessor(SIZE)(im, training=False).numpy()
-                       for im in datasets._synthetic_arrays(config.eval.synthetic_seed, 2,
-                                                            SIZE)["image"][:8]])
+                       for im in synthetic_source.synthetic_arrays(
+                           config.eval.synthetic_seed, 2, SIZE)["image"][:8]])
     np.testing.assert_allclose(classifier(images).numpy(), emb[:8] @ classes.T / 0.07,
                                rtol=1e-4, atol=1e-4)
 
@@ -311,7 +311,7 @@ def test_retrieval_with_another_objective_starts_its_towers_from_init(init_dir):
 def test_tfds_classification_set_through_mock_data(init_dir, tmp_path):
     import tensorflow_datasets as tfds
     config = _config(finetune_classification, init_dir, "classification", train__steps=2,
-                     export__enabled=False, finetune__dataset="cifar10",
+                     export__enabled=False, finetune__dataset="tfds:cifar10",
                      eval__max_train_examples=16, eval__max_examples=12)
     with tfds.testing.mock_data(num_examples=20):
         out = finetune.finetune(config, str(tmp_path / "cifar"), verbose=0)

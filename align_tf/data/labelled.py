@@ -1,8 +1,9 @@
 """Training batches of labelled images (``{"image", "label"}``) for fine-tuning a classifier.
 
-The sets are the evaluation's (``align_tf.evaluation.datasets``): the synthetic colour/shape
-classes or any TFDS set with an image and a class label, so training, the linear probe and the
-test share one loader and one list of class names.
+The sets are the data sources' (``align_tf.data.sources``: ``Source.classification`` for the
+in-memory synthetic classes, ``Source.labelled_examples`` for a streamed TFDS set), the same
+objects the linear probe and the test read, so they share one loader and one list of class
+names.
 
 The stream keeps the training stream's conventions (``align_tf.data.sampling``): every example has
 a global ``position``; its random crop and flip are drawn from ``(seed, position)``, and a resumed
@@ -23,36 +24,6 @@ import tensorflow as tf
 from align_tf import distribute
 from align_tf.data import sampling
 from align_tf.data.preprocessing import ImagePreprocessor
-
-
-class _Sized:
-    """What the evaluation's data objects read from an encoder: the size to render images at."""
-
-    def __init__(self, image_size: int):
-        self.image_size = image_size
-
-
-def as_arrays(data, image_size: int) -> dict:
-    """All ``{"image", "label"}`` of an evaluation ``ClassificationData`` as numpy arrays (synthetic
-    images rendered at ``image_size``)."""
-    ds = data.make_dataset(_Sized(image_size)).batch(1 << 30)
-    return {k: v.numpy() for k, v in ds.get_single_element().items()}
-
-
-def tfds_examples(name: str, split: str | None, data_dir: str | None,
-                  max_examples: int | None = None) -> tf.data.Dataset:
-    """A TFDS split as ``{"image/encoded", "label"}`` (images not decoded); split None: train."""
-    import tensorflow_datasets as tfds
-    builder = tfds.builder(name, data_dir=data_dir)
-    try:
-        ds = builder.as_dataset(split=split or "train", shuffle_files=False,
-                                decoders={"image": tfds.decode.SkipDecoding()})
-    except AssertionError as e:  # TFDS' "could not find data in ...": never downloads here
-        raise FileNotFoundError(f"TFDS set {name} is not prepared (`tfds build {name}`, with "
-                                f"--data_dir as eval.data_dir): "
-                                f"{str(e).strip().splitlines()[0][:200]}") from None
-    ds = ds.map(lambda ex: {"image/encoded": ex["image"], "label": ex["label"]})
-    return ds.take(max_examples) if max_examples else ds
 
 
 def train_dataset_fn(batch_size: int, seed: int, image_size: int, resize_size: int | None,

@@ -70,6 +70,12 @@ class Source:
         """Captioned images, grouped per image."""
         raise ValueError(f"{self.spec} has no captioned images")
 
+    def labelled_examples(self, options) -> tf.data.Dataset | None:
+        """The fit split as an unbatched stream of undecoded ``{"image/encoded", "label"}``, for
+        training a classifier on a set too large for memory; None (the default): training reads
+        ``classification(options, train=True).arrays``."""
+        return None
+
     def groups(self) -> dict | None:
         """Zero-shot label groups reported apart (``{"heldout": [labels], ...}``), or None."""
         return None

@@ -56,6 +56,12 @@ class TfdsSource(Source):
         self._infos = {}  # data_dir → DatasetInfo (metadata is read once)
 
     @property
+    def results_key(self) -> str:
+        """The TFDS dataset (``cifar10``): a TFDS set is known by its own name, as reports before
+        [house] keyed it."""
+        return self.prompt_name
+
+    @property
     def prompt_name(self) -> str:
         """The bare TFDS name (``cifar10``): its class names and prompts are shipped."""
         return self.dataset.split(":")[0].split("/")[0]
@@ -93,6 +99,22 @@ class TfdsSource(Source):
         return tfds_retrieval(self, self.split or option(options, "split"),
                               option(options, "data_dir"), download,
                               option(options, "max_examples"), captions)
+
+    def labelled_examples(self, options) -> tf.data.Dataset:
+        """The fit split (``train_split``, None: train; at most ``max_train_examples``) with its
+        images undecoded. Never downloads."""
+        import tensorflow_datasets as tfds
+        split = option(options, "train_split") or "train"
+        try:
+            ds = self.builder(option(options, "data_dir")).as_dataset(
+                split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+        except AssertionError as e:  # TFDS' "could not find data in ...": never downloads here
+            raise FileNotFoundError(
+                f"TFDS set {self.dataset} is not prepared (`tfds build {self.dataset}`, with "
+                f"--data_dir as eval.data_dir): {str(e).strip().splitlines()[0][:200]}") from None
+        ds = ds.map(lambda ex: {"image/encoded": ex["image"], "label": ex["label"]})
+        limit = option(options, "max_train_examples")
+        return ds.take(limit) if limit else ds
 
     # ------------------------------------------------------------------------------ training
 
