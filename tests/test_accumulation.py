@@ -165,7 +165,7 @@ def test_both_passes_use_the_same_masks(objective_name):
     over both sub-batches, each drawn with the masks of ``stateless_seeds(..., sub_batch=k)``.
     Momentum distillation: its momentum towers see the whole batch inside the loss."""
     config = small_config(dropout=True, objective=objective_name)
-    config.objective.alpha_ramp_steps = 0  # distillation targets from the first step
+    config.objective.momentum_distillation.alpha_ramp_steps = 0  # targets from the first step
     keras.utils.set_random_seed(0)
     model, objective = build(config)
     batch = tf.nest.map_structure(tf.constant, make_batch())

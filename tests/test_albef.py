@@ -32,11 +32,9 @@ def _config(negatives="local", alpha=0.4, queue=0, momentum=0.995):
     c.model.drop_connect_rate = 0.0
     c.data.max_tokens = SEQ
     c.objective.name = "albef"
-    c.objective.itm_negatives = negatives
-    c.objective.alpha = alpha
-    c.objective.alpha_ramp_steps = 0
-    c.objective.queue_size = queue
-    c.objective.momentum = momentum
+    o = c.objective.albef
+    o.itm_negatives, o.alpha, o.alpha_ramp_steps, o.queue_size, o.momentum = (
+        negatives, alpha, 0, queue, momentum)
     return c
 
 
@@ -264,7 +262,7 @@ def test_itc_mod_keys_and_targets_match_numpy(keys):
     wrong keys would fail. ``itc_keys="online"``: the logits' keys are the online embeddings
     (+ queue), the targets unchanged."""
     config = _config(alpha=0.4, queue=16)
-    config.objective.itc_keys = keys
+    config.objective.albef.itc_keys = keys
     keras.utils.set_random_seed(0)
     objective = objectives.build_objective(
         config.objective, build_dual_encoder(config.model, VOCAB), keras.optimizers.SGD(0.5))
@@ -320,7 +318,7 @@ def test_train_step_trains_every_part_and_fills_the_queue():
 
 def test_itc_alone_trains_only_the_towers():
     config = _config()
-    config.objective.itm_weight = config.objective.mlm_weight = 0.0
+    config.objective.albef.itm_weight = config.objective.albef.mlm_weight = 0.0
     keras.utils.set_random_seed(0)
     model = build_dual_encoder(config.model, VOCAB)
     objective = objectives.build_objective(config.objective, model, keras.optimizers.SGD(0.1))
@@ -335,13 +333,16 @@ def test_config_errors_are_one_line():
     c = _config()
     trainer.validate_config(c)
     for field, value, message in (
-            ("objective.itm_negatives", "everywhere", "objective.itm_negatives"),
+            ("objective.albef.itm_negatives", "everywhere", "objective.albef.itm_negatives"),
             ("model.fusion_layers", 2, "model.fusion_layers=2 must be in \\[1, 1\\]"),
             ("model.fusion_layers", 0, "go together"),
-            ("objective.mlm_probability", 1.5, "objective.mlm_probability")):
+            ("objective.albef.mlm_probability", 1.5, "objective.albef.mlm_probability")):
         bad = _config()
-        section, name = field.split(".")
-        bad[section][name] = value
+        *sections, name = field.split(".")
+        node = bad
+        for section in sections:
+            node = node[section]
+        node[name] = value
         with pytest.raises(trainer.ConfigError, match=message):
             trainer.validate_config(bad)
 
@@ -534,7 +535,7 @@ def test_itm_weight_zero_trains_on_two_replicas():
     step failed), the MLM head is; σ above ALBEF's 0.5 comes back to it after the update, on
     every replica. All three weights 0 is a one-line ConfigError."""
     config = _config()
-    config.objective.itm_weight, config.objective.mlm_weight = 0.0, 1.0
+    config.objective.albef.itm_weight, config.objective.albef.mlm_weight = 0.0, 1.0
     config.model.temperature_init, config.model.max_temperature = 0.07, 0.5
     # A two-block image tower and 16-pixel images: the step on two replicas is the test's time.
     config.model.image_architecture = dict(
@@ -565,6 +566,6 @@ def test_itm_weight_zero_trains_on_two_replicas():
     for copy in strategy.experimental_local_results(model.temperature.value):
         assert float(copy) == 0.5
 
-    config.objective.mlm_weight = config.objective.itc_weight = 0.0
+    config.objective.albef.mlm_weight = config.objective.albef.itc_weight = 0.0
     with pytest.raises(trainer.ConfigError, match="all 0: no loss, so no gradient"):
         trainer.validate_config(config)

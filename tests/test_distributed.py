@@ -195,7 +195,7 @@ def test_merge_call_path_equals_replica_context_path(name):
     TPU."""
     config = _config()
     config.objective.name = name
-    config.objective.queue_size = 3 * GLOBAL_BATCH
+    config.objective[name].queue_size = 3 * GLOBAL_BATCH
     nan_batch = _batch()
     nan_batch["image"][1, 3, 3, 0] = np.nan
     batches = [_batch(), nan_batch, tf.nest.map_structure(lambda x: x[::-1].copy(), _batch())]

@@ -20,10 +20,8 @@ def _config(alpha=0.4, momentum=0.995, queue=0, ramp=0, distill=True, bn_group_s
     c.model.drop_connect_rate = 0.0
     c.model.bn_group_size = bn_group_size
     c.objective.name = "momentum_distillation" if distill else "contrastive"
-    c.objective.alpha = alpha
-    c.objective.momentum = momentum
-    c.objective.queue_size = queue
-    c.objective.alpha_ramp_steps = ramp
+    o = c.objective.momentum_distillation
+    o.alpha, o.momentum, o.queue_size, o.alpha_ramp_steps = alpha, momentum, queue, ramp
     return c
 
 

@@ -21,18 +21,21 @@ class HalfContrastive(ContrastiveObjective):
     instead of summed (ALBEF's convention), and a check of its own."""
 
     scalars = ContrastiveObjective.scalars + ("half_loss",)
-    built_from = None  # the objective_config of the last from_config (the test looks at it)
+    # Its config section objective.half_contrastive, added to a config that names it and lacks it.
+    defaults = {"label_smoothing": 0.0}
+    built_from = None  # the section of the last from_config (the test looks at it)
 
     @classmethod
-    def from_config(cls, objective_config, model, optimizer, **context):
-        cls.built_from = objective_config
-        return cls(model, optimizer, label_smoothing=objective_config.label_smoothing)
+    def from_config(cls, section, model, optimizer, **context):
+        cls.built_from = section
+        return cls(model, optimizer, label_smoothing=section.label_smoothing)
 
     @classmethod
     def validate(cls, config):
-        o = config.objective
-        check(o.label_smoothing <= 0.5,
-              f"objective.label_smoothing={o.label_smoothing} must be <= 0.5 for {o.name}")
+        super().validate(config)  # contrastive's check of label_smoothing, naming this section
+        o = config.objective[cls.name]
+        check(o.label_smoothing <= 0.5, f"objective.{cls.name}.label_smoothing="
+              f"{o.label_smoothing} must be <= 0.5 for {cls.name}")
 
     def loss_from_embeddings(self, batch, embeddings):
         out = super().loss_from_embeddings(batch, embeddings)
@@ -55,25 +58,28 @@ def test_objective_registered_outside_the_package_builds_validates_and_trains(ha
     assert objectives.model_similarity(half_contrastive) == "softmax"
     config = _tiny_config(steps=10)
     config.objective.name = half_contrastive
-    trainer.validate_config(config)
+    assert half_contrastive not in config.objective  # configs/base.py knows only the package's
+    trainer.validate_config(config)  # adds its section from HalfContrastive.defaults
+    assert config.objective.half_contrastive.to_dict() == {"label_smoothing": 0.0}
 
-    # Its own check runs through validate_config; the shared flat field checks still run.
-    config.objective.label_smoothing = 0.75
-    with pytest.raises(trainer.ConfigError, match=r"^objective.label_smoothing=0.75 must be "
-                                                  r"<= 0.5 for half_contrastive$"):
+    # Its own check runs through validate_config, and the inherited one on its own section.
+    section = config.objective.half_contrastive
+    section.label_smoothing = 0.75
+    with pytest.raises(trainer.ConfigError, match=r"^objective.half_contrastive.label_smoothing="
+                                                  r"0.75 must be <= 0.5 for half_contrastive$"):
         trainer.validate_config(config)
-    config.objective.label_smoothing = 0.0
-    config.objective.alpha = 1.5
-    with pytest.raises(trainer.ConfigError, match=r"objective.alpha=1.5 must be in \[0, 1\]"):
+    section.label_smoothing = 1.5
+    with pytest.raises(trainer.ConfigError, match=r"^objective.half_contrastive.label_smoothing="
+                                                  r"1.5 must be in \[0, 1\)$"):
         trainer.validate_config(config)
-    config.objective.alpha = 0.4
+    section.label_smoothing = 0.0
 
     # What trainer.train (the train CLI's function) does with it: validate_config above, then
     # trainer.build (build_objective from the registry), then train steps. Steps run eagerly on a
     # batch of random pairs: trainer.train's traced loop takes ~20-50 s on a shared CPU.
     model, objective = trainer.build(config, VOCAB)
     assert isinstance(objective, HalfContrastive) and objective.seed == config.seed
-    assert HalfContrastive.built_from is config.objective
+    assert HalfContrastive.built_from is config.objective.half_contrastive  # its section only
     rng = np.random.default_rng(0)
     batch = {"image": rng.uniform(size=(8, 32, 32, 3)).astype(np.float32),
              "text": {"token_ids": rng.integers(5, VOCAB, (8, 16)).astype(np.int32),
@@ -198,3 +204,95 @@ def test_signature_registered_outside_the_package_is_served_through_hub_load(tmp
     words = [t.decode().split() for t in texts.numpy()]
     assert all(w in vocab for ws in words for w in ws)
     np.testing.assert_array_equal(counts, [len(ws) + 2 for ws in words])
+
+
+# ------------------------------------------------------------------------------------ data source
+
+
+class ToySource:
+    """A toy data source from outside the package, spelt ``toy:N``: N captioned images made here
+    (image i a flat grey ``10 + 20 * (i % 12)``, captioned ``"item{i} ..."``), as training pairs
+    and as a retrieval set. Built on ``sources.Source`` (the class is made in the fixture, so
+    importing this module loads no TensorFlow data code)."""
+
+
+def _toy_source_class():
+    from align_tf.data import sampling, sources
+
+    def images(n, size):
+        return np.stack([np.full((size, size, 3), 10 + 20 * (i % 12), np.uint8) for i in range(n)])
+
+    def captions(n):
+        return np.array([f"item{i} a grey square number {i}" for i in range(n)], object)
+
+    class Toy(sources.Source):
+        takes_argument, argument_name = True, "N"
+
+        @property
+        def size(self) -> int:
+            return int(self.argument) if self.argument.isdigit() else 0
+
+        def kinds(self, options=None):
+            return {sources.PAIRS, sources.RETRIEVAL}
+
+        def validate(self, data):
+            super().validate(data)  # data.vocab_path
+            if self.size < 1:
+                raise ValueError(f"data.name={self.spec!r}: N must be a positive integer")
+
+        def training_stream(self, config, layout, first_batch, input_context=None, stats=None):
+            pairs = {"image": images(self.size, config.data.image_size),
+                     "caption": captions(self.size)}
+            return sampling.sample_arrays(pairs, config.seed, layout, first_batch)
+
+        def retrieval(self, options, download=False):
+            def make(image_size):
+                return tf.data.Dataset.from_tensor_slices({
+                    "image": images(self.size, image_size or 16),
+                    "captions": captions(self.size)[:, None]})
+            return sources.RetrievalData(f"toy/{self.size}", make, captions_per_image=1)
+
+    return Toy
+
+
+@pytest.fixture
+def toy_source(monkeypatch):
+    """``toy`` registered for one test (the registry is restored after it)."""
+    from align_tf.data.sources import registry as source_registry
+    monkeypatch.setattr(source_registry, "_SOURCES", dict(source_registry._SOURCES))  # noqa: SLF001
+    source_registry.register_source("toy")(_toy_source_class())
+    return "toy"
+
+
+def test_data_source_registered_outside_the_package_trains_and_evaluates(toy_source, tmp_path):
+    from align_tf.data import sources
+    from align_tf.evaluation import runner
+    from align_tf.evaluation.embed import encoder_for_model
+    from align_tf.tokenizer import build_vocabulary, save_vocabulary
+    source = sources.get("toy:8")
+    assert (source.name, source.spec, source.argument) == ("toy", "toy:8", "8")
+    assert "toy:N" in sources.spellings()
+    config = _tiny_config(steps=2)
+    config.data.name = "toy:8"
+    config.eval.enabled = config.export.enabled = False
+    with pytest.raises(trainer.ConfigError, match=r"^data.vocab_path is required for "
+                                                  r"data.name='toy:8'"):
+        trainer.validate_config(config)
+    captions = [f"item{i} a grey square number {i}" for i in range(8)]
+    config.data.vocab_path = save_vocabulary(build_vocabulary(captions, vocab_size=VOCAB),
+                                             str(tmp_path / "vocab.txt"))
+    config.data.name = "toy:x"
+    with pytest.raises(trainer.ConfigError, match=r"^data.name='toy:x': N must be a positive"):
+        trainer.validate_config(config)
+    # (a) Training: the train CLI's function, on the source's stream.
+    config.data.name = "toy:8"
+    result = trainer.train(config, str(tmp_path / "run"), verbose=0)
+    assert int(result.objective.optimizer.iterations.numpy()) == 2
+    assert np.isfinite(result.metrics["loss"])
+    # (b) Evaluation: the evaluate CLI's functions; the report keys the source by its name.
+    plans = runner.plans_from_config(config, datasets="toy:8", tasks="retrieval")
+    results = runner.run_plans(encoder_for_model(result.model, result.preprocessor, config),
+                               plans)
+    retrieval = results["toy"]["retrieval"]
+    assert retrieval["num_images"] == 8 and 0 <= retrieval["i2t_R@1"] <= 1
+    assert runner.make_report(results, {}, 0.0)["sources"] == {"toy": "toy:8"}

@@ -61,9 +61,12 @@ def test_legacy_run_directory_loads(tmp_path):
 
     migrated = run_dir.load_config(str(tmp_path))
     assert migrated.objective.name == "momentum_distillation"
-    assert (migrated.objective.alpha, migrated.objective.queue_size,
-            migrated.objective.label_smoothing) == (0.3, 128, 0.2)
-    assert migrated.objective.momentum == base.get_config().objective.momentum  # default filled
+    section = migrated.objective.momentum_distillation  # the objective sections nest since [house]
+    assert (section.alpha, section.queue_size, section.label_smoothing) == (0.3, 128, 0.2)
+    assert migrated.objective.albef.queue_size == 128  # every section that has the field
+    assert migrated.objective.contrastive.label_smoothing == 0.2
+    assert section.momentum == base.get_config().objective.momentum_distillation.momentum  # default
+    assert "alpha" not in migrated.objective  # no flat field left
     assert "momentum_distillation" not in migrated.model
     assert migrated.eval.synthetic_examples_per_class == 12
     loaded, _, _ = run_dir.load_model(str(tmp_path))

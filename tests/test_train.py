@@ -97,9 +97,8 @@ def test_bad_config_is_one_clear_line(args, message, tmp_path):
     ("optim.name", "adam", "unknown optim.name 'adam'"),
     ("optim.learning_rate", 0.0, "optim.learning_rate=0.0 must be positive"),
     ("objective.name", "siglip", "unknown objective.name 'siglip'"),
-    ("objective.label_smoothing", 1.0, "objective.label_smoothing=1.0 must be in [0, 1)"),
-    ("objective.alpha", 1.5, "objective.alpha=1.5 must be in [0, 1]"),
-    ("objective.queue_size", 100, "objective.queue_size=100 must be a multiple of train.batch_size"),
+    ("objective.contrastive.label_smoothing", 1.0,
+     "objective.contrastive.label_smoothing=1.0 must be in [0, 1)"),
     ("model.min_temperature", 0.0, "model.min_temperature=0.0 must be positive"),
     ("model.bn_momentum", 1.0, "model.bn_momentum=1.0 must be in [0, 1)"),
     ("data.resize_size", 40, "data.resize_size=40 must be >= data.image_size=48"),
@@ -109,12 +108,81 @@ def test_bad_config_is_one_clear_line(args, message, tmp_path):
 ])
 def test_validate_config_names_the_field(field, value, message):
     config = base.get_config()
-    section, name = field.split(".")
-    with config[section].ignore_type():
-        config[section][name] = value
+    *sections, name = field.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    with node.ignore_type():
+        node[name] = value
     with pytest.raises(trainer.ConfigError) as e:
         trainer.validate_config(config)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("label_smoothing", 1.0, "objective.momentum_distillation.label_smoothing=1.0 must be in [0, 1)"),
+    ("alpha", 1.5, "objective.momentum_distillation.alpha=1.5 must be in [0, 1]"),
+    ("queue_size", 100, "objective.momentum_distillation.queue_size=100 must be a multiple of "
+                        "train.batch_size"),
+])
+def test_the_named_objective_checks_its_own_section(field, value, message):
+    """Each objective validates its section ``objective.<name>``, and the error names it; the
+    sections of objectives not named are not its business."""
+    config = base.get_config()
+    config.objective.momentum_distillation[field] = value
+    trainer.validate_config(config)  # contrastive reads none of it
+    config.objective.name = "momentum_distillation"
+    with pytest.raises(trainer.ConfigError) as e:
+        trainer.validate_config(config)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_old_flat_objective_flags_still_work(capsys):
+    """A flat ``--config.objective.FIELD`` from before the sections nested goes to every section
+    with the field, with one deprecation line naming the new spelling; the fields the objectives
+    split moved out of ``model`` name the nested spelling in their one-line error."""
+    from align_tf import train
+    assert train._rewrite_config_arg(["--config.objective.itm_weight=2"]) == \
+        ["--config.objective.albef.itm_weight=2"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["align_tf: deprecated: --config.objective.itm_weight is now "
+                   "--config.objective.albef.itm_weight"]
+    assert sorted(train._rewrite_config_arg(["--config.objective.queue_size=64"])) == [
+        "--config.objective.albef.queue_size=64",
+        "--config.objective.momentum_distillation.queue_size=64"]
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit, match="--config.model.distillation_alpha moved: use "
+                                         "--config.objective.albef.alpha or "
+                                         "--config.objective.momentum_distillation.alpha$"):
+        train._rewrite_config_arg(["--config.model.distillation_alpha=0.2"])
+    with pytest.raises(SystemExit, match="unknown config field 'objective.contrastive.alpha'"):
+        train._rewrite_config_arg(["--config.objective.contrastive.alpha=0.2"])
+
+
+def test_every_builtin_section_has_exactly_the_fields_its_objective_reads():
+    """configs/base.py spells each built-in objective's section: exactly the fields its
+    ``from_config`` reads (recorded on a probe section, with ``__init__`` replaced so that no
+    model is built), which are its ``config_fields``."""
+    from align_tf import objectives
+
+    class Recording(dict):
+        def __init__(self, section):
+            super().__init__(section)
+            self.read = set()
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+        __getattr__ = __getitem__
+
+    sections = base.get_config().objective
+    for name, cls in objectives.registered().items():
+        probe = type("Probe", (cls,), {"__init__": lambda self, *args, **kwargs: None})
+        section = Recording(sections[name].to_dict())
+        probe.from_config(section, None, None, seed=0, vocab_path="")
+        assert set(sections[name]) == section.read == set(cls.config_fields), name
+    assert set(sections) - {"name"} == set(objectives.registered())
 
 
 def test_every_field_read_is_declared():
