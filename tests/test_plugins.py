@@ -204,3 +204,91 @@ def test_signature_registered_outside_the_package_is_served_through_hub_load(tmp
     words = [t.decode().split() for t in texts.numpy()]
     assert all(w in vocab for ws in words for w in ws)
     np.testing.assert_array_equal(counts, [len(ws) + 2 for ws in words])
+
+
+# ------------------------------------------------------------------------------------ data source
+
+
+def _toy_source_class():
+    """A toy data source from outside the package, spelt ``toy:N``: N captioned images made here
+    (image i a flat grey ``10 + 20 * (i % 12)``, captioned ``"item{i} ..."``), as training pairs
+    and as a retrieval set."""
+    from align_tf.data import sampling, sources
+
+    def images(n, size):
+        return np.stack([np.full((size, size, 3), 10 + 20 * (i % 12), np.uint8) for i in range(n)])
+
+    def captions(n):
+        return np.array([f"item{i} a grey square number {i}" for i in range(n)], object)
+
+    class Toy(sources.Source):
+        takes_argument, argument_name = True, "N"
+
+        @property
+        def size(self) -> int:
+            return int(self.argument) if self.argument.isdigit() else 0
+
+        def kinds(self, options=None):
+            return {sources.PAIRS, sources.RETRIEVAL}
+
+        def validate(self, data):
+            super().validate(data)  # data.vocab_path
+            if self.size < 1:
+                raise ValueError(f"data.name={self.spec!r}: N must be a positive integer")
+
+        def training_stream(self, config, layout, first_batch, input_context=None, stats=None):
+            pairs = {"image": images(self.size, config.data.image_size),
+                     "caption": captions(self.size)}
+            return sampling.sample_arrays(pairs, config.seed, layout, first_batch)
+
+        def retrieval(self, options, download=False):
+            def make(image_size):
+                return tf.data.Dataset.from_tensor_slices({
+                    "image": images(self.size, image_size or 16),
+                    "captions": captions(self.size)[:, None]})
+            return sources.RetrievalData(f"toy/{self.size}", make, captions_per_image=1)
+
+    return Toy
+
+
+@pytest.fixture
+def toy_source(monkeypatch):
+    """``toy`` registered for one test (the registry is restored after it)."""
+    from align_tf.data.sources import registry as source_registry
+    monkeypatch.setattr(source_registry, "_SOURCES", dict(source_registry._SOURCES))  # noqa: SLF001
+    source_registry.register_source("toy")(_toy_source_class())
+    return "toy"
+
+
+def test_data_source_registered_outside_the_package_trains_and_evaluates(toy_source, tmp_path):
+    from align_tf.data import sources
+    from align_tf.evaluation import runner
+    from align_tf.evaluation.embed import encoder_for_model
+    from align_tf.tokenizer import build_vocabulary, save_vocabulary
+    source = sources.get("toy:8")
+    assert (source.name, source.spec, source.argument) == ("toy", "toy:8", "8")
+    assert "toy:N" in sources.spellings()
+    config = _tiny_config(steps=2)
+    config.data.name = "toy:8"
+    config.eval.enabled = config.export.enabled = False
+    with pytest.raises(trainer.ConfigError, match=r"^data.vocab_path is required for "
+                                                  r"data.name='toy:8'"):
+        trainer.validate_config(config)
+    captions = [f"item{i} a grey square number {i}" for i in range(8)]
+    config.data.vocab_path = save_vocabulary(build_vocabulary(captions, vocab_size=VOCAB),
+                                             str(tmp_path / "vocab.txt"))
+    config.data.name = "toy:x"
+    with pytest.raises(trainer.ConfigError, match=r"^data.name='toy:x': N must be a positive"):
+        trainer.validate_config(config)
+    # (a) Training: the train CLI's function, on the source's stream.
+    config.data.name = "toy:8"
+    result = trainer.train(config, str(tmp_path / "run"), verbose=0)
+    assert int(result.objective.optimizer.iterations.numpy()) == 2
+    assert np.isfinite(result.metrics["loss"])
+    # (b) Evaluation: the evaluate CLI's functions; the report keys the source by its name.
+    plans = runner.plans_from_config(config, datasets="toy:8", tasks="retrieval")
+    results = runner.run_plans(encoder_for_model(result.model, result.preprocessor, config),
+                               plans)
+    retrieval = results["toy"]["retrieval"]
+    assert retrieval["num_images"] == 8 and 0 <= retrieval["i2t_R@1"] <= 1
+    assert runner.make_report(results, {}, 0.0)["sources"] == {"toy": "toy:8"}
