@@ -86,12 +86,14 @@ def get_config():
     c.objective.albef.itc_keys = "momentum"
 
     c.data = ml_collections.ConfigDict()
-    # Training source (align_tf.data.sources): "synthetic" (built-in corpus) | "tfrecord" (our
-    # shards) | "img2dataset_tfrecord" (img2dataset's TFRecords as they are) | "tfds:NAME"
-    # (a prepared TFDS caption set such as tfds:coco_captions; one random caption per image/epoch)
+    # Training source, spelt as eval.datasets and --dataset spell it (align_tf.data.sources):
+    # "synthetic" (built-in corpus) | "tfrecord:GLOB" (our shards; a comma list of globs works) |
+    # "img2dataset_tfrecord:GLOB" (img2dataset's TFRecords as they are) | "tfds:NAME[/split]"
+    # (a prepared TFDS caption set: tfds:coco_captions/train+restval; split default train; one
+    # random caption per image/epoch) | a source registered by a plug-in (--plugins)
     c.data.name = "synthetic"
-    c.data.train_pattern = ""          # TFRecord glob(s) for tfrecord / img2dataset_tfrecord
-    c.data.tfds_split = "train"        # tfds:NAME only: TFDS split, e.g. "train+restval"
+    c.data.train_pattern = ""          # deprecated: name "tfrecord" + this glob → "tfrecord:GLOB"
+    c.data.tfds_split = "train"        # deprecated: "tfds:NAME" + this split → "tfds:NAME/split"
     c.data.tfds_data_dir = ""          # tfds:NAME only: TFDS data directory ("": TFDS's default)
     c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
     c.data.vocab_size = 2000

@@ -28,7 +28,8 @@ import tensorflow as tf
 
 from align_tf import migrate
 # Registration order is the order errors list the choices in.
-from align_tf.data.sources import synthetic, tfrecord, img2dataset_tfrecord, tfds  # noqa: F401  isort: skip
+from align_tf.data.sources import (synthetic, tfrecord, img2dataset_tfrecord,  # noqa: F401, I001
+                                   tfds)
 from align_tf.data.sources.base import CLASSIFICATION, PAIRS, RETRIEVAL, Source
 from align_tf.data.sources.collections import ClassificationData, RetrievalData
 from align_tf.data.sources.registry import (UnknownSourceError, get, names, register_source,

@@ -38,7 +38,7 @@ class ClassificationData(_Examples):
         self.name, self.examples, self.classnames = name, make_examples, tuple(classnames)
 
     def arrays(self, image_size: int) -> dict:
-        """Every ``{"image", "label"}`` as numpy arrays (an in-memory set: the synthetic classes)."""
+        """Every ``{"image", "label"}`` as numpy arrays (for an in-memory set: synthetic)."""
         ds = self.examples(image_size).batch(1 << 30)
         return {k: v.numpy() for k, v in ds.get_single_element().items()}
 
