@@ -61,7 +61,9 @@ def config_json(config):
       → ``eval.evaluators`` (``eval_section``); ``eval.num_examples_per_class`` renamed.
     """
     from align_tf.configs import base
-    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    import copy
+    # A copy: the caller's dict stays as it was read.
+    data = config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
     model = data.get("model", {})
     if "sync_batch_norm" in model:  # the boolean before BatchNorm groups: all replicas or each
         model["bn_group_size"] = -1 if model.pop("sync_batch_norm") else 0
