@@ -584,8 +584,8 @@ def test_training_on_shards_with_corrupt_records_logs_the_skips(shards, tmp_path
                                            str(tmp_path / "vocab.txt"))
     config = base.get_config()
     config.model.text_size_name = "nano"
-    config.data.name, config.data.vocab_path = "tfrecord", vocab_path
-    config.data.train_pattern = str(shards / "pairs-*.tfrecord")
+    config.data.name = f"tfrecord:{shards}/pairs-*.tfrecord"
+    config.data.vocab_path = vocab_path
     config.data.image_size, config.data.max_tokens, config.data.shuffle_buffer = 32, 8, 16
     config.train.batch_size, config.train.steps, config.train.log_every = 8, 6, 3
     config.train.steps_per_loop, config.eval.enabled, config.export.enabled = 3, False, False
@@ -674,3 +674,107 @@ def test_tfds_captions_cli(tmp_path, capsys):
     # The real entry point (it stops in the parser, before TensorFlow is imported).
     assert_one_line_error(_cli("tfds_captions", "--dataset=coco_captions", "--num_shards=2"),
                           "tfds_captions", "--output_dir is required")
+
+
+# ----------------------------------------------------------------------------- data sources
+
+
+def test_one_spelling_names_each_source_everywhere(tmp_path):
+    """``sources.get``: name, spec, argument; what each yields; one-line errors naming the
+    choices; the training check (``sources.check``) names the field."""
+    from align_tf.configs import base
+    from align_tf.data import sources
+    from align_tf.data.sources import tfds as tfds_source
+    assert sources.names()[:4] == ("synthetic", "tfrecord", "img2dataset_tfrecord", "tfds")
+    for spec, name, argument in [("synthetic", "synthetic", ""),
+                                 ("tfrecord:/x/*.tfrecord", "tfrecord", "/x/*.tfrecord"),
+                                 ("img2dataset_tfrecord:/y/*", "img2dataset_tfrecord", "/y/*"),
+                                 ("tfds:coco_captions/train+restval", "tfds",
+                                  "coco_captions/train+restval")]:
+        source = sources.get(spec)
+        assert (source.name, source.spec, source.argument) == (name, spec, argument)
+    assert sources.get("synthetic").kinds() == {sources.PAIRS, sources.CLASSIFICATION,
+                                                sources.RETRIEVAL}
+    assert sources.get("tfrecord:/x/*").kinds() == {sources.PAIRS, sources.RETRIEVAL}
+    assert set(sources.get("synthetic").groups()) == {"heldout", "seen"}
+    assert sources.get("tfrecord:/x/*").groups() is None
+    # TFDS: NAME[/config][:version][/split]; the results key and prompts use the bare name.
+    assert tfds_source.split_argument("coco_captions/train+restval") == ("coco_captions",
+                                                                        "train+restval")
+    assert tfds_source.split_argument("wmt14/de-en") == ("wmt14/de-en", None)
+    assert tfds_source.split_argument("wmt14/de-en/test[:10%]") == ("wmt14/de-en", "test[:10%]")
+    cifar = sources.get("tfds:cifar100:3.*.*")
+    assert (cifar.dataset, cifar.split, cifar.results_key, cifar.prompt_name) == (
+        "cifar100:3.*.*", None, "cifar100", "cifar100")
+    for spec, message in [("webdataset:/x", "unknown data source 'webdataset:/x'; choose from "
+                                            "synthetic, tfrecord:GLOB, img2dataset_tfrecord:GLOB, "
+                                            "tfds:NAME[/split]"),
+                          ("tfds:", "data source 'tfds:' needs its argument: tfds:NAME[/split]")]:
+        with pytest.raises(sources.UnknownSourceError, match="^" + message.replace("[", r"\[")
+                           .replace("]", r"\]") + "$"):
+            sources.get(spec)
+    data = base.get_config().data
+    for name, message in [
+            ("webdataset", "^unknown data.name 'webdataset'; choose from synthetic, "),
+            ("img2dataset_tfrecord:/x", "^data.vocab_path is required for "
+                                        "data.name='img2dataset_tfrecord:/x'")]:
+        data.name = name
+        with pytest.raises(ValueError, match=message):
+            sources.check(data)
+    (tmp_path / "v.txt").write_text("[PAD]\n")
+    data.vocab_path, data.name = str(tmp_path / "v.txt"), f"tfrecord:{tmp_path}/*.tfrecord"
+    with pytest.raises(ValueError, match="the glob matches no files$"):
+        sources.check(data)
+    data.name, data.tfds_data_dir = "tfds:coco_captions", str(tmp_path)
+    with pytest.raises(ValueError, match="^data.name='tfds:coco_captions', data.tfds_split="
+                                         "'train', .*could not find data"):
+        sources.check(data)  # not prepared: never downloaded while training
+
+
+def test_old_spellings_work_with_a_one_line_notice(shards, tmp_path, capfd):
+    """Before [house]: data.name="tfrecord" + data.train_pattern, "tfds:NAME" + data.tfds_split,
+    and a bare TFDS name in eval.datasets; each is read as today's spelling, with one notice."""
+    from align_tf import migrate
+    from align_tf.configs import base
+    from align_tf.data import sources
+    data = base.get_config().data
+    data.name, data.train_pattern = "tfrecord", str(shards / "pairs-*.tfrecord")
+    data.vocab_path = str(tmp_path / "v.txt")
+    (tmp_path / "v.txt").write_text("[PAD]\n")
+    for _ in range(2):
+        sources.check(data)
+        assert sources.training_source(data).spec == f"tfrecord:{shards}/pairs-*.tfrecord"
+    assert sources.parse("tfrecord") == ("tfrecord", "")  # what trainer validation asks first
+    data.name, data.tfds_split = "tfds:coco_captions", "train+restval"
+    assert migrate.data_source_spec(data) == "tfds:coco_captions/train+restval"
+    assert sources.get("cifar10").spec == "tfds:cifar10"
+    notices = [line for line in capfd.readouterr().err.splitlines() if "deprecated" in line]
+    assert notices == [
+        "align_tf: deprecated: data.name='tfrecord' with data.train_pattern is now spelt "
+        f"'tfrecord:{shards}/pairs-*.tfrecord'",
+        "align_tf: deprecated: data.name='tfds:coco_captions' with data.tfds_split is now spelt "
+        "'tfds:coco_captions/train+restval'",
+        "align_tf: deprecated: dataset 'cifar10' is now spelt 'tfds:cifar10'"]
+    with pytest.raises(ValueError, match="^unknown data.name 'cifar10'"):
+        sources.parse("cifar10")  # training never took a bare TFDS name
+
+
+def test_sources_read_the_same_data_objects_as_evaluation_and_fine_tuning(shards):
+    """A source's ``retrieval`` and ``classification`` objects: made at any image size, read by
+    evaluators (``embed_images``) and fine-tuning (``arrays``, ``labelled_examples``) alike."""
+    from align_tf.configs import base
+    from align_tf.data import sources
+    options = base.get_config().eval
+    synthetic_source = sources.get("synthetic")
+    small = options.synthetic_examples_per_class = 2
+    test = synthetic_source.classification(options, train=False)
+    arrays = test.arrays(16)
+    assert arrays["image"].shape == (30 * small, 16, 16, 3) and len(test.classnames) == 30
+    fit = synthetic_source.classification(options, train=True).arrays(16)
+    assert not np.array_equal(fit["image"], arrays["image"])  # another seed
+    assert synthetic_source.labelled_examples(options) is None  # in memory: read by index
+    records = sources.get(f"tfrecord:{shards}/pairs-*.tfrecord").retrieval(options)
+    examples = list(records.examples(None).as_numpy_iterator())
+    assert examples and all(len(e["captions"]) >= 1 for e in examples)
+    assert records.skipped_counts()["num_skipped_records"] >= 1  # the shards' corrupt records
+
