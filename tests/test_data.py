@@ -778,3 +778,35 @@ def test_sources_read_the_same_data_objects_as_evaluation_and_fine_tuning(shards
     assert examples and all(len(e["captions"]) >= 1 for e in examples)
     assert records.skipped_counts()["num_skipped_records"] >= 1  # the shards' corrupt records
 
+
+
+def test_evaluation_reads_sources_as_training_spells_them(tmp_path):
+    """``eval.datasets`` takes ``img2dataset_tfrecord:GLOB`` (img2dataset's ``jpg``/``txt``
+    features, read as they are) and ``tfds:NAME``; results are keyed by the source's name."""
+    import tensorflow_datasets as tfds
+
+    from align_tf.configs import base
+    from align_tf.data import img2dataset, sources
+    from align_tf.evaluation import runner
+    images = {f"{i:03d}": image_bytes(20 + i, 16, seed=i) for i in range(3)}
+    with tf.io.TFRecordWriter(str(tmp_path / "clean.tfrecord")) as w:
+        for key, jpg in images.items():
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                img2dataset.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpg])),
+                img2dataset.CAPTION: tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[f"image {key}".encode()])),
+            })).SerializeToString())
+    name = f"img2dataset_tfrecord:{tmp_path}/clean*.tfrecord"
+    source = sources.get(name)
+    got = {e["captions"][0].decode(): tf.io.encode_png(e["image"]).numpy()
+           for e in source.retrieval(base.get_config().eval).examples(None).as_numpy_iterator()}
+    assert got == {f"image {k}": tf.io.encode_png(tf.io.decode_jpeg(v)).numpy()
+                   for k, v in images.items()}
+    with tfds.testing.mock_data(num_examples=2):
+        assert sources.get("tfds:coco_captions").kinds() == {sources.PAIRS, sources.RETRIEVAL}
+        plans = runner.plans_from_config(base.get_config(), datasets=f"{name},tfds:coco_captions",
+                                         tasks="auto")
+        assert {key: [t for t, _ in evaluators] for key, evaluators in plans} == {
+            "img2dataset_tfrecord": ["retrieval"], "coco_captions": ["retrieval"]}
+    with pytest.raises(sources.UnknownSourceError, match="'tfds:NAME'"):
+        sources.get("tfds:no_such_dataset_here").kinds()
