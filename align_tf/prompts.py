@@ -2,7 +2,8 @@
 
 The one owner of prompt templates: the named sets (``TEMPLATE_CHOICES``), their lookup
 (``get_templates``) and the validation of custom template sequences (``check_templates``), used by
-evaluation and export. It imports neither, so both can import it.
+the data sources (class names), evaluation, fine-tuning and export. It imports none of them, so
+all can import it; they name a set by its source's ``prompt_name`` (``synthetic``, ``cifar10``).
 
 ``CLIP_IMAGENET_TEMPLATES`` are the 80 ImageNet prompt templates of CLIP (Radford et al., 2021,
 ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``), which ALIGN (§5.2) uses for its zero-shot
@@ -128,7 +129,8 @@ AUTO = "auto"
 
 
 def get_templates(name: str, dataset: str | None = None) -> tuple:
-    """The templates of a set in ``TEMPLATE_CHOICES``, or of ``"auto"`` for ``dataset``.
+    """The templates of a set in ``TEMPLATE_CHOICES``, or of ``"auto"`` for ``dataset`` (a data
+    source's ``prompt_name``).
 
     Raises:
       ValueError: an unknown name.
@@ -353,7 +355,8 @@ CLASSNAMES = {
 
 
 def get_classnames(dataset: str, tfds_info=None, label_key: str = "label") -> tuple:
-    """Class names for zero-shot prompts, in label order.
+    """Class names for zero-shot prompts, in label order (``dataset``: a TFDS source's
+    ``prompt_name``, ``cifar10``).
 
     The shipped lists win (they are prompt-friendly); for any other TFDS dataset pass its
     ``tfds.core.DatasetInfo`` and the names come from ``features[label_key].names`` with
