@@ -4,7 +4,7 @@ read as samples for the corpus builder.
 Each record is a ``tf.train.Example`` with ``key`` (the sample id), ``jpg`` (the image bytes, in
 img2dataset's ``--encode_format``), ``txt`` (the caption) and img2dataset's metadata (``url``,
 ``width``, ``height``, ``sha256``, ...). Training reads these shards as they are
-(``config.data.name=img2dataset_tfrecord``, ``tfrecord.read_training_pairs`` with ``KEYS``);
+(``config.data.name=img2dataset_tfrecord:GLOB``, ``tfrecord.read_training_pairs`` with ``KEYS``);
 the builder (``align_tf.data.build --format=img2dataset_tfrecord``) filters them into our shards.
 """
 

@@ -4,7 +4,7 @@ Three shapes of the same data:
 
 * ``caption_pairs``: one ``{"image", "caption"}`` per caption, the training/fine-tuning form
   (the paper fine-tunes on MSCOCO with the same loss); feeds ``pipeline.batch_pairs`` directly.
-* ``training_stream``: the trainer's endless stream (``config.data.name=tfds:NAME``): one
+* ``training_stream``: the trainer's endless stream (``config.data.name=tfds:NAME[/split]``): one
   random caption per image per epoch, deterministic per ``(seed, epoch)``, exact resume.
 * ``grouped_captions``: one ``{"image", "captions": string (5,)}`` per image, the retrieval
   protocol's form (MSCOCO/Flickr30K images have 5 captions; an image→text query hits if any of its
@@ -15,7 +15,7 @@ Three shapes of the same data:
 downloads ~20 GB from cocodataset.org the first time (``download=True``); point ``data_dir`` at
 an existing TFDS directory to reuse a prepared copy. The command line writes a split as TFRecord
 shards of our corpus format (``{output_dir}/{split}-00000-of-00016.tfrecord``), so the trainer can
-fine-tune on it (``--config.data.name=tfrecord``):
+fine-tune on it (``--config.data.name=tfrecord:coco_train/*.tfrecord``):
 
     python -m align_tf.data.tfds_captions --dataset=coco_captions --split=train+restval \
         --output_dir=coco_train --data_dir=/data/tfds --nodownload
