@@ -127,12 +127,13 @@ def define_flags() -> tuple:
     flags.DEFINE_list("datasets", list(dict.fromkeys(e.dataset for e in entries)),
                       "Datasets (data source specs): synthetic, tfrecord:GLOB, "
                       "img2dataset_tfrecord:GLOB, tfds:NAME (cifar10, imagenet2012, "
-                      "coco_captions, ...). With --tasks: replaces the config's evaluators.")
+                      "coco_captions, ...). Given, it replaces the config's evaluators by --tasks (default "
+                      "auto) on each dataset.")
     flags.DEFINE_alias("dataset", "datasets")
     flags.DEFINE_list("tasks", ["auto"], "Evaluator types: "
                       f"{', '.join(runner.registry.names())}, or auto (what each dataset "
-                      "supports without a fit split). With --datasets: replaces the config's "
-                      "evaluators.")
+                      "supports without a fit split). Given, it replaces the config's evaluators by each "
+                      "task on --datasets (default: the config's datasets).")
     for name in SHARED_FLAGS:
         _define_flag(name, ev[name], _HELP[name])
     for name, default in runner.type_fields().items():

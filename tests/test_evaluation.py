@@ -24,7 +24,7 @@ import tensorflow as tf
 from align_tf import export, prompts
 from align_tf.configs import base
 from align_tf.data import synthetic, tfrecord
-from align_tf.evaluation import datasets, knn, linear_probe, retrieval, runner, zero_shot
+from align_tf.evaluation import knn, linear_probe, retrieval, runner, zero_shot
 from align_tf.evaluation.embed import Encoder, KerasEncoder, encoder_for_model, load_encoder
 
 
@@ -496,8 +496,9 @@ def test_entries_are_named_and_share_a_sources_data():
         "zs_small": {"type": "zeroshot", "dataset": "synthetic", "synthetic_examples_per_class": 1},
     }
     (key, evaluators), = runner.plans_from_config(config)
-    assert key == "synthetic" and [t for t, _ in evaluators] == ["zeroshot", "knn", "zs_small"]
-    zs, knn_eval, small = (e for _, e in evaluators)
+    # In name order (a ConfigDict's); the second zero-shot entry reports under its own name.
+    assert key == "synthetic" and [t for t, _ in evaluators] == ["knn", "zeroshot", "zs_small"]
+    knn_eval, zs, small = (e for _, e in evaluators)
     assert knn_eval.test_data is zs.data and knn_eval.k == 3 and small.data is not zs.data
     config.eval.evaluators = runner.evaluators_for("tfrecord:/a/*,tfrecord:/b/*", "retrieval")
     assert list(config.eval.evaluators) == ["tfrecord_retrieval", "tfrecord_retrieval_2"]
@@ -576,7 +577,7 @@ def tiny_run(tmp_path_factory):
     config = base.get_config()
     config.model.text_size_name = "nano"
     config.data.image_size = 32
-    config.eval.update(TINY_EVAL)
+    config = runner.with_eval_overrides(config, **TINY_EVAL)
     run.save_config(config)
     run.save_vocabulary(_vocabulary())
     model = build_dual_encoder(config.model, len(_vocabulary()))
@@ -664,7 +665,8 @@ def test_cli_takes_config_json_and_checkpoint_equals_savedmodel(tiny_run, tmp_pa
 def test_cli_errors_are_one_line(tiny_run):
     proc = _cli(f"--model_dir={tiny_run[0]}", "--dataset=no_such_set")
     assert proc.returncode != 0
-    assert "align_tf.evaluate: error: eval.datasets: unknown dataset 'no_such_set'" in proc.stderr
+    assert ("align_tf.evaluate: error: eval.evaluators.no_such_set_auto.dataset: unknown "
+            "dataset 'no_such_set'") in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -695,8 +697,7 @@ def test_cli_reproduces_the_trainers_eval_json_exactly(tmp_path):
     from align_tf import trainer
     from align_tf.run_dir import RunDir
 
-    config = _tiny_config(steps=4, steps_per_loop=2)
-    config.eval.update(TINY_EVAL)
+    config = runner.with_eval_overrides(_tiny_config(steps=4, steps_per_loop=2), **TINY_EVAL)
     config.export.enabled = False
     model_dir = str(tmp_path / "run")
     result = trainer.train(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"), verbose=0)
@@ -707,7 +708,8 @@ def test_cli_reproduces_the_trainers_eval_json_exactly(tmp_path):
     proc = _cli(f"--model_dir={model_dir}", "--dataset=synthetic", f"--output={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(out.read_text())
-    assert set(again) == set(written) == {"model", "results", "seconds"}
+    assert set(again) == set(written) == {"model", "results", "sources", "seconds"}
+    assert again["sources"] == written["sources"] == {"synthetic": "synthetic"}
     assert again["results"] == written["results"]  # every metric and count, bit for bit
     metrics = runner.flatten(written["results"])
     assert {"synthetic/zeroshot/heldout_top1", "synthetic/zeroshot/seen_top1",

@@ -84,7 +84,7 @@ def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
     """A copy of ``config`` with ``eval`` overridden, as the evaluate CLI's flags do:
 
       * ``datasets`` / ``tasks`` (comma lists) replace ``eval.evaluators`` by their cross product
-        (the missing one is read from the current evaluators);
+        (without ``tasks``: ``auto``; without ``datasets``: the current evaluators' datasets);
       * a flat ``eval`` field (``batch_size``, ``max_examples``, …) is set;
       * an evaluator type's field (``recall_ks``, ``rerank_k``, ``knn_k``, …) is set in every
         entry whose type has it (an ``auto`` entry: either of its types).
@@ -101,10 +101,10 @@ def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
     ev = config.eval
     with ev.ignore_type():
         if any(k in overrides for k in CROSS_PRODUCT):
-            entries = list(ev.evaluators.values())
-            datasets = overrides.get("datasets") or [e.dataset for e in entries] or ["synthetic"]
-            tasks = overrides.get("tasks") or [e.type for e in entries] or [AUTO]
-            ev.evaluators = evaluators_for(datasets, tasks)
+            datasets = overrides.get("datasets") or [
+                e.dataset for e in ev.evaluators.values()] or ["synthetic"]
+            tasks = overrides.get("tasks") or [AUTO]
+            ev.evaluators = _keep_fields(evaluators_for(datasets, tasks), ev.evaluators)
         for name, value in overrides.items():
             if name in CROSS_PRODUCT:
                 continue
@@ -115,6 +115,20 @@ def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:
                     with entry.ignore_type():
                         entry[name] = value
     return config
+
+
+def _keep_fields(new: dict, old) -> dict:
+    """``new`` entries given the fields the ``old`` entries set for their type (the first old
+    entry of a type, or an ``auto`` one, wins): rebuilding the cross product keeps a run's
+    ``recall_ks``, ``captions_per_image``... as the old flat fields were kept."""
+    for entry in new.values():
+        fields = entry_fields(entry["type"])
+        for previous in old.values():
+            if previous.type in (entry["type"], AUTO) or entry["type"] == AUTO:
+                for key, value in previous.items():
+                    if key in fields:
+                        entry.setdefault(key, value)
+    return new
 
 
 def entry_fields(type_name: str) -> dict:
@@ -256,7 +270,10 @@ def plans_from_config(config, download: bool = False, **overrides) -> Plans:
 
 def _build(section, ev, source, data, where: str) -> list:
     """``[(type, evaluator)]`` of one config entry (an ``auto`` entry: one per type it runs)."""
-    kinds = source.kinds(ev)
+    try:
+        kinds = source.kinds(ev)  # a TFDS set: opens its builder (an unknown name fails here)
+    except ValueError as e:
+        raise ValueError(f"{where}.dataset: {e}") from None
     if section.type == AUTO:
         types = [t for t in AUTO_TYPES if registry.get(t).needs in kinds]
     else:
