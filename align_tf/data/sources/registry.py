@@ -13,7 +13,7 @@ A source registers itself in its own module (as objectives do, ``align_tf.object
 
 from __future__ import annotations
 
-from align_tf import migrate
+from align_tf import migrate, registry
 
 _SOURCES: dict = {}  # name -> class, in registration order
 
@@ -28,14 +28,7 @@ def register_source(name: str):
     A second class under a taken name is a ``ValueError`` (re-registering the same class, e.g. on
     a module reload, replaces it)."""
     def register(cls):
-        old = _SOURCES.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__,
-                                                                        cls.__qualname__):
-            raise ValueError(f"data source {name!r} is already registered by "
-                             f"{old.__module__}.{old.__qualname__}")
-        cls.name = name
-        _SOURCES[name] = cls
-        return cls
+        return registry.add(_SOURCES, "data source", name, cls)
     return register
 
 
