@@ -428,6 +428,7 @@ def test_tfds_caption_set_stream_and_training(tmp_path):
 
 def test_twenty_steps_on_a_built_webdataset_corpus(built_tars, tars, tmp_path):
     """From img2dataset tars to a trained model: build (fixture), vocabulary, 20 steps."""
+    from align_tf.evaluation import runner
     out, stats = built_tars
     vocab.main([vocab.PROG], vocab.parse_args([f"--input={out}/pairs-*.tfrecord",
                                                f"--output={tmp_path}/vocab.txt",
@@ -437,8 +438,8 @@ def test_twenty_steps_on_a_built_webdataset_corpus(built_tars, tars, tmp_path):
     config.data.vocab_path = str(tmp_path / "vocab.txt")
     config.train.steps, config.train.checkpoint_every = 20, 10
     # ... and evaluate: retrieval on the built shards (the evaluate CLI's --dataset spelling).
-    config.eval.enabled, config.eval.tasks = True, "retrieval"
-    config.eval.datasets = f"tfrecord:{out}/pairs-*.tfrecord"
+    spec = f"tfrecord:{out}/pairs-*.tfrecord"
+    config.eval.enabled, config.eval.evaluators = True, runner.evaluators_for(spec, "retrieval")
     result = trainer.train(config, str(tmp_path / "run"), verbose=0)
     assert int(result.objective.optimizer.iterations.numpy()) == 20
     assert np.isfinite(result.metrics["loss"]) and result.metrics["skipped_records"] == 0
@@ -446,7 +447,8 @@ def test_twenty_steps_on_a_built_webdataset_corpus(built_tars, tars, tmp_path):
         "ckpt-10.index", "ckpt-20.index"]
     trainer.evaluate(result, config, str(tmp_path / "run"))  # what the train CLI runs last
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    retrieval = report["results"][config.eval.datasets]["retrieval"]
+    assert report["sources"] == {"tfrecord": spec}  # results are keyed by the source's name
+    retrieval = report["results"]["tfrecord"]["retrieval"]
     assert retrieval["num_images"] == len(KEPT) and 0 <= retrieval["i2t_R@1"] <= 1
 
 
