@@ -143,10 +143,10 @@ def _define_flags():
                         "model.safetensors or pytorch_model.bin, vocab.txt) (required).")
     flags.DEFINE_string("output", None, "model_dir to write (config.json, vocab.txt, checkpoints/, "
                         "savedmodel/) (required).")
-    flags.DEFINE_bool("export", True, "Also write a SavedModel.")
-    flags.DEFINE_string("export_dir", None, "SavedModel path; default {output}/savedmodel.")
     flags.DEFINE_integer("max_tokens", ALIGN_MAX_TOKENS,
                          "Tokens per text incl. [CLS]/[SEP] (AlignProcessor: 64).")
+    flags.DEFINE_bool("export", True, "Also write a SavedModel.")
+    flags.DEFINE_string("export_dir", None, "SavedModel path; default {output}/savedmodel.")
     flags.DEFINE_bool("verify", False, "Compare against the HF model in PyTorch afterwards "
                       "(needs torch and transformers).")
     return flags.FLAGS
