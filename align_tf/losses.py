@@ -107,11 +107,16 @@ def l2_normalize(x: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1, epsilon=1e-12)
 
 
+def _smoothed_one_hot(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+    """one-hot(labels) over ``logits``' columns, smoothed to (1-ε)·onehot + ε/K."""
+    num_classes = tf.shape(logits)[-1]
+    one_hot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
+    return one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
+
+
 def smoothed_cross_entropy(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float) -> tf.Tensor:
     """Mean softmax cross-entropy against one-hot(labels) smoothed to (1-ε)·onehot + ε/K."""
-    num_classes = tf.shape(logits)[-1]
-    targets = tf.one_hot(labels, num_classes, dtype=logits.dtype)
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
+    targets = _smoothed_one_hot(logits, labels, label_smoothing)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
@@ -211,42 +216,48 @@ def momentum_distillation_loss(image_embeddings: tf.Tensor,
       ``(N_local, N_keys + Q)``, ``labels``).
     """
     temperature = tf.cast(temperature, tf.float32)
-    logit_text_keys, logit_image_keys = online_text_keys, online_image_keys
-    text_keys = tf.stop_gradient(tf.cast(text_keys, tf.float32))
-    image_keys = tf.stop_gradient(tf.cast(image_keys, tf.float32))
-    logit_text_keys = text_keys if logit_text_keys is None else logit_text_keys
-    logit_image_keys = image_keys if logit_image_keys is None else logit_image_keys
-    if text_queue is not None:
-        text_keys = tf.concat([text_keys, text_queue], axis=0)
-        logit_text_keys = tf.concat([logit_text_keys, text_queue], axis=0)
-    if image_queue is not None:
-        image_keys = tf.concat([image_keys, image_queue], axis=0)
-        logit_image_keys = tf.concat([logit_image_keys, image_queue], axis=0)
+    text_keys, logit_text_keys = _distillation_keys(text_keys, online_text_keys, text_queue)
+    image_keys, logit_image_keys = _distillation_keys(image_keys, online_image_keys, image_queue)
     labels = tf.range(tf.shape(image_embeddings)[0]) + tf.cast(label_offset, tf.int32)
-    alpha = tf.cast(alpha, tf.float32)
-    # The targets are constants: no gradient into σ or the momentum features through them.
-    temperature_m = tf.stop_gradient(temperature)
-
-    def direction(queries, keys, queries_m, logit_keys):
-        logits = logits_matmul(queries, logit_keys, precise_logits) / temperature
-        num_classes = tf.shape(logits)[-1]
-        one_hot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
-        one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
-        soft = tf.nn.softmax(logits_matmul(queries_m, keys, precise_logits) / temperature_m,
-                             axis=-1)
-        targets = tf.stop_gradient(alpha * soft + (1.0 - alpha) * one_hot)
-        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
-        return loss, logits
-
-    loss_i2t, logits_i2t = direction(image_embeddings, text_keys, momentum_image_embeddings,
-                                     logit_text_keys)
-    loss_t2i, _ = direction(text_embeddings, image_keys, momentum_text_embeddings,
-                            logit_image_keys)
+    targets = dict(labels=labels, alpha=tf.cast(alpha, tf.float32), temperature=temperature,
+                   label_smoothing=label_smoothing, precise_logits=precise_logits)
+    loss_i2t, logits_i2t = _distillation_direction(image_embeddings, logit_text_keys,
+                                                   momentum_image_embeddings, text_keys, **targets)
+    loss_t2i, _ = _distillation_direction(text_embeddings, logit_image_keys,
+                                          momentum_text_embeddings, image_keys, **targets)
     loss = loss_i2t + loss_t2i
     if average_directions:
         loss = loss / 2.0
     return {"loss": loss, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i,
             "logits_i2t": logits_i2t, "labels": labels}
+
+
+def _distillation_keys(keys: tf.Tensor, online_keys: tf.Tensor | None,
+                       queue: tf.Tensor | None) -> tuple:
+    """``(target keys, logit keys)`` of one direction: the momentum keys (constants) and the keys
+    the online logits use (``online_keys`` when given, with gradient; else the momentum keys),
+    each followed by the queue."""
+    keys = tf.stop_gradient(tf.cast(keys, tf.float32))
+    logit_keys = keys if online_keys is None else online_keys
+    if queue is not None:
+        keys = tf.concat([keys, queue], axis=0)
+        logit_keys = tf.concat([logit_keys, queue], axis=0)
+    return keys, logit_keys
+
+
+def _distillation_direction(queries, logit_keys, momentum_queries, keys, labels, alpha,
+                            temperature, label_smoothing, precise_logits) -> tuple:
+    """``(loss, logits)`` of one direction (i2t or t2i) of ``momentum_distillation_loss``: the
+    online logits against ``target = α · softmax(momentum similarities) + (1 − α) · smoothed
+    one-hot``."""
+    logits = logits_matmul(queries, logit_keys, precise_logits) / temperature
+    one_hot = _smoothed_one_hot(logits, labels, label_smoothing)
+    # The targets are constants: no gradient into σ or the momentum features through them.
+    soft = tf.nn.softmax(logits_matmul(momentum_queries, keys, precise_logits)
+                         / tf.stop_gradient(temperature), axis=-1)
+    targets = tf.stop_gradient(alpha * soft + (1.0 - alpha) * one_hot)
+    loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits))
+    return loss, logits
 
 
 def sigmoid_loss(image_embeddings: tf.Tensor,
@@ -290,76 +301,105 @@ def sigmoid_loss(image_embeddings: tf.Tensor,
       dict with ``loss`` (this replica's share, as above) and ``i2t_accuracy`` (the fraction of
       this replica's images whose highest-scoring text in the global batch is their own).
     """
-    context = tf.distribute.get_replica_context()
-    num_replicas = context.num_replicas_in_sync if context is not None else 1
     image = tf.cast(image_embeddings, tf.float32)
     texts = tf.cast(text_embeddings, tf.float32)
-    static_rows = image.shape[0]
-    chunks = math.gcd(static_rows, num_replicas) if static_rows else 1
-    rows = tf.shape(image)[0]
-    slice_rows = rows // chunks                       # m: this replica's texts per gather
-    replica = context.replica_id_in_sync_group if num_replicas > 1 else 0
+    chunks = _TextChunks(image, precise_logits)
+    loss, accuracy = _chunked_sigmoid(chunks, image, texts, tf.cast(logit_scale, tf.float32),
+                                      tf.cast(logit_bias, tf.float32))
+    return {"loss": loss, "i2t_accuracy": tf.stop_gradient(accuracy)}
 
-    def gathered(texts, c):
+
+class _TextChunks:
+    """How ``sigmoid_loss`` splits one replica's step into C chunked gathers of the texts."""
+
+    def __init__(self, image: tf.Tensor, precise_logits: bool | None):
+        self.context = tf.distribute.get_replica_context()
+        self.num_replicas = self.context.num_replicas_in_sync if self.context is not None else 1
+        static_rows = image.shape[0]
+        # C must be static: the chunks are unrolled in the graph.
+        self.count = math.gcd(static_rows, self.num_replicas) if static_rows else 1
+        self.rows = tf.shape(image)[0]
+        self.slice_rows = self.rows // self.count       # m: this replica's texts per gather
+        self.replica = self.context.replica_id_in_sync_group if self.num_replicas > 1 else 0
+        self.precise_logits = precise_logits
+
+    def gathered(self, texts: tf.Tensor, c: int) -> tf.Tensor:
         """Every replica's c-th slice of texts, ``(R·m, D)``; row r·m + j is replica r's row
         c·m + j."""
-        piece = texts[c * slice_rows:(c + 1) * slice_rows]
-        return context.all_gather(piece, axis=0) if num_replicas > 1 else piece
+        piece = texts[c * self.slice_rows:(c + 1) * self.slice_rows]
+        return self.context.all_gather(piece, axis=0) if self.num_replicas > 1 else piece
 
-    def positives(c):
+    def positives(self, c: int) -> tf.Tensor:
         # z = +1 only where local row c·m + j meets its own text, column replica·m + j of chunk c:
         # m index pairs, so no (N_local, R·m) mask is ever built.
-        j = tf.range(slice_rows)
-        return tf.stack([c * slice_rows + j, replica * slice_rows + j], axis=1)
+        j = tf.range(self.slice_rows)
+        return tf.stack([c * self.slice_rows + j, self.replica * self.slice_rows + j], axis=1)
 
-    def chunk_logits(image, texts_c, scale, bias):
-        cosines = logits_matmul(image, texts_c, precise_logits)
+    def logits(self, image, texts_c, scale, bias) -> tuple:
+        """``(cosines, logits)`` of this replica's images against one gathered chunk."""
+        cosines = logits_matmul(image, texts_c, self.precise_logits)
         return cosines, scale * cosines + bias
+
+
+def _chunked_sigmoid(chunks: _TextChunks, image, texts, scale, bias) -> tuple:
+    """``(loss, accuracy)`` of ``sigmoid_loss``, with a gradient that recomputes each chunk rather
+    than keeping every chunk's logits for the backward pass."""
 
     @tf.custom_gradient
     def chunked(image, texts, scale, bias):
-        loss, best, own = tf.constant(0.0), tf.fill([rows], -float("inf")), []
-        for c in range(chunks):
-            # The chunks are independent: without this dependency the executor could run them
-            # at once and hold every chunk's logits together, the very peak chunking avoids.
-            with tf.control_dependencies([loss, best]):
-                texts_c = gathered(texts, c)
-            _, logits = chunk_logits(image, texts_c, scale, bias)
-            own_c = tf.gather_nd(logits, positives(c))
-            # -log σ(z·s) = softplus(-z·s): softplus(s) for every pair, then the m positives'
-            # softplus(s) swapped for softplus(-s) (stable for large |s|, no mask needed).
-            loss += tf.reduce_sum(tf.nn.softplus(logits)) + \
-                tf.reduce_sum(tf.nn.softplus(-own_c) - tf.nn.softplus(own_c))
-            best = tf.maximum(best, tf.reduce_max(logits, axis=1))
-            own.append(own_c)  # rows c·m … (c+1)·m - 1
-        rows_f = tf.cast(rows, tf.float32)
+        loss, own, best = _sigmoid_forward(chunks, image, texts, scale, bias)
+        rows_f = tf.cast(chunks.rows, tf.float32)
         # A row's own text counts as its best on ties (the same logit compared with itself).
         accuracy = tf.reduce_sum(tf.cast(tf.concat(own, 0) >= best, tf.float32)) / rows_f
 
         def grad(upstream, _):
-            # d softplus(-z·s)/ds = σ(s) - [z = +1], recomputed chunk by chunk.
-            upstream = upstream / rows_f
-            d_image, d_scale, d_bias, d_texts = tf.zeros_like(image), 0.0, 0.0, []
-            for c in range(chunks):
-                with tf.control_dependencies([d_image] + d_texts):  # one chunk at a time
-                    texts_c = gathered(texts, c)
-                cosines, logits = chunk_logits(image, texts_c, scale, bias)
-                d_logits = tf.tensor_scatter_nd_sub(upstream * tf.sigmoid(logits), positives(c),
-                                                    tf.fill([slice_rows], upstream))
-                d_cosines = scale * d_logits
-                d_image += tf.matmul(d_cosines, texts_c)
-                d_scale += tf.reduce_sum(d_logits * cosines)
-                d_bias += tf.reduce_sum(d_logits)
-                d_texts_c = tf.matmul(d_cosines, image, transpose_a=True)  # every replica's slice
-                if num_replicas > 1:
-                    # Each replica scored every slice: sum, then keep this replica's own rows.
-                    d_texts_c = context.all_reduce(tf.distribute.ReduceOp.SUM, d_texts_c)
-                    d_texts_c = d_texts_c[replica * slice_rows:(replica + 1) * slice_rows]
-                d_texts.append(d_texts_c)
-            return d_image, tf.concat(d_texts, axis=0), d_scale, d_bias
+            return _sigmoid_backward(chunks, image, texts, scale, bias, upstream / rows_f)
 
         return (loss / rows_f, accuracy), grad
 
-    loss, accuracy = chunked(image, texts, tf.cast(logit_scale, tf.float32),
-                             tf.cast(logit_bias, tf.float32))
-    return {"loss": loss, "i2t_accuracy": tf.stop_gradient(accuracy)}
+    return chunked(image, texts, scale, bias)
+
+
+def _sigmoid_forward(chunks: _TextChunks, image, texts, scale, bias) -> tuple:
+    """``(Σ_i Σ_j -log σ(z_ij s_ij), own, best)`` over this replica's rows, chunk by chunk:
+    ``own`` the rows' positive logits (one tensor a chunk), ``best`` each row's highest logit."""
+    loss, best, own = tf.constant(0.0), tf.fill([chunks.rows], -float("inf")), []
+    for c in range(chunks.count):
+        # The chunks are independent: without this dependency the executor could run them
+        # at once and hold every chunk's logits together, the very peak chunking avoids.
+        with tf.control_dependencies([loss, best]):
+            texts_c = chunks.gathered(texts, c)
+        _, logits = chunks.logits(image, texts_c, scale, bias)
+        own_c = tf.gather_nd(logits, chunks.positives(c))
+        # -log σ(z·s) = softplus(-z·s): softplus(s) for every pair, then the m positives'
+        # softplus(s) swapped for softplus(-s) (stable for large |s|, no mask needed).
+        loss += tf.reduce_sum(tf.nn.softplus(logits)) + \
+            tf.reduce_sum(tf.nn.softplus(-own_c) - tf.nn.softplus(own_c))
+        best = tf.maximum(best, tf.reduce_max(logits, axis=1))
+        own.append(own_c)  # rows c·m … (c+1)·m - 1
+    return loss, own, best
+
+
+def _sigmoid_backward(chunks: _TextChunks, image, texts, scale, bias, upstream) -> tuple:
+    """The gradients ``(d_image, d_texts, d_scale, d_bias)`` of the mean loss (``upstream``
+    already divided by N_local): d softplus(-z·s)/ds = σ(s) - [z = +1], recomputed chunk by
+    chunk."""
+    d_image, d_scale, d_bias, d_texts = tf.zeros_like(image), 0.0, 0.0, []
+    for c in range(chunks.count):
+        with tf.control_dependencies([d_image] + d_texts):  # one chunk at a time
+            texts_c = chunks.gathered(texts, c)
+        cosines, logits = chunks.logits(image, texts_c, scale, bias)
+        d_logits = tf.tensor_scatter_nd_sub(upstream * tf.sigmoid(logits), chunks.positives(c),
+                                            tf.fill([chunks.slice_rows], upstream))
+        d_cosines = scale * d_logits
+        d_image += tf.matmul(d_cosines, texts_c)
+        d_scale += tf.reduce_sum(d_logits * cosines)
+        d_bias += tf.reduce_sum(d_logits)
+        d_texts_c = tf.matmul(d_cosines, image, transpose_a=True)  # every replica's slice
+        if chunks.num_replicas > 1:
+            # Each replica scored every slice: sum, then keep this replica's own rows.
+            d_texts_c = chunks.context.all_reduce(tf.distribute.ReduceOp.SUM, d_texts_c)
+            d_texts_c = d_texts_c[chunks.replica * chunks.slice_rows:
+                                  (chunks.replica + 1) * chunks.slice_rows]
+        d_texts.append(d_texts_c)
+    return d_image, tf.concat(d_texts, axis=0), d_scale, d_bias

@@ -2,7 +2,8 @@
 
 Each record is a ``tf.train.Example`` with ``image/encoded`` (JPEG/PNG bytes) and ``caption``
 (UTF-8 alt-text). Shards written by ``align_tf.data.build`` also carry ``id`` (string),
-``image/width`` and ``image/height`` (int64); readers only need the first two.
+``image/width`` and ``image/height`` (int64); readers only need the first two. The writers
+(``make_example``, ``shard_name``, ``write_pairs``) are in ``align_tf.data.tfrecord_writer``.
 
 Training reads ``read_training_pairs``: each input pipeline's endless, seeded stream over its share
 of the shards, which a resumed run re-enters at its step skipping at most one group of shards (see
@@ -37,12 +38,13 @@ import json
 import logging
 import posixpath
 import threading
-from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
 
 from align_tf.data import sampling
+# The writers live apart; their names stay importable from here.
+from align_tf.data.tfrecord_writer import make_example, shard_name, write_pairs  # noqa: F401
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -99,60 +101,6 @@ class ReadStats:
     def reset(self) -> None:
         with self._lock:
             self._counts = dict.fromkeys(self.REASONS, 0)
-
-
-
-# ------------------------------------------------------------------------------------ writing
-
-
-def _bytes_feature(values) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-
-def _int_feature(values) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-
-def make_example(image_bytes: bytes, caption: str | bytes, id: str | None = None,
-                 width: int | None = None, height: int | None = None) -> bytes:
-    """A serialised ``tf.train.Example`` in the shard format (``id``/size optional).
-
-    Serialised deterministically: a plain ``SerializeToString()`` orders the feature map by a
-    per-process hash seed, so two processes (re-runs, Beam workers) would write different bytes
-    for the same example."""
-    caption = caption.encode("utf-8") if isinstance(caption, str) else caption
-    feature = {"image/encoded": _bytes_feature([image_bytes]), "caption": _bytes_feature([caption])}
-    if id is not None:
-        feature["id"] = _bytes_feature([id.encode("utf-8")])
-    if width is not None and height is not None:
-        feature["image/width"] = _int_feature([width])
-        feature["image/height"] = _int_feature([height])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
-        deterministic=True)
-
-
-def shard_name(output_prefix: str, index: int, num_shards: int) -> str:
-    """``PREFIX-00003-of-00016.tfrecord``: the naming of every shard writer here."""
-    return f"{output_prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def write_pairs(pairs: Iterable, output_prefix: str, num_shards: int = 1) -> list:
-    """Writes ``(image_bytes, caption)`` pairs (or serialised Examples) round-robin into shards.
-
-    A small single-process writer for tests, benchmarks and converted TFDS sets; corpora go
-    through the Beam builder (``align_tf.data.build``). Returns the shard paths.
-    """
-    tf.io.gfile.makedirs(posixpath.dirname(output_prefix) or ".")
-    paths = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)]
-    writers = [tf.io.TFRecordWriter(p) for p in paths]
-    try:
-        for i, pair in enumerate(pairs):
-            record = pair if isinstance(pair, bytes) else make_example(*pair)
-            writers[i % num_shards].write(record)
-    finally:
-        for w in writers:
-            w.close()
-    return paths
 
 
 # ------------------------------------------------------------------------------------ reading
