@@ -197,27 +197,35 @@ def data_source_spec(data) -> str:
 
 # -------------------------------------------------------------------------------- evaluation
 
-# The flat eval fields before [house]: a cross product (datasets × tasks) and each evaluator
-# type's fields, shared by all; today they are named entries of eval.evaluators.
-_FLAT_EVAL_FIELDS = ("datasets", "tasks", "templates", "recall_ks", "captions_per_image",
-                     "block_size", "faiss", "rerank_k", "knn_k", "knn_temperature",
-                     "linear_backend", "linear_c")
+# The flat eval fields before [house], with their defaults then and the evaluator types that
+# read them: a cross product (datasets × tasks) shared these; today they are eval.evaluators'.
+_FLAT_EVAL_FIELDS = {
+    "recall_ks": ("1,5,10", ("retrieval",)), "captions_per_image": (5, ("retrieval",)),
+    "block_size": (512, ("retrieval",)), "faiss": (False, ("retrieval",)),
+    "rerank_k": (0, ("retrieval", "zeroshot")), "templates": ("auto", ("zeroshot",)),
+    "knn_k": (20, ("knn",)), "knn_temperature": (0.07, ("knn",)),
+    "linear_backend": ("sklearn", ("linear",)), "linear_c": (None, ("linear",)),
+}
+_CROSS_PRODUCT = ("datasets", "tasks")
+_AUTO_TYPES = ("retrieval", "zeroshot")  # what an "auto" task ran
 
 
 def eval_section(data: dict) -> dict:
-    """An old ``config.json``'s (a dict's) flat ``eval.datasets`` × ``eval.tasks`` and type
-    fields as today's ``eval.evaluators`` (``runner.evaluators_for``), each entry given the old
-    fields its type has; the old ``eval.templates`` also gives ``finetune.templates`` (the
-    zero-shot head's prompts were the evaluation's). Changes and returns ``data``."""
+    """An old ``config.json``'s (a dict's) flat ``eval.datasets`` × ``eval.tasks`` and
+    evaluator fields as today's ``eval.evaluators`` (``configs.evaluators_for``), each entry
+    given the old fields its type read; the old ``eval.templates`` also gives
+    ``finetune.templates`` (the zero-shot head's prompts were the evaluation's). Changes and
+    returns ``data``."""
+    from align_tf.configs import evaluators_for
     evaluation = data.get("eval") or {}
-    old = {k: evaluation.pop(k) for k in _FLAT_EVAL_FIELDS if k in evaluation}
+    old = {k: evaluation.pop(k) for k in (*_CROSS_PRODUCT, *_FLAT_EVAL_FIELDS) if k in evaluation}
     if not old or "evaluators" in evaluation:
         return data
-    from align_tf.evaluation import runner
-    evaluators = runner.evaluators_for(old.pop("datasets", "synthetic"), old.pop("tasks", "auto"))
+    evaluators = evaluators_for(old.pop("datasets", "synthetic"), old.pop("tasks", "auto"))
     for entry in evaluators.values():
-        fields = runner.entry_fields(entry["type"])
-        entry.update({k: v for k, v in old.items() if k in fields})
+        types = _AUTO_TYPES if entry["type"] == "auto" else (entry["type"],)
+        entry.update({k: v for k, v in old.items()
+                      if k in _FLAT_EVAL_FIELDS and set(types) & set(_FLAT_EVAL_FIELDS[k][1])})
     evaluation["evaluators"] = evaluators
     if "templates" in old:
         data.setdefault("finetune", {}).setdefault("templates", old["templates"])
@@ -225,25 +233,24 @@ def eval_section(data: dict) -> dict:
 
 
 def eval_flags(argv: list) -> tuple:
-    """``(argv without them, overrides)`` for the old flat ``--config.eval.FIELD=V`` flags of
-    ``_FLAT_EVAL_FIELDS``, one deprecation line each; apply the overrides with
-    ``runner.with_eval_overrides`` (they rebuild or update ``eval.evaluators`` as the evaluate
-    CLI's flags of the same names do)."""
-    from align_tf.evaluation import runner
-    fields, rest, overrides = runner.type_fields(), [], {}
+    """``(argv without them, overrides)`` for the old flat ``--config.eval.FIELD=V`` flags
+    (``datasets``, ``tasks`` and ``_FLAT_EVAL_FIELDS``), one deprecation line each; apply the
+    overrides with ``runner.with_eval_overrides``, which rebuilds or updates ``eval.evaluators``
+    as the evaluate CLI's flags of the same names do."""
+    rest, overrides = [], {}
     for arg in argv:
         name, eq, value = arg.partition("=")
         field = name[len("--config.eval."):] if name.startswith("--config.eval.") else ""
-        if field not in _FLAT_EVAL_FIELDS or not eq:
+        if not eq or field not in (*_CROSS_PRODUCT, *_FLAT_EVAL_FIELDS):
             rest.append(arg)
             continue
-        notice(f"--config.eval.{field} is now a field of the eval.evaluators entries "
-               f"(--config.eval.evaluators.NAME.{field}); applied to every entry that has it"
-               if field not in runner.CROSS_PRODUCT else
-               f"--config.eval.{field} now builds eval.evaluators (their {field} cross product)")
+        notice(f"--config.eval.{field} now builds eval.evaluators (their {field} cross product)"
+               if field in _CROSS_PRODUCT else
+               f"--config.eval.{field} is now a field of the eval.evaluators entries "
+               f"(--config.eval.evaluators.NAME.{field}); applied to every entry that has it")
         try:
-            overrides[field] = value if field in runner.CROSS_PRODUCT else \
-                _parse_like(value, fields.get(field))
+            overrides[field] = value if field in _CROSS_PRODUCT else \
+                _parse_like(value, _FLAT_EVAL_FIELDS[field][0])
         except ValueError:
             raise ValueError(f"--config.eval.{field}: cannot parse {value!r}") from None
     return rest, overrides
@@ -258,7 +265,6 @@ def _parse_like(value: str, default):
     if default is None or isinstance(default, float):
         return None if value.strip() in ("", "None", "none") else float(value)
     return value
-
 
 
 # ------------------------------------------------------------------------------- checkpoints

@@ -24,9 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from align_tf.evaluation import retrieval
 from align_tf.evaluation.embed import Encoder, KerasEncoder
-from align_tf.evaluation.zero_shot import class_embeddings, label_ranks
 
 
 def rerank_ranks(itc_scores, positives, k: int, match_scores) -> np.ndarray:
@@ -69,7 +67,7 @@ def _match_score(logits, match_score: str):
     return tf.nn.softmax(logits, axis=-1)[:, 1]
 
 
-def _check_match_score(match_score: str) -> str:
+def check_match_score(match_score: str) -> str:
     if match_score not in MATCH_SCORES:
         raise ValueError(f"match_score must be one of {MATCH_SCORES}, not {match_score!r}")
     return match_score
@@ -88,7 +86,7 @@ class MatchScorer(Encoder):
     """
 
     def __init__(self, encoder, match_score: str = "logit"):
-        self.match_score = _check_match_score(match_score)
+        self.match_score = check_match_score(match_score)
         if not isinstance(encoder, KerasEncoder):
             raise ValueError("ITM re-ranking needs the model in memory (--model_dir); with a "
                              "SavedModel it would re-run both towers for every pair")
@@ -144,112 +142,3 @@ class MatchScorer(Encoder):
 
     def info(self) -> dict:
         return self.inner.info()
-
-
-class RerankRetrievalEvaluator:
-    """Retrieval R@K with the ITC ranking (the same keys as ``retrieval``) and with the ITC top
-    ``rerank_k`` re-ranked by ITM (``rerank_`` keys), on the same embeddings.
-
-    Args:
-      data: a ``datasets.RetrievalData``.
-      ks: the K values.
-      rerank_k: candidates per query re-scored by ITM.
-      block_size: queries scored at once by the ITC ranking.
-      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``MatchScorer``).
-    """
-
-    name = "retrieval"
-
-    def __init__(self, data, ks=(1, 5, 10), rerank_k: int = 16, block_size: int = 512,
-                 match_score: str = "logit"):
-        self.data, self.ks, self.rerank_k, self.block_size = data, tuple(ks), rerank_k, block_size
-        self.match_score = _check_match_score(match_score)
-
-    def run(self, encoder) -> dict:
-        scorer = MatchScorer(encoder, self.match_score)
-        image_emb, captions, text_to_image, galleries = self.data.embed_images(scorer)
-        image_tokens = scorer.take_image_tokens()
-        text_emb, states, masks = scorer.text_features(captions)
-        out = retrieval.recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size,
-                                    galleries)
-        i2t = np.empty(len(image_emb), np.int64)
-        t2i = np.empty(len(text_emb), np.int64)
-        for img, txt, local in retrieval._galleries(text_to_image, galleries,  # noqa: SLF001
-                                                    len(image_emb)):
-            sim = image_emb[img] @ text_emb[txt].T
-            own = local[None, :] == np.arange(len(img))[:, None]  # (images, captions)
-
-            def i2t_scores(q, c):
-                return scorer.match(image_tokens[img[q]], states[txt[c]], masks[txt[c]])
-
-            def t2i_scores(q, c):
-                return scorer.match(image_tokens[img[c]], states[txt[q]], masks[txt[q]])
-
-            i2t[img] = rerank_ranks(sim, own, self.rerank_k, i2t_scores)
-            t2i[txt] = rerank_ranks(sim.T, own.T, self.rerank_k, t2i_scores)
-        reranked = retrieval.metrics_from_ranks(i2t, t2i, self.ks)
-        out.update({f"rerank_{key}": value for key, value in reranked.items()})
-        out.update(rerank_k=float(self.rerank_k), num_images=float(len(image_emb)),
-                   num_captions=float(len(text_emb)), num_galleries=float(len(np.unique(galleries))))
-        return out
-
-
-class RerankZeroShotEvaluator:
-    """Zero-shot top-k with ITC (prompt-ensembled, the same keys as ``zeroshot``) and with each
-    image's ITC top ``rerank_k`` classes re-ranked by ITM (``rerank_`` keys). A class's ITM score is
-    the mean ITM score (match logit by default) of the image with the class name in every
-    template.
-
-    Args:
-      data: a ``datasets.ClassificationData``.
-      templates: prompt templates.
-      topk: the k values.
-      rerank_k: classes per image re-scored by ITM.
-      groups: optional ``{name: label ids}`` as for ``ZeroShotEvaluator``.
-      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``MatchScorer``).
-    """
-
-    name = "zeroshot"
-
-    def __init__(self, data, templates, topk=(1, 5), rerank_k: int = 5, groups=None,
-                 match_score: str = "logit"):
-        self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
-        self.rerank_k, self.groups = rerank_k, dict(groups or {})
-        self.match_score = _check_match_score(match_score)
-
-    def run(self, encoder) -> dict:
-        scorer = MatchScorer(encoder, self.match_score)
-        classnames = list(self.data.classnames)
-        class_emb = class_embeddings(scorer.embed_texts, classnames, self.templates)
-        image_emb, extras = scorer.embed_image_dataset(self.data.make_dataset(scorer),
-                                                       keys=("label",))
-        labels = extras["label"].astype(np.int64)
-        image_tokens = scorer.take_image_tokens()
-        prompts = [t.format(name) for name in classnames for t in self.templates]
-        _, states, masks = scorer.text_features(prompts)
-        num_templates = len(self.templates)
-        states = states.reshape(len(classnames), num_templates, *states.shape[1:])
-        masks = masks.reshape(len(classnames), num_templates, -1)
-        sim = image_emb @ class_emb.T
-
-        def scores(q, c):
-            t = num_templates
-            match = scorer.match(np.repeat(image_tokens[q], t, axis=0),
-                                 states[c].reshape(-1, *states.shape[2:]),
-                                 masks[c].reshape(-1, masks.shape[-1]))
-            return match.reshape(-1, t).mean(axis=1)
-
-        itc_ranks = label_ranks(sim, labels)
-        positives = labels[:, None] == np.arange(len(classnames))[None, :]
-        ranks = rerank_ranks(sim, positives, self.rerank_k, scores)
-        out = {}
-        for prefix, r in (("", itc_ranks), ("rerank_", ranks)):
-            groups = [("", np.ones(len(labels), bool))] + [
-                (f"{g}_", np.isin(labels, np.asarray(list(ids)))) for g, ids in self.groups.items()]
-            for group, mask in groups:
-                for k in self.topk:
-                    if k <= len(classnames):
-                        out[f"{prefix}{group}top{k}"] = float(np.mean(r[mask] < k))
-        out.update(rerank_k=float(self.rerank_k), num_examples=float(len(labels)),
-                   num_classes=float(len(classnames)), num_templates=float(num_templates))
-        return out

@@ -191,7 +191,7 @@ class RetrievalEvaluator:
       use_faiss: search with faiss (R@K only) instead of the exact blocked ranks.
 
     Config entry (``eval.evaluators.NAME``, ``type: retrieval``): ``defaults`` below; with
-    ``rerank_k > 0`` (ALBEF models) it is ``rerank.RerankRetrievalEvaluator``, which also reports
+    ``rerank_k > 0`` (ALBEF models) it is ``RerankRetrievalEvaluator``, which also reports
     the ITC top-K re-ranked by the ITM head.
     """
 
@@ -219,7 +219,6 @@ class RetrievalEvaluator:
     def from_config(cls, entry, data):
         ks = parse_ks(entry.recall_ks)
         if entry.rerank_k:
-            from align_tf.evaluation.rerank import RerankRetrievalEvaluator  # TensorFlow
             return RerankRetrievalEvaluator(data.retrieval(entry), ks, entry.rerank_k,
                                             entry.block_size)
         return cls(data.retrieval(entry), ks, entry.block_size, entry.faiss)
@@ -239,4 +238,53 @@ class RetrievalEvaluator:
         out["num_images"] = float(len(image_emb))
         out["num_captions"] = float(len(text_emb))
         out["num_galleries"] = float(len(np.unique(galleries)))
+        return out
+
+
+class RerankRetrievalEvaluator:
+    """Retrieval R@K with the ITC ranking (the same keys as ``retrieval``) and with the ITC top
+    ``rerank_k`` re-ranked by ITM (``rerank_`` keys), on the same embeddings.
+
+    Args:
+      data: a ``RetrievalData``.
+      ks: the K values.
+      rerank_k: candidates per query re-scored by ITM.
+      block_size: queries scored at once by the ITC ranking.
+      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``rerank.MatchScorer``).
+    """
+
+    name = "retrieval"
+
+    def __init__(self, data, ks=(1, 5, 10), rerank_k: int = 16, block_size: int = 512,
+                 match_score: str = "logit"):
+        self.data, self.ks, self.rerank_k, self.block_size = data, tuple(ks), rerank_k, block_size
+        from align_tf.evaluation import rerank  # TensorFlow: only for an ALBEF evaluation
+        self.match_score = rerank.check_match_score(match_score)
+
+    def run(self, encoder) -> dict:
+        from align_tf.evaluation import rerank
+        scorer = rerank.MatchScorer(encoder, self.match_score)
+        image_emb, captions, text_to_image, galleries = self.data.embed_images(scorer)
+        image_tokens = scorer.take_image_tokens()
+        text_emb, states, masks = scorer.text_features(captions)
+        out = recall_at_k(image_emb, text_emb, text_to_image, self.ks, self.block_size,
+                                    galleries)
+        i2t = np.empty(len(image_emb), np.int64)
+        t2i = np.empty(len(text_emb), np.int64)
+        for img, txt, local in _galleries(text_to_image, galleries, len(image_emb)):
+            sim = image_emb[img] @ text_emb[txt].T
+            own = local[None, :] == np.arange(len(img))[:, None]  # (images, captions)
+
+            def i2t_scores(q, c):
+                return scorer.match(image_tokens[img[q]], states[txt[c]], masks[txt[c]])
+
+            def t2i_scores(q, c):
+                return scorer.match(image_tokens[img[c]], states[txt[q]], masks[txt[q]])
+
+            i2t[img] = rerank.rerank_ranks(sim, own, self.rerank_k, i2t_scores)
+            t2i[txt] = rerank.rerank_ranks(sim.T, own.T, self.rerank_k, t2i_scores)
+        reranked = metrics_from_ranks(i2t, t2i, self.ks)
+        out.update({f"rerank_{key}": value for key, value in reranked.items()})
+        out.update(rerank_k=float(self.rerank_k), num_images=float(len(image_emb)),
+                   num_captions=float(len(text_emb)), num_galleries=float(len(np.unique(galleries))))
         return out

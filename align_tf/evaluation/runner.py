@@ -21,10 +21,9 @@ recorded beside the results (``report["sources"]``). Metrics are fractions in [0
 
 from __future__ import annotations
 
-import re
-
 import ml_collections
 
+from align_tf.configs import evaluators_for
 from align_tf.evaluation import registry
 # The package's evaluators: imported, they register (in this order, which "choose from" lists).
 from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa: F401
@@ -46,38 +45,6 @@ def type_fields() -> dict:
         for name, value in cls.defaults.items():
             fields.setdefault(name, value)
     return fields
-
-
-def _names(value, field: str) -> list:
-    """A comma list (string or sequence) as a list of unique, stripped names."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = list(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
-    if not names:
-        raise ValueError(f"eval.{field} is empty")
-    return names
-
-
-def _slug(spec: str) -> str:
-    """An entry-name part for a dataset spec: ``tfds:cifar10`` → ``cifar10``, ``tfrecord:/x`` →
-    ``tfrecord``, ``synthetic`` → ``synthetic``."""
-    kind, _, argument = spec.partition(":")
-    name = argument.split("/")[0].split(":")[0] if kind == "tfds" and argument else kind
-    return re.sub(r"\W", "_", name) or "dataset"
-
-
-def evaluators_for(datasets, tasks) -> dict:
-    """``eval.evaluators`` running every task of ``tasks`` on every dataset of ``datasets``
-    (comma lists): what ``--datasets``/``--tasks`` (and an old config's ``eval.datasets`` /
-    ``eval.tasks``) mean. Entries are named ``{dataset}_{task}``."""
-    out = {}
-    for spec in _names(datasets, "datasets"):
-        for task in _names(tasks, "tasks"):
-            name, n = f"{_slug(spec)}_{task}", 1
-            while name in out:
-                n += 1
-                name = f"{_slug(spec)}_{task}_{n}"
-            out[name] = {"type": task, "dataset": spec}
-    return out
 
 
 def with_eval_overrides(config, **overrides) -> ml_collections.ConfigDict:

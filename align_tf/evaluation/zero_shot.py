@@ -83,7 +83,7 @@ class ZeroShotEvaluator:
 
     Config entry (``type: zeroshot``): ``defaults`` below, on the source's test split; the
     source's label groups (synthetic: held-out and seen pairs) are reported too. With
-    ``rerank_k > 0`` (ALBEF) it is ``rerank.RerankZeroShotEvaluator``.
+    ``rerank_k > 0`` (ALBEF) it is ``RerankZeroShotEvaluator``.
     """
 
     name = "zeroshot"
@@ -106,7 +106,6 @@ class ZeroShotEvaluator:
         test = data.classification(entry, train=False)
         templates = prompts.get_templates(entry.templates, data.source.prompt_name)
         if entry.rerank_k:
-            from align_tf.evaluation.rerank import RerankZeroShotEvaluator  # TensorFlow
             return RerankZeroShotEvaluator(test, templates, TOPK, entry.rerank_k,
                                            data.source.groups())
         return cls(test, templates, TOPK, data.source.groups())
@@ -127,4 +126,67 @@ class ZeroShotEvaluator:
         out["num_examples"] = float(len(labels))
         out["num_classes"] = float(len(self.data.classnames))
         out["num_templates"] = float(len(self.templates))
+        return out
+
+
+class RerankZeroShotEvaluator:
+    """Zero-shot top-k with ITC (prompt-ensembled, the same keys as ``zeroshot``) and with each
+    image's ITC top ``rerank_k`` classes re-ranked by ITM (``rerank_`` keys). A class's ITM score is
+    the mean ITM score (match logit by default) of the image with the class name in every
+    template.
+
+    Args:
+      data: a ``ClassificationData``.
+      templates: prompt templates.
+      topk: the k values.
+      rerank_k: classes per image re-scored by ITM.
+      groups: optional ``{name: label ids}`` as for ``ZeroShotEvaluator``.
+      match_score: what ITM ranks by, "logit" (ALBEF) or "probability" (``rerank.MatchScorer``).
+    """
+
+    name = "zeroshot"
+
+    def __init__(self, data, templates, topk=(1, 5), rerank_k: int = 5, groups=None,
+                 match_score: str = "logit"):
+        self.data, self.templates, self.topk = data, tuple(templates), tuple(topk)
+        self.rerank_k, self.groups = rerank_k, dict(groups or {})
+        from align_tf.evaluation import rerank  # TensorFlow: only for an ALBEF evaluation
+        self.match_score = rerank.check_match_score(match_score)
+
+    def run(self, encoder) -> dict:
+        from align_tf.evaluation import rerank
+        scorer = rerank.MatchScorer(encoder, self.match_score)
+        classnames = list(self.data.classnames)
+        class_emb = class_embeddings(scorer.embed_texts, classnames, self.templates)
+        image_emb, extras = scorer.embed_image_dataset(self.data.make_dataset(scorer),
+                                                       keys=("label",))
+        labels = extras["label"].astype(np.int64)
+        image_tokens = scorer.take_image_tokens()
+        prompts = [t.format(name) for name in classnames for t in self.templates]
+        _, states, masks = scorer.text_features(prompts)
+        num_templates = len(self.templates)
+        states = states.reshape(len(classnames), num_templates, *states.shape[1:])
+        masks = masks.reshape(len(classnames), num_templates, -1)
+        sim = image_emb @ class_emb.T
+
+        def scores(q, c):
+            t = num_templates
+            match = scorer.match(np.repeat(image_tokens[q], t, axis=0),
+                                 states[c].reshape(-1, *states.shape[2:]),
+                                 masks[c].reshape(-1, masks.shape[-1]))
+            return match.reshape(-1, t).mean(axis=1)
+
+        itc_ranks = label_ranks(sim, labels)
+        positives = labels[:, None] == np.arange(len(classnames))[None, :]
+        ranks = rerank.rerank_ranks(sim, positives, self.rerank_k, scores)
+        out = {}
+        for prefix, r in (("", itc_ranks), ("rerank_", ranks)):
+            groups = [("", np.ones(len(labels), bool))] + [
+                (f"{g}_", np.isin(labels, np.asarray(list(ids)))) for g, ids in self.groups.items()]
+            for group, mask in groups:
+                for k in self.topk:
+                    if k <= len(classnames):
+                        out[f"{prefix}{group}top{k}"] = float(np.mean(r[mask] < k))
+        out.update(rerank_k=float(self.rerank_k), num_examples=float(len(labels)),
+                   num_classes=float(len(classnames)), num_templates=float(num_templates))
         return out
