@@ -29,6 +29,8 @@ evaluators of one source so its images are embedded once. The package's evaluato
 
 from __future__ import annotations
 
+from align_tf import registry
+
 _EVALUATORS: dict = {}  # type -> class, in registration order
 
 
@@ -37,16 +39,7 @@ def register_evaluator(name: str):
 
     Registering a second class under a taken name is a ``ValueError`` (re-registering the same
     class, e.g. on a module reload, replaces it)."""
-    def register(cls):
-        old = _EVALUATORS.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__,
-                                                                        cls.__qualname__):
-            raise ValueError(f"evaluator {name!r} is already registered by "
-                             f"{old.__module__}.{old.__qualname__}")
-        cls.type = name
-        _EVALUATORS[name] = cls
-        return cls
-    return register
+    return lambda cls: registry.add(_EVALUATORS, "evaluator", name, cls, attribute="type")
 
 
 def names() -> tuple:
