@@ -31,9 +31,9 @@ import logging
 import re
 from typing import TYPE_CHECKING, NoReturn
 
-from absl import app, flags
+from absl import flags
 
-from align_tf.data import cli
+from align_tf import cli
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROG = "align_tf.data.tfds_captions"
 _RENAMED = {"--name": "--dataset"}  # argparse-era spelling → today's (as align_tf.evaluate)
-_BOOL_FLAGS = ("download",)
 # TensorFlow is imported inside the functions, not at the top: --help and flag errors answer at once.
 
 
@@ -236,7 +235,7 @@ def export_pairs(name: str, split: str, output_prefix: str, num_shards: int = 16
 
 
 def _error(message) -> NoReturn:
-    cli.error(PROG, message)
+    cli.error(cli.program(PROG), message)
 
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
@@ -254,7 +253,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
                       flag_values=flag_values)
 
 
-_PARSE = dict(required=("output_dir",), renamed=_RENAMED, bool_flags=_BOOL_FLAGS)
+_PARSE = dict(required=("output_dir",), renamed=_RENAMED)  # --no-download works too (cli.parse)
 
 
 def parse_args(argv: list | None = None) -> flags.FlagValues:
@@ -286,7 +285,7 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
 def run() -> None:
     """``python -m align_tf.data.tfds_captions``."""
     _define_flags(flags.FLAGS)
-    app.run(main, flags_parser=lambda argv: cli.parse(PROG, argv, flags.FLAGS, **_PARSE))
+    cli.run(__name__, main, **_PARSE)
 
 
 if __name__ == "__main__":
