@@ -9,8 +9,7 @@ from align_tf.configs import base
 def get_config():
     c = base.get_config()
     c.finetune.task = "retrieval"
-    c.data.name = "tfds:coco_captions"
-    c.data.tfds_split = "train+restval"
+    c.data.name = "tfds:coco_captions/train+restval"
     c.train.batch_size = 2048
     c.train.steps = 6000
     c.train.steps_per_loop = 100

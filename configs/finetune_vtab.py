@@ -12,7 +12,7 @@ def get_config():
     c.finetune.resize_size = 346
     c.finetune.eval_image_size = 360
     c.finetune.eval_resize_size = 431  # the training crop's ratio (346/289) at 360
-    c.finetune.dataset = "cifar100"
+    c.finetune.dataset = "tfds:cifar100"
     c.train.batch_size = 256
     c.train.steps = 20_000
     c.train.steps_per_loop = 100

@@ -17,8 +17,7 @@ def get_config():
     # (max(8, cores / 8)). Groups keep each BN layer's collective, on the critical path forward and
     # backward, small; 16 divides every slice from 16 cores up (paper: 1024, align_base: 256).
     c.model.bn_group_size = 16
-    c.data.name = "tfrecord"
-    c.data.train_pattern = "gs://YOUR_BUCKET/align/train-*.tfrecord"
+    c.data.name = "tfrecord:gs://YOUR_BUCKET/align/train-*.tfrecord"
     c.data.vocab_path = "gs://YOUR_BUCKET/align/vocab.txt"  # 100k WordPiece from the corpus
     c.data.vocab_size = 100_000
     c.data.max_tokens = 64
