@@ -104,7 +104,8 @@ def test_bad_config_is_one_clear_line(args, message, tmp_path):
     ("data.resize_size", 40, "data.resize_size=40 must be >= data.image_size=48"),
     ("data.caption_noise", 2.0, "data.caption_noise=2.0 must be in [0, 1]"),
     ("export.templates", "clip81", "export.templates: unknown templates 'clip81'"),
-    ("eval.tasks", "bogus", "eval.tasks: unknown task 'bogus'"),
+    ("eval.evaluators.synthetic_retrieval.type", "bogus",
+     "eval.evaluators.synthetic_retrieval.type: unknown evaluator type 'bogus'"),
 ])
 def test_validate_config_names_the_field(field, value, message):
     config = base.get_config()
