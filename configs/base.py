@@ -75,15 +75,16 @@ def get_config():
     # ALBEF: ITC-MoD (alpha = 0: plain ITC against the momentum keys) + ITM + MLM; the total loss
     # is the weighted sum of the three.
     c.objective.albef = _momentum_section()
-    c.objective.albef.itc_weight = 1.0       # image-text contrastive loss on the unimodal embeddings
-    c.objective.albef.itm_weight = 1.0       # image-text matching on the fusion [CLS], hard negatives
-    c.objective.albef.mlm_weight = 1.0       # masked language modelling by the fusion encoder
-    c.objective.albef.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's
-    #                                            batch) or "global" (BLIP: the global batch) candidates
-    c.objective.albef.mlm_probability = 0.15  # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
+    albef = c.objective.albef
+    albef.itc_weight = 1.0         # image-text contrastive loss on the unimodal embeddings
+    albef.itm_weight = 1.0         # image-text matching on the fusion [CLS], hard negatives
+    albef.mlm_weight = 1.0         # masked language modelling by the fusion encoder
+    albef.itm_negatives = "local"  # hard negatives from "local" (ALBEF: the replica's batch) or
+    #                                "global" (BLIP: the global batch) candidates
+    albef.mlm_probability = 0.15   # share of text tokens masked (80% [MASK] / 10% random / 10% kept)
     # ITC logits' keys: "momentum" (ALBEF: the momentum towers' features, no gradient) or "online"
     # (the replica's online embeddings with gradient, as ALIGN; for training from scratch)
-    c.objective.albef.itc_keys = "momentum"
+    albef.itc_keys = "momentum"
 
     c.data = ml_collections.ConfigDict()
     # Training source, spelt as eval.datasets and --dataset spell it (align_tf.data.sources):

@@ -121,7 +121,8 @@ def test_validate_config_names_the_field(field, value, message):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("label_smoothing", 1.0, "objective.momentum_distillation.label_smoothing=1.0 must be in [0, 1)"),
+    ("label_smoothing", 1.0,
+     "objective.momentum_distillation.label_smoothing=1.0 must be in [0, 1)"),
     ("alpha", 1.5, "objective.momentum_distillation.alpha=1.5 must be in [0, 1]"),
     ("queue_size", 100, "objective.momentum_distillation.queue_size=100 must be a multiple of "
                         "train.batch_size"),

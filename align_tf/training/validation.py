@@ -60,8 +60,8 @@ def _check_model(m, num_replicas: int) -> None:
         batch_norm.check_group_size(m.bn_group_size, num_replicas)
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None
-    check(m.similarity in dual_encoder.SIMILARITIES,
-          f"unknown model.similarity {m.similarity!r}; choose from {list(dual_encoder.SIMILARITIES)}")
+    check(m.similarity in dual_encoder.SIMILARITIES, f"unknown model.similarity "
+          f"{m.similarity!r}; choose from {list(dual_encoder.SIMILARITIES)}")
     check(m.logit_scale_init > 0, f"model.logit_scale_init={m.logit_scale_init} must be positive")
     if m.similarity == "sigmoid":  # t = 1/temperature: its bounds are the temperature's, inverted
         check(1.0 / high <= m.logit_scale_init <= 1.0 / m.min_temperature,
@@ -83,7 +83,7 @@ def _check_objective(config) -> None:
         objective = objectives.get(o.name)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    section = objectives.registry.ensure_section(o)  # a plug-in's defaults, if the config lacks them
+    section = objectives.ensure_section(o)  # a plug-in's defaults, if the config lacks them
     missing = [field for field in objective.config_fields if field not in section]
     check(not missing, f"objective.{o.name} lacks the field(s) {missing} that {o.name!r} reads")
     # What the objective needs from the model (its registry entry): the similarity whose
