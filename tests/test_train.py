@@ -161,6 +161,36 @@ def test_old_flat_objective_flags_still_work(capsys):
         train._rewrite_config_arg(["--config.objective.contrastive.alpha=0.2"])
 
 
+def test_importing_the_train_command_changes_nothing(monkeypatch):
+    """The command defines its flags and rewrites ``sys.argv`` in ``run()``, not at import."""
+    import importlib
+
+    from absl import flags
+    from align_tf import train
+    argv = ["align-train", "--config=default", "--config.objective.alpha=1"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    importlib.reload(train)
+    assert sys.argv == argv
+    assert "train_steps" not in flags.FLAGS
+
+
+def test_old_flat_objective_flag_on_the_command_line():
+    """Through the train command's own ``run()`` (its ``main`` replaced: no training): the old
+    flat flag sets the nested field, with exactly one deprecation line on stderr."""
+    script = ("import sys; from absl import flags; from align_tf import train; "
+              "train.main = lambda argv: print(flags.FLAGS.config.objective.albef.itm_weight); "
+              "train.run()")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", script, "--config=albef_tiny",
+                           "--config.objective.itm_weight=2"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "2.0"
+    assert proc.stderr.strip().splitlines() == [
+        "align_tf: deprecated: --config.objective.itm_weight is now "
+        "--config.objective.albef.itm_weight"]
+
+
 def test_every_builtin_section_has_exactly_the_fields_its_objective_reads():
     """configs/base.py spells each built-in objective's section: exactly the fields its
     ``from_config`` reads (recorded on a probe section, with ``__init__`` replaced so that no
