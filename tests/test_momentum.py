@@ -223,7 +223,8 @@ def test_queue_fifo_order_across_two_replicas():
 
 def test_queue_size_must_be_a_multiple_of_the_global_batch():
     objective = _objective(queue=12)
-    with pytest.raises(ValueError, match="objective.queue_size=12 must be a multiple of the "
+    with pytest.raises(ValueError, match="objective.momentum_distillation.queue_size=12 must be "
+                                         "a multiple of the "
                                          "global batch size 8"):
         tf.function(objective.train_step)(tf.nest.map_structure(tf.constant, _batch(8)))
 

@@ -224,17 +224,20 @@ class AlbefObjective(Objective):
             raise ValueError("objective.name='albef' needs a fusion encoder: set "
                              "model.fusion_layers > 0")
         if itm_negatives not in ITM_NEGATIVES:
-            raise ValueError(f"objective.itm_negatives must be one of {list(ITM_NEGATIVES)}, "
-                             f"got {itm_negatives!r}")
+            raise ValueError(f"objective.{self.name}.itm_negatives must be one of "
+                             f"{list(ITM_NEGATIVES)}, got {itm_negatives!r}")
         if itc_keys not in ITC_KEYS:
-            raise ValueError(f"objective.itc_keys must be one of {list(ITC_KEYS)}, "
+            raise ValueError(f"objective.{self.name}.itc_keys must be one of {list(ITC_KEYS)}, "
                              f"got {itc_keys!r}")
         self.itc_keys = itc_keys
         if min(itc_weight, itm_weight, mlm_weight) < 0:
-            raise ValueError("objective.itc_weight, itm_weight and mlm_weight must be >= 0")
+            raise ValueError(f"objective.{self.name}.itc_weight, itm_weight and mlm_weight "
+                             "must be >= 0")
         if not 0.0 < mlm_probability < 1.0:
-            raise ValueError(f"objective.mlm_probability must be in (0, 1), got {mlm_probability}")
-        check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size)
+            raise ValueError(f"objective.{self.name}.mlm_probability must be in (0, 1), got "
+                             f"{mlm_probability}")
+        check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size,
+                                 f"objective.{self.name}")
         self.itc_weight, self.itm_weight = float(itc_weight), float(itm_weight)
         self.mlm_weight, self.itm_negatives = float(mlm_weight), itm_negatives
         self.mlm_probability = float(mlm_probability)
@@ -246,7 +249,8 @@ class AlbefObjective(Objective):
                                 model.fusion.size.layer_norm_epsilon, name="mlm_head")
         super().__init__(model, optimizer)
         self.state.mlm_head = self.mlm_head
-        self.towers = MomentumTowers(model, self.state, momentum, queue_size)
+        self.towers = MomentumTowers(model, self.state, momentum, queue_size,
+                                     f"objective.{self.name}")
 
     @property
     def trainable_variables(self) -> list:

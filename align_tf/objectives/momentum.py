@@ -45,14 +45,15 @@ from align_tf.objectives.registry import register_objective
 MOMENTUM_FIELDS = ("momentum", "alpha", "alpha_ramp_steps", "queue_size")
 
 
-def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size):
-    """One-line ``ValueError`` for momentum/distillation arguments out of range."""
+def check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size, section: str):
+    """One-line ``ValueError`` for momentum/distillation arguments out of range (``section``:
+    the config section they come from, ``objective.<name>``)."""
     if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"objective.momentum must be in [0, 1], got {momentum}")
+        raise ValueError(f"{section}.momentum must be in [0, 1], got {momentum}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"{section}.alpha must be in [0, 1], got {alpha}")
     if alpha_ramp_steps < 0 or queue_size < 0:
-        raise ValueError("objective.alpha_ramp_steps and objective.queue_size must be >= 0")
+        raise ValueError(f"{section}.alpha_ramp_steps and {section}.queue_size must be >= 0")
 
 
 def check_momentum_fields(config, name: str) -> None:
@@ -89,10 +90,12 @@ class MomentumTowers:
       state: the objective's ``ObjectiveState``.
       momentum: EMA momentum m.
       queue_size: queued features per modality; 0: no queue.
+      section: the config section of these fields (``objective.<name>``), for messages.
     """
 
-    def __init__(self, model, state, momentum: float, queue_size: int):
+    def __init__(self, model, state, momentum: float, queue_size: int, section: str):
         self.momentum, self.queue_size, self.state = float(momentum), int(queue_size), state
+        self.section = section
         self._image_ema = _EmaWeights(model.image_encoder, "momentum_image")
         self._text_ema = _EmaWeights(model.text_encoder, "momentum_text")
         # Held by name so checkpoints store (and resume) the momentum towers under stable keys.
@@ -134,7 +137,7 @@ class MomentumTowers:
         global_batch = local * num_replicas
         if self.queue_size % global_batch:
             raise ValueError(
-                f"objective.queue_size={self.queue_size} must be a multiple of the global "
+                f"{self.section}.queue_size={self.queue_size} must be a multiple of the global "
                 f"batch size {global_batch} ({local} per replica x {num_replicas} replicas) so that "
                 f"each step's momentum features fill whole queue slots")
 
@@ -199,13 +202,15 @@ class MomentumDistillation(ContrastiveObjective):
 
     def __init__(self, model, optimizer, label_smoothing=0.1, momentum=0.995, alpha=0.4,
                  alpha_ramp_steps=0, queue_size=0):
-        check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size)
+        check_momentum_arguments(momentum, alpha, alpha_ramp_steps, queue_size,
+                                 f"objective.{self.name}")
         super().__init__(model, optimizer, label_smoothing)
         self.momentum = float(momentum)
         self.alpha = float(alpha)
         self.alpha_ramp_steps = int(alpha_ramp_steps)
         self.queue_size = int(queue_size)
-        self.towers = MomentumTowers(model, self.state, momentum, queue_size)
+        self.towers = MomentumTowers(model, self.state, momentum, queue_size,
+                                     f"objective.{self.name}")
 
     @classmethod
     def validate(cls, config) -> None:
