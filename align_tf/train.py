@@ -87,14 +87,22 @@ def _define_flags() -> None:
     flags.DEFINE_string("export_dir", None, "SavedModel path; default {model_dir}/savedmodel.")
 
 
-def main(argv):
+def main(argv, eval_overrides: dict | None = None):
+    """``eval_overrides``: the old flat ``--config.eval.FIELD`` flags (``migrate.eval_flags``),
+    applied to the config's evaluators as the evaluate CLI's flags of those names are."""
     del argv
     from align_tf import distribute, trainer
+    from align_tf.evaluation import runner
     from align_tf.export import config_export_kwargs, export_saved_model
     from align_tf.run_dir import RunDir
 
     f = flags.FLAGS
     config = f.config
+    if eval_overrides:
+        try:
+            config = runner.with_eval_overrides(config, **eval_overrides)
+        except ValueError as e:
+            sys.exit(f"{PROG}: error: {e}")
     if f.train_steps is not None:
         with config.unlocked():
             config.train.steps = f.train_steps
@@ -127,12 +135,18 @@ def main(argv):
 
 def run():
     """The entry point of ``python -m align_tf.train`` and ``align-train``: imports ``--plugins``
-    (their objectives may imply a model), rewrites ``sys.argv`` (``_rewrite_config_arg``), then
-    defines the flags and runs ``main``."""
+    (their objectives may imply a model), rewrites ``sys.argv`` (old flat ``--config.eval.*``
+    flags: ``migrate.eval_flags``; ``_rewrite_config_arg``), then defines the flags and runs
+    ``main``."""
+    from align_tf import migrate
     cli.import_plugins(PROG, sys.argv)
+    try:  # config_flags cannot take the flat eval fields the evaluators replaced: main applies them
+        sys.argv[1:], eval_overrides = migrate.eval_flags(sys.argv[1:])
+    except ValueError as e:
+        sys.exit(f"{PROG}: error: {e}")
     sys.argv[1:] = _rewrite_config_arg(sys.argv[1:])
     _define_flags()
-    cli.run(__name__, main, argv=sys.argv)
+    cli.run(__name__, lambda argv: main(argv, eval_overrides), argv=sys.argv)
 
 
 if __name__ == "__main__":
