@@ -176,17 +176,21 @@ def test_importing_the_train_command_changes_nothing(monkeypatch):
 
 def test_old_flat_objective_flag_on_the_command_line():
     """Through the train command's own ``run()`` (its ``main`` replaced: no training): the old
-    flat flag sets the nested field, with exactly one deprecation line on stderr."""
+    flat flag sets the nested field, with exactly one deprecation line on stderr; an old flat
+    eval flag reaches ``main`` as an evaluator override, with one line too."""
     script = ("import sys; from absl import flags; from align_tf import train; "
-              "train.main = lambda argv: print(flags.FLAGS.config.objective.albef.itm_weight); "
+              "train.main = lambda argv, eval_overrides: print("
+              "flags.FLAGS.config.objective.albef.itm_weight, eval_overrides); "
               "train.run()")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", script, "--config=albef_tiny",
-                           "--config.objective.itm_weight=2"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                           "--config.objective.itm_weight=2", "--config.eval.knn_k=3"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "2.0"
+    assert proc.stdout.strip() == "2.0 {'knn_k': 3}"
     assert proc.stderr.strip().splitlines() == [
+        "align_tf: deprecated: --config.eval.knn_k is now a field of the eval.evaluators entries "
+        "(--config.eval.evaluators.NAME.knn_k); applied to every entry that has it",
         "align_tf: deprecated: --config.objective.itm_weight is now "
         "--config.objective.albef.itm_weight"]
 
