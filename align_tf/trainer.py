@@ -53,6 +53,10 @@ class TrainResult:
     preprocessor: TextPreprocessor
     metrics: dict
     objective: objectives.Objective | None = None
+    # The evaluation plans validation built, and the eval section they were built from:
+    # ``evaluate`` reuses them (their data objects, rendered images) while it is unchanged.
+    plans: list | None = None
+    eval_json: str | None = None
 
 
 def build(config, vocabulary_size: int):
@@ -106,7 +110,7 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         saved, so the newest checkpoint is the last good one.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    validate_config(config, strategy.num_replicas_in_sync)
+    plans = validate_config(config, strategy.num_replicas_in_sync)
     check_jit_compile(config, strategy)
     run = RunDir(model_dir).makedirs()
     keras.utils.set_random_seed(config.seed)
@@ -128,14 +132,15 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         elif hooks.initialize is not None:
             hooks.initialize(objective)
         loop = TrainLoop(config, objective, strategy, run, RunDir(write_dir), preprocessor,
-                         verbose=verbose if chief else 0)
+                         verbose=verbose if chief else 0, plans=plans)
         # Every train step (applied or skipped as non-finite) consumed one global batch.
         batches_done = int(objective.optimizer.iterations.numpy()) + \
             int(objective.skipped_steps.numpy())
         dataset = strategy.distribute_datasets_from_function(hooks.dataset_fn(
             config, preprocessor, pairs, loop.read_stats, batches_done, wrap_inputs))
         metrics = loop.run(iter(dataset), resumed=latest is not None)
-        return TrainResult(model, preprocessor, metrics, objective)
+        return TrainResult(model, preprocessor, metrics, objective, plans,
+                           config.eval.to_json() if plans is not None else None)
     finally:
         if write_dir != model_dir:
             tf.io.gfile.rmtree(write_dir)
@@ -147,7 +152,8 @@ def evaluate(result: TrainResult, config, model_dir: str) -> dict:
     from align_tf.evaluation import runner
     from align_tf.evaluation.embed import encoder_for_model
     encoder = encoder_for_model(result.model, result.preprocessor, config)
-    plans = runner.plans_from_config(config)
+    plans = result.plans if result.plans is not None and \
+        result.eval_json == config.eval.to_json() else runner.plans_from_config(config)
     start = time.time()  # the span the evaluate CLI reports too
     results = runner.run_plans(encoder, plans)
     run = RunDir(model_dir)

@@ -3,7 +3,10 @@ evaluate, export and resume, through the functions the evaluate, export and trai
 
 ``fixtures/run_before_house/``: a 4-step default run written by a85540e (config.json, vocab.txt,
 checkpoints/ckpt-4) and albef_tiny's config.json of the same release. The fixture is copied to a
-temporary directory first and never written to.
+temporary directory first and never written to. Its export (what ``python -m align_tf.export
+--model_dir=OLD_RUN`` writes, loaded through ``hub.load``) is
+``test_plugins.test_signature_registered_outside_the_package_is_served_through_hub_load``, which
+exports this fixture once for both checks.
 """
 
 import json
@@ -53,18 +56,6 @@ def test_old_run_evaluates(tmp_path):
     results = report["results"]["synthetic"]
     assert {"zeroshot", "retrieval"} <= set(results)
     assert 0.0 <= results["zeroshot"]["top1"] <= 1.0
-
-
-def test_old_run_exports_and_loads(tmp_path):
-    """What ``python -m align_tf.export --model_dir=OLD_RUN`` writes, loaded back and called."""
-    from align_tf import export
-    path = export.export_model_dir(_copy(tmp_path), str(tmp_path / "savedmodel"),
-                                   templates="simple")
-    loaded = tf.saved_model.load(path)
-    texts = tf.constant(["a red circle", "a blue star"])
-    embedding = loaded.signatures["text_embed"](texts=texts)["embeddings"].numpy()
-    assert embedding.shape[0] == 2 and np.all(np.isfinite(embedding))
-    np.testing.assert_allclose(np.linalg.norm(embedding, axis=-1), 1.0, rtol=1e-5)
 
 
 def test_old_run_resumes_from_its_checkpoint(tmp_path):

@@ -197,6 +197,10 @@ def test_signature_registered_outside_the_package_is_served_through_hub_load(tmp
     path = export.export_model_dir(OLD_RUN, str(tmp_path / "sm"), templates="simple")
     loaded = hub.load(path)
     assert "token_count" in loaded.signatures
+    # The run was written before [house]: its export still embeds (unit-norm text embeddings).
+    embedding = loaded.signatures["text_embed"](texts=tf.constant(["a red circle"]))[
+        "embeddings"].numpy()
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=-1), 1.0, rtol=1e-5)
     texts = tf.constant(["a red circle", "a blue star on a green background", ""])
     counts = loaded.signatures["token_count"](texts=texts)["num_tokens"].numpy()
     # [CLS] + one token per word + [SEP]: every word is in the run's vocabulary (no word pieces).

@@ -29,7 +29,7 @@ class TrainLoop:
     """
 
     def __init__(self, config, objective, strategy, run: RunDir, write_run: RunDir, preprocessor,
-                 verbose: int = 1):
+                 verbose: int = 1, plans=None):
         self.config, self.objective, self.strategy = config, objective, strategy
         self.run_dir, self.preprocessor, self.verbose = run, preprocessor, verbose
         self.chief = write_run.path == run.path
@@ -41,7 +41,7 @@ class TrainLoop:
         self.writer = tf.summary.create_file_writer(run.train_log_dir) if self.chief \
             else tf.summary.create_noop_writer()
         self.scalars = tuple(objective.scalars)
-        self.evaluator = PeriodicEvaluator(config, objective.model, preprocessor) \
+        self.evaluator = PeriodicEvaluator(config, objective.model, preprocessor, plans) \
             if self.chief and config.eval.enabled and config.eval.every_steps else None
         self._step_fn = self._make_step_fn()
 
@@ -158,13 +158,13 @@ class TrainLoop:
 
 class PeriodicEvaluator:
     """The config's evaluators (``config.eval``) on the model being trained: ``() -> {name: value}``
-    for TensorBoard. The evaluation data is built once."""
+    for TensorBoard. The evaluation data is built once (``plans``: the ones validation built)."""
 
-    def __init__(self, config, model, preprocessor):
+    def __init__(self, config, model, preprocessor, plans=None):
         from align_tf.evaluation import runner
         from align_tf.evaluation.embed import encoder_for_model
         self._runner = runner
-        self.plans = runner.plans_from_config(config)
+        self.plans = plans if plans is not None else runner.plans_from_config(config)
         self.encoder = encoder_for_model(model, preprocessor, config)
 
     def __call__(self) -> dict:

@@ -18,17 +18,19 @@ from align_tf.data import sources
 from align_tf.errors import ConfigError, check
 
 
-def validate_config(config, num_replicas: int = 1) -> None:
+def validate_config(config, num_replicas: int = 1):
     """Raises ``ConfigError`` with one line naming the field for any value that cannot run.
 
     A plug-in objective's section (``objective.<name>`` from its class's ``defaults``) is added
-    to ``config`` here when the config lacks it, so the run's config.json records it."""
+    to ``config`` here when the config lacks it, so the run's config.json records it. Returns the
+    evaluation plans the ``eval`` check built (``runner.plans_from_config``; None when
+    ``eval.enabled`` is off), so the run reuses them instead of building them again."""
     _check_model(config.model, num_replicas)
     _check_objective(config)
     _check_data(config.data, config.model)
     _check_train(config, num_replicas)
     _check_optim(config.optim)
-    _check_export_and_eval(config)
+    return _check_export_and_eval(config)
 
 
 def _check_model(m, num_replicas: int) -> None:
@@ -155,19 +157,21 @@ def _check_optim(opt) -> None:
     check(opt.weight_decay >= 0, f"optim.weight_decay={opt.weight_decay} must be >= 0")
 
 
-def _check_export_and_eval(config) -> None:
-    """``export.templates`` (``align_tf.prompts``) and, when enabled, the ``eval`` section."""
+def _check_export_and_eval(config):
+    """``export.templates`` (``align_tf.prompts``) and, when enabled, the ``eval`` section,
+    whose plans it returns."""
     from align_tf import prompts
     try:
         prompts.get_templates(config.export.templates)
     except ValueError as e:
         raise ConfigError(f"export.templates: {e}") from None
-    if config.eval.enabled:
-        from align_tf.evaluation import runner
-        try:
-            runner.plans_from_config(config)  # checks the fields; renders and embeds nothing
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    if not config.eval.enabled:
+        return None
+    from align_tf.evaluation import runner
+    try:
+        return runner.plans_from_config(config)  # checks the fields; renders and embeds nothing
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_jit_compile(config, strategy: tf.distribute.Strategy) -> None:
