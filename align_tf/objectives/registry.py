@@ -31,6 +31,8 @@ the train CLI's ``--config.objective.name=sigmoid`` → ``model.similarity=sigmo
 
 from __future__ import annotations
 
+from align_tf import registry
+
 _OBJECTIVES: dict = {}  # name -> class, in registration order
 
 
@@ -39,16 +41,7 @@ def register_objective(name: str):
 
     Registering a second class under a taken name is a ``ValueError`` (re-registering the same
     class, e.g. on a module reload, replaces it)."""
-    def register(cls):
-        old = _OBJECTIVES.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__,
-                                                                        cls.__qualname__):
-            raise ValueError(f"objective {name!r} is already registered by "
-                             f"{old.__module__}.{old.__qualname__}")
-        cls.name = name
-        _OBJECTIVES[name] = cls
-        return cls
-    return register
+    return lambda cls: registry.add(_OBJECTIVES, "objective", name, cls)
 
 
 def names() -> tuple:
