@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def _cli(*args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_default_run_learns_and_exports(tmp_path):
+def test_default_run_learns_and_exports(default_run):
     """The embedded default, as `python -m align_tf.train` runs it: trains, writes eval.json and a
     SavedModel, and learns the task (zero-shot over all 30 colour x shape classes on fresh images,
     and retrieval, far above chance).
@@ -28,8 +29,11 @@ def test_default_run_learns_and_exports(tmp_path):
     default, not a shortened run: half-length runs (1500 steps, lr decayed to 0 by then) measured
     held-out top-1 of 5.5%, 5.5%, 49%, 52% and 60.5% across seeds and stream versions, too noisy for
     a bar; the full default measured 79% (seen 99.3%) on this code, 35.5-74.5% before."""
-    proc = _cli(f"--model_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Started in the background when collection finished (tests/conftest.py).
+    returncode = default_run["proc"].wait(timeout=1100)
+    with open(default_run["log"]) as f:
+        assert returncode == 0, f.read()[-3000:]
+    tmp_path = pathlib.Path(default_run["model_dir"])
     report = json.loads((tmp_path / "eval.json").read_text())
     zeroshot = report["results"]["synthetic"]["zeroshot"]
     retrieval = report["results"]["synthetic"]["retrieval"]
