@@ -12,7 +12,10 @@ the same ``--help``. Every command gets, through ``parse``:
   deprecation line on stderr;
 * ``--no-x`` for a boolean ``x`` (argparse's spelling of absl's ``--nox``);
 * ``--plugins=MODULE[,MODULE]``: modules imported before the command runs, so that what they
-  register (objectives, export signatures) applies.
+  register (objectives, export signatures) applies;
+* a quiet console (``quiet_tensorflow``): TensorFlow's C++ start-up lines (oneDNN, ``cuInit``,
+  the absl pre-initialisation banner) silenced at the file-descriptor level, unless
+  ``--verbosity``/``-v`` is given.
 
 ``parse_args`` parses into a private ``FlagValues`` the same way, for calling a command's ``main``
 in-process (tests) with absl's global ``FLAGS`` untouched.
@@ -20,7 +23,11 @@ in-process (tests) with absl's global ``FLAGS`` untouched.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
+import logging
 import os
 import sys
 from typing import Callable, NoReturn
@@ -53,11 +60,87 @@ def run(module_name: str, main, *, required=(), renamed: dict | None = None,
         main_module.__doc__ = sys.modules[module_name].__doc__
         for flag in flags.FLAGS.flags_by_module_dict().get(module_name, []):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    quiet_tensorflow(app_run_kwargs.get("argv") or sys.argv)
     import_plugins(prog, app_run_kwargs.get("argv") or sys.argv)
     app_run_kwargs.setdefault("flags_parser", lambda argv: parse(
         prog, argv, flags.FLAGS, required=required, renamed=renamed, known_only=known_only,
         check=check))
     app.run(main, **app_run_kwargs)
+
+
+# Modules whose import loads TensorFlow's C++ libraries, which print before absl logging is set
+# up (so TF_CPP_MIN_LOG_LEVEL does not hide those lines).
+_NOISY_IMPORTS = ("tensorflow", "tensorflow_text")
+# Python-side INFO lines TensorFlow logs on every checkpoint save.
+_NOISY_LOG_LINES = ("Sharding callback duration",)
+
+
+def quiet_tensorflow(argv: list) -> bool:
+    """Unless ``argv`` asks for ``--verbosity``/``-v``: hides TensorFlow's C++ noise. Returns
+    whether it did.
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` hides what the C++ side logs once running (the ``cuInit`` and
+    oneDNN ``E0000`` lines; errors reach Python as exceptions anyway); the lines printed while
+    its libraries load, before absl logging is initialised, ignore it, so file descriptor 2
+    points at /dev/null while ``tensorflow`` (and ``tensorflow_text``) are imported, wherever
+    that first happens. TensorFlow's per-save ``Sharding callback duration`` INFO line is
+    dropped too. Call before TensorFlow is imported (``run`` does).
+    """
+    if any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in argv[1:]):
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    logging.getLogger("tensorflow").addFilter(
+        lambda record: not any(s in str(record.msg) for s in _NOISY_LOG_LINES))
+    if not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+    return True
+
+
+@contextlib.contextmanager
+def stderr_fd_silenced():
+    """File descriptor 2 (C++ and Python writes alike) goes to /dev/null inside the block."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds the ``_NOISY_IMPORTS`` as the other finders do, but runs their loading with fd 2 at
+    /dev/null (``stderr_fd_silenced``); an import error still propagates, and prints, after."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _NOISY_IMPORTS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """``loader`` with ``exec_module`` run under ``stderr_fd_silenced``."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        with stderr_fd_silenced():
+            self.loader.exec_module(module)
 
 
 def _program(module_name: str) -> str:
