@@ -1,10 +1,13 @@
 """Converts a HuggingFace transformers ``AlignModel`` directory (e.g. kakaobrain/align-base).
 
 Examples (``python -m align_tf.convert`` and ``align-convert`` are the same command):
+  python -m align_tf.convert --from=kakaobrain/align-base --output=/data/align_base_tf
   python -m align_tf.convert.hf_align --hf_dir=/data/align-base --output=/data/align_base_tf
   python -m align_tf.convert.hf_align --hf_dir=/data/align-base --output=/data/out --verify
 
-Only local files are read (no network): ``config.json``, the weights (``model.safetensors``, a
+``--from=REPO_ID`` downloads the checkpoint first (``align_tf.pretrained``: huggingface_hub, from
+its cache when offline; ``pip install "align_tf[pretrained]"``). Otherwise only local files are
+read (no network): ``config.json``, the weights (``model.safetensors``, a
 sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``), the tokenizer's ``vocab.txt``
 (or ``tokenizer.json``, which is all transformers 5 saves) and, when present,
 ``preprocessor_config.json``. The output is laid out like a training
@@ -136,47 +139,77 @@ def verify_against_hf(hf_dir: str, model, preprocessor, image_size: int = 65, se
 PROG = "align_tf.convert.hf_align"  # the name in messages when main runs in-process
 
 
-def _define_flags():
-    """The command's flags, on absl's global ``FLAGS`` (``run``)."""
+def _define_flags(flag_values=None):
+    """The command's flags, on ``flag_values`` (absl's global ``FLAGS`` under ``run``)."""
     from absl import flags
+    fv = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string("hf_dir", None, "Directory of a transformers AlignModel (config.json, "
-                        "model.safetensors or pytorch_model.bin, vocab.txt) (required).")
+                        "model.safetensors or pytorch_model.bin, vocab.txt or tokenizer.json); "
+                        "or use --from.", flag_values=fv)
+    flags.DEFINE_string("from", None, "A Hugging Face repo id (e.g. kakaobrain/align-base), "
+                        "downloaded with huggingface_hub (pip install \"align_tf[pretrained]\"; "
+                        "offline from its cache), or a local AlignModel directory. Instead of "
+                        "--hf_dir.", flag_values=fv)
+    flags.DEFINE_string("revision", None, "With --from: the branch, tag or commit (default main).",
+                        flag_values=fv)
     flags.DEFINE_string("output", None, "model_dir to write (config.json, vocab.txt, checkpoints/, "
-                        "savedmodel/) (required).")
+                        "savedmodel/) (required).", flag_values=fv)
     flags.DEFINE_integer("max_tokens", ALIGN_MAX_TOKENS,
-                         "Tokens per text incl. [CLS]/[SEP] (AlignProcessor: 64).")
-    flags.DEFINE_bool("export", True, "Also write a SavedModel.")
-    flags.DEFINE_string("export_dir", None, "SavedModel path; default {output}/savedmodel.")
+                         "Tokens per text incl. [CLS]/[SEP] (AlignProcessor: 64).", flag_values=fv)
+    flags.DEFINE_bool("export", True, "Also write a SavedModel.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "SavedModel path; default {output}/savedmodel.",
+                        flag_values=fv)
     flags.DEFINE_bool("verify", False, "Compare against the HF model in PyTorch afterwards "
-                      "(needs torch and transformers).")
-    return flags.FLAGS
+                      "(needs torch and transformers).", flag_values=fv)
+    return fv
 
 
-def main(argv):
-    """absl main: ``run`` parsed the flags (``cli.parse`` rejected positional arguments)."""
+def _source(f) -> str:
+    """The HF directory to convert: ``--hf_dir``, or ``--from`` (a local directory, or a repo id
+    downloaded by ``align_tf.pretrained``)."""
+    from align_tf import pretrained
+    source = f["from"].value
+    if bool(f.hf_dir) == bool(source):
+        raise ConversionError("give either --hf_dir=DIR or --from=REPO_ID (e.g. "
+                              "--from=kakaobrain/align-base)")
+    if f.hf_dir:
+        return f.hf_dir
+    if f.revision and not pretrained.is_repo_id(source):
+        raise ConversionError("--revision needs --from=REPO_ID (a Hugging Face repo id)")
+    return pretrained.download(source, f.revision) if pretrained.is_repo_id(source) else source
+
+
+def main(argv, flag_values=None):
+    """absl main: ``run`` parsed the flags (``cli.parse`` rejected positional arguments);
+    ``flag_values``: flags parsed by ``cli.parse_args`` (in-process), default absl's ``FLAGS``."""
     from absl import flags
 
     from align_tf import cli
     del argv
-    f = flags.FLAGS
+    f = flags.FLAGS if flag_values is None else flag_values
+    prog = cli.program(PROG)
     try:
-        model, preprocessor, _ = convert(f.hf_dir, f.output, export=f.export,
+        hf_dir = _source(f)
+        model, preprocessor, _ = convert(hf_dir, f.output, export=f.export,
                                          export_dir=f.export_dir, max_tokens=f.max_tokens)
-    except (ConversionError, FileNotFoundError) as e:
-        cli.error(cli.program(PROG), e)
+    except (ValueError, FileNotFoundError) as e:  # ConversionError, PretrainedError: ValueErrors
+        cli.error(prog, e)
     if f.verify:
-        diffs = verify_against_hf(f.hf_dir, model, preprocessor)
+        try:
+            diffs = verify_against_hf(hf_dir, model, preprocessor)
+        except ImportError as e:
+            cli.error(prog, f"--verify needs torch and transformers: {e}")
         print("max abs difference vs HF:", json.dumps(diffs))
         if not diffs["token_ids_equal"] or max(v for k, v in diffs.items()
                                                if k != "token_ids_equal") > 1e-4:
-            cli.error(cli.program(PROG), "verification FAILED")
+            cli.error(prog, "verification FAILED")
 
 
 def run():
     """``python -m align_tf.convert(.hf_align)`` and the console script ``align-convert``."""
     from align_tf import cli
     _define_flags()
-    cli.run(__name__, main, required=("hf_dir", "output"))
+    cli.run(__name__, main, required=("output",))
 
 
 if __name__ == "__main__":

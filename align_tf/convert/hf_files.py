@@ -22,8 +22,13 @@ def load_hf_config(hf_dir: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"No config.json in {hf_dir}")
     with open(path) as f:
-        config = json.load(f)
-    if config.get("model_type") != "align":
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{path} is not valid JSON ({e}): an HF AlignModel's config.json "
+                                  "is needed") from None
+    if not isinstance(config, dict) or config.get("model_type") != "align":
+        config = config if isinstance(config, dict) else {}
         raise ConversionError(f"{path}: model_type is {config.get('model_type')!r}, not 'align'")
     return config
 
@@ -38,7 +43,7 @@ def load_hf_state_dict(hf_dir: str) -> dict:
         else:
             with open(index) as f:
                 files = sorted({os.path.join(hf_dir, v) for v in json.load(f)["weight_map"].values()})
-        from safetensors import safe_open
+        safe_open = _require("safetensors", "model.safetensors").safe_open
         state = {}
         for path in files:
             try:
@@ -49,18 +54,33 @@ def load_hf_state_dict(hf_dir: str) -> dict:
         return _as_float32(state)
     binary = os.path.join(hf_dir, "pytorch_model.bin")
     if os.path.exists(binary):
-        import torch
+        torch = _require("torch", "pytorch_model.bin")
         return _as_float32(_torch_to_numpy(torch.load(binary, map_location="cpu", weights_only=True)))
     raise FileNotFoundError(f"No model.safetensors(.index.json) or pytorch_model.bin in {hf_dir}")
 
 
+# What to install for each optional reader (the `pretrained` extra brings safetensors).
+_INSTALL = {"safetensors": 'pip install "align_tf[pretrained]"',
+            "torch": "pip install torch (the CPU wheel is enough)"}
+
+
+def _require(module: str, what: str):
+    """``import module``, or a one-line ``ConversionError`` saying what to install."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConversionError(f"reading {what} needs {module}: {_INSTALL[module]}") from None
+
+
 def _safetensors_torch(path):
+    _require("torch", path + " (bfloat16)")
     from safetensors.torch import load_file
     return load_file(path)
 
 
 def _torch_to_numpy(state):
-    import torch
+    torch = _require("torch", "PyTorch tensors")
     return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()
             if isinstance(v, torch.Tensor)}
 
