@@ -222,26 +222,22 @@ def _argv_value(argv, name: str):
 
 
 def _prepare_argv(argv):
-    """Resolves ``--config=NAME`` among the fine-tuning presets (default ``finetune_{task}``) and
-    rejects unknown ``--config.FIELD`` overrides in one line, before ``config_flags`` reads
-    ``sys.argv`` (an unknown field is a KeyError traceback there)."""
-    from align_tf.configs import FINETUNE_PRESETS, preset_path, unknown_field
-    out = []
+    """``(argv, config)``: the ``--config`` preset (``configs.take_config_arg``: a fine-tuning
+    preset, default ``finetune_{task}``, a config file or a run's ``config.json``) read and taken
+    out of ``argv``, and unknown ``--config.FIELD`` overrides rejected in one line, before
+    ``config_flags`` reads ``sys.argv`` (an unknown field is a KeyError traceback there)."""
+    from align_tf.configs import FINETUNE_PRESETS, take_config_arg, unknown_field
     for arg in argv:
         if arg.startswith("--config."):
             problem = unknown_field(arg[len("--config."):].split("=")[0])
             if problem:
                 sys.exit(f"align_tf.finetune: error: {problem}")
-        if arg.startswith("--config="):
-            try:
-                arg = "--config=" + preset_path(arg[len("--config="):], FINETUNE_PRESETS)
-            except ValueError as e:
-                sys.exit(f"align_tf.finetune: error: {e}")
-        out.append(arg)
     task = _argv_value(argv, "task")
-    default = preset_path(f"finetune_{task}", FINETUNE_PRESETS) if task in TASKS else \
-        preset_path("finetune_classification", FINETUNE_PRESETS)
-    return out, default
+    default = f"finetune_{task}" if task in TASKS else "finetune_classification"
+    try:
+        return take_config_arg(argv, default, FINETUNE_PRESETS)
+    except ValueError as e:
+        sys.exit(f"align_tf.finetune: error: {e}")
 
 
 def main(argv):
@@ -292,11 +288,12 @@ def run():
     from ml_collections import config_flags
 
     from align_tf import cli
-    sys.argv[1:], default = _prepare_argv(sys.argv[1:])
-    config_flags.DEFINE_config_file(
-        "config", default, "Fine-tuning preset (finetune_classification, finetune_vtab, "
-        "finetune_lit, finetune_retrieval, finetune_retrieval_paper; default finetune_{task}) "
-        "or a path to a config .py file; fields overridable, e.g. --config.train.steps=100.",
+    sys.argv[1:], config = _prepare_argv(sys.argv[1:])
+    config_flags.DEFINE_config_dict(
+        "config", config, "Fine-tuning preset (finetune_classification, finetune_vtab, "
+        "finetune_lit, finetune_retrieval, finetune_retrieval_paper; default finetune_{task}), "
+        "a path to a config .py file or a run's config.json; fields overridable, e.g. "
+        "--config.train.steps=100.",
         lock_config=False)
     flags.DEFINE_string("init", None, "Run directory to start from: a training --model_dir or "
                         "align_tf.convert.hf_align output.", required=True)

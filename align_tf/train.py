@@ -24,14 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from align_tf import cli  # noqa: E402
-from align_tf.configs import PRESETS, preset_path, unknown_field  # noqa: E402
+from align_tf.configs import (  # noqa: E402
+    PRESETS, take_config_arg, unknown_field)
 
 PROG = "align_tf.train"
 
 
 def _rewrite_config_arg(argv):
-    """``--config=NAME`` → the preset's file path, so config_flags can load it; old
-    ``--config.FIELD`` spellings → today's (``align_tf.migrate.config_flag``: a deprecation line,
+    """Old ``--config.FIELD`` spellings → today's (``align_tf.migrate.config_flag``: a deprecation line,
     or a one-line error naming the new spelling of a moved field); unknown fields are one-line
     errors. ``--config.objective.name=N`` also sets the ``model.similarity`` objective N trains
     unless the command line sets it."""
@@ -51,11 +51,6 @@ def _rewrite_config_arg(argv):
                 overridden[field] = value
             out += rewritten
             continue
-        if arg.startswith("--config="):
-            try:
-                arg = "--config=" + preset_path(arg[len("--config="):])
-            except ValueError as e:
-                sys.exit(f"{PROG}: error: {e}")
         out.append(arg)
     # An objective that trains another similarity than the default softmax's σ (sigmoid: the
     # model's t′ and b) picks that model too (validate_config still rejects an explicit mismatch).
@@ -67,15 +62,16 @@ def _rewrite_config_arg(argv):
     return out
 
 
-def _define_flags() -> None:
-    """The command's flags. config_flags loads the config file and defines one
-    ``--config.SECTION.FIELD`` flag per field while ``--config`` is defined, reading
-    ``sys.argv`` then, so ``run`` rewrites ``sys.argv`` first."""
+def _define_flags(config) -> None:
+    """The command's flags: ``config`` (``configs.take_config_arg``) with one ``--config.SECTION.FIELD``
+    flag per field (config_flags reads them from ``sys.argv`` while ``--config`` is defined, so
+    ``run`` rewrites ``sys.argv`` first)."""
     from ml_collections import config_flags
-    config_flags.DEFINE_config_file(
-        "config", preset_path("default"),
-        f"Training config: a preset name ({', '.join(PRESETS)}) or a path to a config .py file. "
-        "Fields are overridable, e.g. --config.train.batch_size=256.", lock_config=True)
+    config_flags.DEFINE_config_dict(
+        "config", config,
+        f"Training config: a preset name ({', '.join(PRESETS)}), a path to a config .py file, or "
+        "a run's config.json (train again with its config). Fields are overridable, e.g. "
+        "--config.train.batch_size=256.", lock_config=True)
     flags.DEFINE_string("model_dir", "align_runs/default",
                         "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go.")
     flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address, or 'local' on a TPU VM "
@@ -144,8 +140,11 @@ def run():
         sys.argv[1:], eval_overrides = migrate.eval_flags(sys.argv[1:])
     except ValueError as e:
         sys.exit(f"{PROG}: error: {e}")
-    sys.argv[1:] = _rewrite_config_arg(sys.argv[1:])
-    _define_flags()
+    try:  # the config file is read now: a bad one is one line before TensorFlow is imported
+        sys.argv[1:], config = take_config_arg(_rewrite_config_arg(sys.argv[1:]), "default")
+    except ValueError as e:
+        sys.exit(f"{PROG}: error: {e}")
+    _define_flags(config)
     cli.run(__name__, lambda argv: main(argv, eval_overrides), argv=sys.argv)
 
 

