@@ -133,7 +133,8 @@ def get_config():
     c.optim.weight_decay = 1e-5        # paper: 1e-5
 
     # Evaluation (align_tf.evaluation.runner): the evaluators, each named, with its type
-    # (align_tf/evaluation/registry.py: retrieval, zeroshot, knn, linear; auto = what the dataset
+    # (align_tf/evaluation/registry.py: retrieval, zeroshot, knn, linear, intramodal, correlation,
+    # cxc_retrieval (docs/evaluation-benchmarks.md); auto = what the dataset
     # supports without a fit split), its dataset (a source spec, align_tf.data.sources) and its
     # own fields (the type's `defaults`; any source option below may be overridden per entry).
     # `python -m align_tf.evaluate` has a flag for every field (applied to each entry that has
@@ -155,6 +156,18 @@ def get_config():
                                "templates": "auto",        # align_tf.prompts; auto: the
                                #                             dataset's own, else clip80
                                "rerank_k": 0},
+        # image→image over the zero-shot images (positives: the others of the class) and
+        # text→text over clean captions (align_tf/evaluation/intra_modal.py)
+        "synthetic_intramodal": {"type": "intramodal", "dataset": "synthetic",
+                                 "recall_ks": "1,5,10",
+                                 "captions_per_class": 8},  # text→text captions per class
+        # SITS/STS/SIS Spearman's R on rated pairs with a known ground truth
+        # (align_tf/data/synthetic_similarity.py, align_tf/evaluation/correlation.py)
+        "synthetic_similarity": {"type": "correlation", "dataset": "synthetic",
+                                 "bootstrap_samples": 1000,  # resamples of the pairs
+                                 "bootstrap_size": 0,        # pairs per resample; 0: all
+                                 "bootstrap_seed": 0,
+                                 "similarity_pairs": 400},   # rated pairs per task
     })
     # Source options: what data an evaluator reads (defaults of every entry).
     c.eval.max_examples = placeholder(int)        # images evaluated per dataset; None: all

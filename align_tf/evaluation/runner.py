@@ -27,9 +27,12 @@ from align_tf.configs import evaluators_for
 from align_tf.evaluation import registry
 # The package's evaluators: imported, they register (in this order, which "choose from" lists).
 from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa: F401
+from align_tf.evaluation import cxc, intra_modal, correlation  # noqa: F401, I001
 
 AUTO = "auto"
-AUTO_TYPES = ("retrieval", "zeroshot")  # what `auto` runs, where the dataset supports it
+# What `auto` runs, where the dataset supports it (`_takes`): the CxC benchmark's own evaluators
+# run on cxc:DIR only, the intra-modal and similarity ones on the synthetic set and CxC.
+AUTO_TYPES = ("retrieval", "zeroshot", "cxc_retrieval", "intramodal", "correlation")
 TOPK = zero_shot.TOPK
 # Fields of the flat `eval` section an entry may override: they choose the data it reads.
 SOURCE_OPTIONS = ("split", "train_split", "max_examples", "max_train_examples", "data_dir",
@@ -242,19 +245,27 @@ def _build(section, ev, source, data, where: str) -> list:
     except ValueError as e:
         raise ValueError(f"{where}.dataset: {e}") from None
     if section.type == AUTO:
-        types = [t for t in AUTO_TYPES if registry.get(t).needs in kinds]
+        types = [t for t in AUTO_TYPES if _takes(registry.get(t), source, kinds)]
     else:
         types = [section.type]
     out = []
     for type_name in types:
         cls = registry.get(type_name, f"{where}.type")
-        if cls.needs not in kinds:
+        if not _takes(cls, source, kinds):
             raise ValueError(f"{where}: {type_name!r} needs a {cls.needs} dataset; "
                              f"{source.spec!r} is {' and '.join(sorted(kinds))}")
         entry = _entry(ev, cls, section, where)
         cls.validate(entry, where)
-        out.append((type_name, cls.from_config(entry, data)))
+        # A benchmark's evaluator may report under the generic key (cxc_retrieval: "retrieval").
+        out.append((getattr(cls, "report_as", type_name), cls.from_config(entry, data)))
     return out
+
+
+def _takes(cls, source, kinds) -> bool:
+    """Whether evaluator class ``cls`` reads ``source``: the source yields the kind it ``needs``,
+    or, for a type with an ``accepts(source, kinds)`` class method, that says so."""
+    accepts = getattr(cls, "accepts", None)
+    return accepts(source, kinds) if accepts is not None else cls.needs in kinds
 
 
 def run_plans(encoder, plans) -> dict:

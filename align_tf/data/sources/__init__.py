@@ -15,6 +15,9 @@ Built in, one module each (a new source is one module registering itself, ``regi
   ``img2dataset_tfrecord:GLOB``  img2dataset's TFRecord shards, read as they are.
   ``tfds:NAME[/split]``          a TFDS set: captioned (``coco_captions``) or labelled
                                  (``cifar10``) (``sources/tfds.py``).
+  ``coco_karpathy:DIR``          MS-COCO / Flickr30K as downloaded, Karpathy's splits
+  ``flickr30k_karpathy:DIR``     (``sources/karpathy.py``).
+  ``cxc:DIR``                    Crisscrossed Captions' rated pairs over COCO (``sources/cxc.py``).
 
 Old spellings (``data.name="tfrecord"`` + ``data.train_pattern``, ``data.tfds_split``, a bare
 TFDS name in ``eval.datasets``) still work, with a one-line deprecation notice
@@ -30,6 +33,7 @@ from align_tf import migrate
 # Registration order is the order errors list the choices in.
 from align_tf.data.sources import (synthetic, tfrecord, img2dataset_tfrecord,  # noqa: F401, I001
                                    tfds)
+from align_tf.data.sources import karpathy, cxc  # noqa: F401, I001  the benchmarks' own layouts
 from align_tf.data.sources.base import CLASSIFICATION, PAIRS, RETRIEVAL, Source
 from align_tf.data.sources.collections import ClassificationData, RetrievalData
 from align_tf.data.sources.registry import (UnknownSourceError, get, names, register_source,
