@@ -143,6 +143,50 @@ class _QuietLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
+def directory_problem(flag: str, path: str | None) -> str | None:
+    """Why ``--flag=path`` cannot be a directory this command creates or reads, or None: the path,
+    or one of its parents, is a file. Local paths only (``gs://`` ones are left to TensorFlow);
+    checked before TensorFlow is imported, so the mistake is one line at once."""
+    if not path or "://" in path:
+        return None
+    head = os.path.abspath(path)
+    while not os.path.exists(head) and os.path.dirname(head) != head:
+        head = os.path.dirname(head)
+    if os.path.exists(head) and not os.path.isdir(head):
+        where = "" if head == os.path.abspath(path) else f" ({head} is a file)"
+        return f"--{flag}={path} is a file, not a directory{where}"
+    return None
+
+
+_METADATA_HOST = "metadata.google.internal"
+
+
+def tpu_problem(tpu: str | None) -> str | None:
+    """Why ``--tpu=tpu`` cannot work on this machine, or None. A Cloud TPU *name* is looked up
+    through the Google Cloud metadata server, which exists only on a Google Cloud VM; off it
+    TensorFlow's resolver ends in a long ``URLError`` traceback. ``local`` and
+    ``grpc://HOST:PORT`` need no metadata server."""
+    if not tpu or tpu == "local" or tpu.startswith("grpc://"):
+        return None
+    if os.environ.get("GCE_METADATA_HOST") or os.environ.get("GCE_METADATA_IP"):
+        return None
+    try:
+        with open("/sys/class/dmi/id/product_name", encoding="utf-8") as f:
+            if "Google" in f.read():
+                return None
+    except OSError:
+        pass  # not Linux, or no DMI in this container: ask the resolver below
+    import socket
+    try:
+        socket.getaddrinfo(_METADATA_HOST, 80)
+        return None
+    except OSError:
+        return (f"--tpu={tpu} names a Cloud TPU, which is found through the Google Cloud "
+                f"metadata server ({_METADATA_HOST}), not reachable here: run on a Google Cloud "
+                "VM in the TPU's project and zone, use --tpu=local on a TPU VM, or "
+                "--tpu=grpc://HOST:8470")
+
+
 def _program(module_name: str) -> str:
     """The command's name for messages: the module ``python -m`` ran (``align_tf.X``, also for
     a thin alias such as ``align_tf.data.build``), else ``module_name`` (console scripts)."""

@@ -251,12 +251,16 @@ def main(argv):
     except SystemExit:
         # A failed restore leaves the half-restored model to log a warning per unrestored value
         # when it is collected at exit: hundreds of lines after the one that says what is wrong.
-        import tensorflow as tf
-        tf.get_logger().setLevel("ERROR")
+        if "tensorflow" in sys.modules:  # (a mistake found before the import costs no import)
+            sys.modules["tensorflow"].get_logger().setLevel("ERROR")
         raise
 
 
 def _main(f):
+    from align_tf import cli
+    for problem in (cli.directory_problem("model_dir", f.model_dir), cli.tpu_problem(f.tpu)):
+        if problem:  # before TensorFlow is imported: one line at once
+            sys.exit(f"align_tf.finetune: error: {problem}")
     from align_tf import distribute, trainer
     try:
         config = make_config(f.config, f.init, f.task, f.dataset)

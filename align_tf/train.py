@@ -87,12 +87,16 @@ def main(argv, eval_overrides: dict | None = None):
     """``eval_overrides``: the old flat ``--config.eval.FIELD`` flags (``migrate.eval_flags``),
     applied to the config's evaluators as the evaluate CLI's flags of those names are."""
     del argv
+    f = flags.FLAGS
+    for problem in (cli.directory_problem("model_dir", f.model_dir),
+                    cli.directory_problem("export_dir", f.export_dir), cli.tpu_problem(f.tpu)):
+        if problem:  # before TensorFlow is imported: one line at once
+            sys.exit(f"{PROG}: error: {problem}")
     from align_tf import distribute, trainer
     from align_tf.evaluation import runner
     from align_tf.export import config_export_kwargs, export_saved_model
     from align_tf.run_dir import RunDir
 
-    f = flags.FLAGS
     config = f.config
     if eval_overrides:
         try:
@@ -105,8 +109,13 @@ def main(argv, eval_overrides: dict | None = None):
     try:
         # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
         strategy = distribute.get_strategy(f.strategy, f.tpu)
+    except distribute.StrategyError as e:
+        sys.exit(f"{PROG}: error: {e}")
+    except OSError as e:  # the TPU resolver's metadata look-up (URLError), off Google Cloud
+        sys.exit(f"{PROG}: error: cannot find TPU {f.tpu!r}: {e}")
+    try:
         result = trainer.train(config, f.model_dir, strategy)
-    except (trainer.ConfigError, distribute.StrategyError, FileNotFoundError) as e:
+    except (trainer.ConfigError, FileNotFoundError) as e:
         sys.exit(f"{PROG}: error: {e}")
     except trainer.Preempted as e:
         sys.exit(f"{PROG}: preempted: {e}. Rerun the same command to resume.")

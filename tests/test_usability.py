@@ -60,3 +60,26 @@ def test_a_runs_config_json_is_a_config(tmp_path):
     del old["model"]["bn_group_size"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert load_config_file(str(tmp_path)).model.bn_group_size == -1
+
+
+def test_a_file_where_a_directory_goes_is_named(tmp_path):
+    from align_tf import cli
+    (tmp_path / "afile").write_text("x")
+    assert cli.directory_problem("model_dir", str(tmp_path / "afile")) == \
+        f"--model_dir={tmp_path / 'afile'} is a file, not a directory"
+    assert "is a file" in cli.directory_problem("output", str(tmp_path / "afile" / "sub"))
+    for fine in (str(tmp_path), str(tmp_path / "new" / "run"), "gs://bucket/run", None):
+        assert cli.directory_problem("model_dir", fine) is None
+
+
+def test_tpu_off_google_cloud_says_what_to_use(monkeypatch):
+    from align_tf import cli
+    for fine in (None, "", "local", "grpc://10.0.0.2:8470"):
+        assert cli.tpu_problem(fine) is None
+    if os.path.exists("/sys/class/dmi/id/product_name") and "Google" in open(
+            "/sys/class/dmi/id/product_name").read():
+        pytest.skip("on a Google Cloud VM a TPU name is looked up")
+    monkeypatch.delenv("GCE_METADATA_HOST", raising=False)
+    monkeypatch.setattr(cli, "_METADATA_HOST", "no-such-host.invalid")  # off-cloud, anywhere
+    problem = cli.tpu_problem("my-tpu")
+    assert "--tpu=local" in problem and "metadata server" in problem and "\n" not in problem

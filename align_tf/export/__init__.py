@@ -40,17 +40,35 @@ exported objects and ``export_saved_model`` / ``export_classifier``), and here t
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
-from align_tf.export.parts import (  # noqa: F401  (the package's interface)
-    MAX_PROMPTS_PER_CALL, PIXEL_RANGE, SignatureParts, _trim_padding)
-from align_tf.export.saved_model import (  # noqa: F401
-    AlignExport, ClassifierExport, export_classifier, export_saved_model, signature_names)
-from align_tf.export.signatures import (  # noqa: F401
-    CLASS_NAMES, ENCODED, IMAGES, TEXTS, Signature, register_signature, registered_signatures,
-    supported_signatures, unregister_signature)
 from align_tf.prompts import TEMPLATE_CHOICES, get_templates  # noqa: F401
+
+# The package's interface, imported on first use (PEP 562), so that ``python -m align_tf.export
+# --help`` and a flag mistake answer before TensorFlow is imported.
+_LAZY = {
+    "parts": ("MAX_PROMPTS_PER_CALL", "PIXEL_RANGE", "SignatureParts", "_trim_padding"),
+    "saved_model": ("AlignExport", "ClassifierExport", "export_classifier", "export_saved_model",
+                    "signature_names"),
+    "signatures": ("CLASS_NAMES", "ENCODED", "IMAGES", "TEXTS", "Signature",
+                   "register_signature", "registered_signatures", "supported_signatures",
+                   "unregister_signature"),
+}
+
+
+def __getattr__(name):
+    for module, names in _LAZY.items():
+        if name in names:
+            value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {n for names in _LAZY.values() for n in names})
 
 
 def config_export_kwargs(config) -> dict:
@@ -82,6 +100,7 @@ def _export_model_dir(model_dir, output, templates, checkpoint, image_size, resi
                       precision) -> tuple:
     """``export_model_dir``, also returning the names of the signatures written."""
     from align_tf import run_dir
+    from align_tf.export.saved_model import export_saved_model, signature_names
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     model, preprocessor, config = run_dir.load_model(model_dir, checkpoint)
@@ -141,7 +160,11 @@ def main(argv):
     from absl import flags
     if len(argv) > 1:
         sys.exit(f"align_tf.export: error: unexpected arguments {argv[1:]}")
+    from align_tf import cli
     f = flags.FLAGS
+    problem = cli.directory_problem("output", f.output)
+    if problem:
+        sys.exit(f"align_tf.export: error: {problem}")
     try:
         path, names = _export_model_dir(f.model_dir, f.output, f.templates, f.checkpoint,
                                         f.image_size, f.resize_size, f.precision)
