@@ -83,3 +83,25 @@ def test_tpu_off_google_cloud_says_what_to_use(monkeypatch):
     monkeypatch.setattr(cli, "_METADATA_HOST", "no-such-host.invalid")  # off-cloud, anywhere
     problem = cli.tpu_problem("my-tpu")
     assert "--tpu=local" in problem and "metadata server" in problem and "\n" not in problem
+
+
+def test_vocab_on_unusable_input_names_it(tmp_path, capsys):
+    """``data.vocab`` on input with no usable text: one line naming the input, before
+    TensorFlow where it can tell (empty files, a directory), else after reading (a CSV table
+    read as TFRecords, text files of blank lines), never the learner's StopIteration."""
+    from align_tf.corpus import vocab
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("\n  \n\n")
+    (tmp_path / "table.csv").write_text("url,caption\nhttp://x/a.jpg,a red circle\n")
+    (tmp_path / "folder").mkdir()
+    cases = {"empty.txt": "0 usable texts (every file is empty)",
+             "folder": "is a directory", "none*.txt": "no files match",
+             "blank.txt": "gave 0 usable texts, read as text files",
+             "table.csv": "gave 0 usable texts, read as TFRecord shards"}
+    for name, message in cases.items():
+        flag_values = vocab.parse_args([f"--input={tmp_path / name}",
+                                        f"--output={tmp_path / 'vocab.txt'}"])
+        with pytest.raises(SystemExit) as e:
+            vocab.main([], flag_values)
+        assert message in str(e.value.code) and "\n" not in str(e.value.code), (name, e.value)
+    assert not (tmp_path / "vocab.txt").exists()

@@ -22,6 +22,7 @@ warning.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import TYPE_CHECKING, NoReturn
@@ -101,6 +102,53 @@ def read_texts(pattern: str, max_texts: int = 0, progress_every: int = _PROGRESS
     return ds
 
 
+def _local_files(pattern: str) -> list | None:
+    """The local files ``pattern`` names (``webdataset.expand``'s spelling, without TensorFlow),
+    or None if any part is remote (``gs://``): for the checks made before TensorFlow loads."""
+    from align_tf.data import webdataset
+    if "://" in pattern:
+        return None
+    files = set()
+    for part in filter(None, (p.strip() for p in webdataset._split_top_level_commas(pattern))):
+        for name in webdataset.expand_braces(part):
+            files.update(glob.glob(name) if any(c in name for c in "*?[") else
+                         [name] if os.path.exists(name) else [])
+    return sorted(files)
+
+
+def input_problem(pattern: str, fmt: str = "") -> str | None:
+    """Why ``--input=pattern`` can give no text, found without reading it (no files, a
+    directory, only empty files), or None. Local files only."""
+    files = _local_files(pattern)
+    if files is None:
+        return None
+    if not files:
+        return f"no files match --input={pattern}"
+    folders = [f for f in files if os.path.isdir(f)]
+    if folders:
+        return (f"--input={pattern}: {folders[0]} is a directory; give its files, e.g. "
+                f"{os.path.join(folders[0], '*.tfrecord')}")
+    if all(os.path.getsize(f) == 0 for f in files):
+        return f"--input={pattern}: 0 usable texts (every file is empty)"
+    return None
+
+
+def _no_texts(pattern: str, fmt: str) -> str:
+    """The one line for an input that gave the learner no text at all."""
+    files = _local_files(pattern) or []
+    try:
+        fmt = _format(files, fmt) if files else fmt or "tfrecord"
+    except ValueError:
+        fmt = fmt or "?"
+    how = {"tfrecord": "as TFRecord shards with a 'caption' feature (a .csv or other file is "
+                       "read so too: give .txt/.txt.gz files with one text per line, or "
+                       "--format)",
+           "txt": "as text files, one text per line",
+           "webdataset": "as webdataset tars (the .txt/.json caption of each sample)",
+           "img2dataset_tfrecord": "as img2dataset TFRecords (their 'txt' feature)"}.get(fmt, fmt)
+    return f"--input={pattern} gave 0 usable texts, read {how}"
+
+
 def _error(message) -> NoReturn:
     cli.error(cli.program(PROG), message)
 
@@ -134,9 +182,12 @@ def parse_args(argv: list | None = None) -> flags.FlagValues:
 def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
     """absl main; ``flag_values``: parsed flags (default absl's ``FLAGS``, as ``run`` sets them)."""
     del argv  # cli.parse rejected positional arguments
+    f = flags.FLAGS if flag_values is None else flag_values
+    problem = input_problem(f.input, f.format)
+    if problem:  # before TensorFlow is imported: one line at once
+        _error(problem)
     from align_tf.tokenizer import build_vocabulary, save_vocabulary
     import tensorflow as tf
-    f = flags.FLAGS if flag_values is None else flag_values
     start = time.time()
     try:
         texts = read_texts(f.input, f.max_texts, fmt=f.format)
@@ -146,7 +197,10 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
         tf.io.gfile.makedirs(os.path.dirname(f.output) or ".")
     except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
         _error(f"cannot write --output {f.output}: {e}")
-    vocab = build_vocabulary(texts, vocab_size=f.vocab_size, lowercase=f.lowercase)
+    try:
+        vocab = build_vocabulary(texts, vocab_size=f.vocab_size, lowercase=f.lowercase)
+    except StopIteration:  # tensorflow-text's learner, on a dataset without one text
+        _error(_no_texts(f.input, f.format))
     save_vocabulary(vocab, f.output)
     print(f"wrote {len(vocab)} tokens to {f.output} in {time.time() - start:.1f}s")
 
