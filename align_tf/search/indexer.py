@@ -1,0 +1,219 @@
+"""Embeds a collection into an index directory with Apache Beam, resumably; then builds the index.
+
+1. **Plan** (``plan.json``, up front): the input's ids, sorted, split into fixed parts of
+   ``shard_size``. A rerun keeps the plan; ids not in it (new files, or ``append`` with another
+   input) become new parts after the old ones.
+2. **Embed** the parts not yet written, as a Beam pipeline (DirectRunner in memory by default;
+   any runner's options pass through): ``Create(parts) | Reshuffle | ReadPart | RunInference |
+   WritePart``. A part is RunInference's element, so reading, embedding and writing one part fuse
+   into one step and a killed run loses at most the parts in flight. ``PartModelHandler`` loads
+   the SavedModel with ``tf.saved_model.load`` (Beam's TF handlers use Keras' ``load_model``,
+   which Keras 3 refuses for our SavedModel) and embeds through ``image_embed_encoded``;
+   RunInference shares the loaded model per worker. Each part file is written atomically.
+3. **Build** the nearest-neighbour index over every part (``align_tf.search.index.build``).
+
+Every input file ends as exactly one of: embedded, a duplicate (same bytes as an earlier one),
+or skipped by reason: ``not_an_image`` (not JPEG/PNG/GIF/BMP/WebP bytes), ``corrupt`` (an image
+the signature's decoder rejects: truncated, damaged) or ``unreadable`` (the file cannot be read).
+
+Fault injection, for tests: ``ALIGN_INDEX_STOP_AFTER_PARTS=k`` stops the run (``Stopped``) once
+this process has written k parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import posixpath
+import sys
+import time
+
+import numpy as np
+
+from align_tf.search import index as index_lib
+from align_tf.search.model import SearchError, decodable_bytes, identity, image_format, resolve
+
+STOP_ENV = "ALIGN_INDEX_STOP_AFTER_PARTS"
+SHARD_SIZE = 1000
+INPUT_KINDS = ("images",)  # next: tfrecord, img2dataset_tfrecord, webdataset (see docs/search.md)
+# Per process: images embedded (tests count re-embedding) and parts written (the stop hook).
+COUNTERS = {"images": 0, "parts": 0}
+
+
+class Stopped(RuntimeError):
+    """The fault-injection hook stopped the run."""
+
+
+def parse_input(spec: str) -> tuple:
+    """``"images:DIR"`` → ``("images", DIR)``; anything else is a ``SearchError``."""
+    kind, sep, arg = spec.partition(":")
+    if kind not in INPUT_KINDS or not sep or not arg:
+        raise SearchError(f"--input must be images:DIR; got {spec!r}")
+    if not os.path.isdir(arg):
+        raise SearchError(f"--input {spec}: no such directory {arg}")
+    return kind, arg
+
+
+def list_ids(kind: str, root: str) -> list:
+    """The ids of an input: every regular file under ``root``, as POSIX paths relative to it."""
+    ids = []
+    for directory, _, files in os.walk(root):
+        rel = os.path.relpath(directory, root)
+        for name in files:
+            ids.append(name if rel == "." else posixpath.join(*rel.split(os.sep), name))
+    return sorted(ids)
+
+
+def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: bool) -> dict:
+    """The plan, extended with the input's ids not yet planned, written to ``plan.json``."""
+    path = os.path.join(index_dir, "plan.json")
+    plan = {"format": index_lib.FORMAT, "model": model, "inputs": [], "parts": []}
+    if os.path.exists(path):
+        plan = index_lib.read_json(path)
+        if plan["model"]["hash"] != model["hash"]:
+            raise SearchError(f"{index_dir} was built with another model ({plan['model']['path']})"
+                              "; index into a new --output")
+        if spec not in plan["inputs"] and not append:
+            raise SearchError(f"{index_dir} indexes {', '.join(plan['inputs'])}; pass --append to "
+                              f"add {spec}")
+    planned = {i for part in plan["parts"] if part["input"] == spec for i in part["ids"]}
+    new = [i for i in list_ids(*parse_input(spec)) if i not in planned]
+    if spec not in plan["inputs"]:
+        plan["inputs"].append(spec)
+    for start in range(0, len(new), shard_size):
+        plan["parts"].append({"name": f"part-{len(plan['parts']):05d}", "input": spec,
+                              "ids": new[start:start + shard_size]})
+    os.makedirs(os.path.join(index_dir, "parts"), exist_ok=True)
+    index_lib.write_json(path, plan)
+    return plan
+
+
+def part_path(index_dir: str, name: str) -> str:
+    return os.path.join(index_dir, "parts", name + ".npz")
+
+
+def read_part(part: dict) -> dict:
+    """A part's files read and classified: ``ids``, ``sources``, ``captions``, ``data`` (bytes
+    the signature can decode, or None) and ``outcomes`` (a skip reason, or None: to embed)."""
+    _, root = parse_input(part["input"])
+    out = {"name": part["name"], "ids": [], "sources": [], "captions": [], "data": [],
+           "outcomes": [], "hashes": []}
+    for id_ in part["ids"]:
+        source = os.path.join(root, *id_.split("/"))
+        data, outcome = None, None
+        try:
+            with open(source, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw, outcome = b"", "unreadable"
+        if outcome is None and image_format(raw) is None:
+            outcome = "not_an_image"
+        elif outcome is None:
+            data = decodable_bytes(raw)
+            outcome = None if data else "corrupt"
+        for key, value in (("ids", id_), ("sources", source), ("captions", ""), ("data", data),
+                           ("outcomes", outcome),
+                           ("hashes", hashlib.sha1(raw).hexdigest() if data else "")):
+            out[key].append(value)
+    return out
+
+
+def embed_part(part: dict, embedder, batch_size: int) -> dict:
+    """``part`` with ``embeddings`` [n, D] (zero rows where not embedded) and final outcomes."""
+    todo = [i for i, outcome in enumerate(part["outcomes"]) if outcome is None]
+    vectors, valid = embedder.images([part["data"][i] for i in todo], batch_size)
+    COUNTERS["images"] += len(todo)
+    embeddings = np.zeros((len(part["ids"]), embedder.dim), np.float32)
+    embeddings[todo] = vectors
+    outcomes = list(part["outcomes"])
+    for i, ok in zip(todo, valid):
+        outcomes[i] = index_lib.EMBEDDED if ok else "corrupt"
+    return dict(part, embeddings=embeddings, outcomes=outcomes, data=None)
+
+
+def write_part(index_dir: str, part: dict, dtype: str) -> None:
+    """The part's file, atomically (temporary file, then rename)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, embeddings=part["embeddings"].astype(dtype),
+             **{key: np.array(part[key], dtype=str)
+                for key in ("ids", "sources", "captions", "outcomes", "hashes")})
+    path = part_path(index_dir, part["name"])
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def index(model: str, spec: str, index_dir: str, *, append: bool = False,
+          shard_size: int = SHARD_SIZE, dtype: str = "float32", batch_size: int = 64,
+          pipeline_args: list | None = None, progress: bool = True, **build_kwargs) -> dict:
+    """What ``python -m align_tf.index`` does; returns the contents of ``stats.json``.
+
+    ``build_kwargs`` (``exact_below``, ``budget_bytes``) go to ``index.build``.
+    """
+    if dtype not in ("float32", "float16"):
+        raise SearchError(f"dtype must be float32 or float16; got {dtype!r}")
+    path = resolve(model)
+    recorded = {"path": path, "hash": identity(path)}
+    parse_input(spec)
+    os.makedirs(index_dir, exist_ok=True)
+    plan = make_plan(index_dir, spec, recorded, shard_size, append)
+    todo = [p for p in plan["parts"] if not os.path.exists(part_path(index_dir, p["name"]))]
+    if todo:
+        _run_pipeline(todo, path, index_dir, dtype, batch_size, pipeline_args or [], progress)
+    return index_lib.build(index_dir, plan, recorded, **build_kwargs)
+
+
+def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progress) -> None:
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from align_tf.search.beam import PartModelHandler, ReadPart, WritePart
+    args = list(args)
+    if not any(a.startswith("--runner") for a in args):
+        args.append("--runner=DirectRunner")
+    if not any(a.startswith("--direct_running_mode") for a in args):
+        args.append("--direct_running_mode=in_memory")
+    stop_after = int(os.environ.get(STOP_ENV, "0") or 0)
+    COUNTERS["parts"] = 0
+    total = sum(len(p["ids"]) for p in parts)
+    try:
+        with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
+            _ = (pipeline
+                 | "Parts" >> beam.Create(parts)
+                 | "Spread" >> beam.Reshuffle()
+                 | "Read" >> beam.ParDo(ReadPart())
+                 | "Embed" >> RunInference(PartModelHandler(model_path, batch_size))
+                 | "Write" >> beam.ParDo(WritePart(index_dir, dtype, total, len(parts),
+                                                   stop_after, progress)))
+    except Exception as e:  # Beam wraps what a DoFn raised
+        if stop_after and COUNTERS["parts"] >= stop_after:
+            raise Stopped(f"stopped after {COUNTERS['parts']} parts ({STOP_ENV})") from e
+        raise
+    if progress:
+        sys.stderr.write("\n")
+
+
+class Progress:
+    """One stderr line: parts and images done, images/s, ETA (this process' view)."""
+
+    def __init__(self, total_images: int, total_parts: int, enabled: bool = True):
+        self.total_images, self.total_parts, self.enabled = total_images, total_parts, enabled
+        self.images = self.parts = 0
+        self.start = time.time()
+
+    def update(self, images: int) -> str:
+        self.images += images
+        self.parts += 1
+        elapsed = max(time.time() - self.start, 1e-9)
+        rate = self.images / elapsed
+        eta = (self.total_images - self.images) / rate if rate else 0
+        line = (f"\r[align_tf.index] parts {self.parts}/{self.total_parts}  images "
+                f"{self.images}/{self.total_images}  {rate:.1f} images/s  "
+                f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        if self.enabled:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        return line
