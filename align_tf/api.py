@@ -43,13 +43,8 @@ class Model:
 
     @property
     def module(self):
-        if self._module is None:  # built on first use: tracing the signatures takes a while
-            from align_tf.export import AlignExport, config_export_kwargs
-            kwargs = config_export_kwargs(self.config)
-            templates = kwargs.pop("templates")
-            from align_tf.prompts import get_templates
-            self._module = AlignExport(self.keras_model, self.preprocessor,
-                                       templates=get_templates(templates), **kwargs)
+        if self._module is None:
+            self._module = _InMemoryModule(self.keras_model, self.preprocessor, self.config)
         return self._module
 
     @property
@@ -139,6 +134,41 @@ class Model:
         return {"probabilities": probabilities.astype(np.float32),
                 "logits": logits.astype(np.float32),
                 "labels": [class_names[i] for i in probabilities.argmax(axis=-1)]}
+
+
+class _InMemoryModule:
+    """What ``hub.load`` of the export gives (signatures, ``image_size``, ``similarity``, ...),
+    from the Keras model in memory; each signature is traced on first use (the export traces
+    them all, to save them)."""
+
+    def __init__(self, model, preprocessor, config):
+        import tensorflow as tf
+
+        from align_tf.export import SignatureParts, config_export_kwargs, supported_signatures
+        from align_tf.prompts import get_templates
+        kwargs = config_export_kwargs(config)
+        self._parts = parts = SignatureParts(model, preprocessor, kwargs["image_size"],
+                                             kwargs["resize_size"],
+                                             get_templates(kwargs["templates"]))
+        self._signatures = {s.name: s for s in supported_signatures(parts)}
+        self.image_size = tf.constant(parts.image_size, tf.int32)
+        self.embedding_dim = tf.constant(parts.dim, tf.int32)
+        self.similarity = tf.constant(model.similarity)
+        if model.similarity == "sigmoid":
+            self.log_logit_scale, self.logit_bias = model.log_logit_scale, model.logit_bias
+        else:
+            self.temperature = model.temperature
+
+    def class_embeddings(self, class_names):
+        return {"embeddings": self._parts.class_embeddings(class_names)}
+
+    def __getattr__(self, name):
+        signatures = self.__dict__.get("_signatures", {})
+        if name not in signatures:
+            raise AttributeError(name)
+        fn = signatures[name].build(self._parts)
+        setattr(self, name, fn)
+        return fn
 
 
 def _pixels(images) -> np.ndarray:

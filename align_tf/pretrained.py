@@ -11,7 +11,7 @@ The cache (``cache_root``): ``$ALIGN_TF_CACHE``, else ``$XDG_CACHE_HOME/align_tf
 
     models--ORG--NAME/refs/REVISION          the commit a revision name resolved to last
     models--ORG--NAME/COMMIT/                a converted model directory (run-directory layout,
-                                             with savedmodel/), one per commit
+                                             without savedmodel/: align_tf.export writes one)
     models--ORG--NAME/.lock                  held while converting (two processes convert once)
 
 A commit converted before loads from the cache with no network at all; a revision name (``main``)
@@ -181,7 +181,7 @@ def _convert_into(hf_dir: str, target: str, verbose: bool) -> str:
     from align_tf.convert import hf_align
     tmp = tempfile.mkdtemp(prefix=".converting-", dir=os.path.dirname(target))
     try:
-        hf_align.convert(hf_dir, tmp, verbose=False)
+        hf_align.convert(hf_dir, tmp, export=False, verbose=False)  # load: from the checkpoint
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
