@@ -25,6 +25,9 @@ EXTRAS = {
     # Data pipeline at scale (Apache Beam builder). 2.78 is the first release whose type check
     # accepts tagged-output type hints (`with_output_types(Row, dropped=str)`), which build.py uses.
     "beam": ["apache-beam>=2.78,<2.79"],
+    # Pretrained weights by name (align_tf.load("kakaobrain/align-base"), align-convert --from):
+    # huggingface_hub downloads, safetensors reads the weights (torch only for pytorch_model.bin).
+    "pretrained": ["huggingface_hub>=1.0,<2.5", "safetensors>=0.4,<0.9"],
     # PyTorch reference implementations for parity checks and peer benchmarks.
     "torch": ["torch==2.13.0", "transformers>=4.45,<5.26", "safetensors>=0.4,<0.9"],
     "notebooks": ["nbclient>=0.10,<0.12", "nbformat>=5.10,<5.12", "ipykernel>=6,<7.5",
@@ -46,6 +49,7 @@ EXTRAS["test"] = sorted(
          "webdataset>=0.2,<1.1"]  # test_interop writes img2dataset-style tars with its TarWriter
         + EXTRAS["beam"]
         + EXTRAS["torch"]
+        + EXTRAS["pretrained"]
         + EXTRAS["notebooks"]
         + EXTRAS["eval"]
     )
