@@ -9,7 +9,7 @@ Two figures per task:
   correlation, avg ± std". Protocol: the resampling unit is the rated pair; ``bootstrap_samples``
   resamples (default 1000), each of ``bootstrap_size`` pairs (0: as many as the set has) drawn
   uniformly with replacement, all at once as ``np.random.default_rng(bootstrap_seed).integers(0,
-  n, (bootstrap_samples, size))`` (one generator per task, in the order sits, sts, sis); the mean
+  n, (bootstrap_samples, size))`` (a fresh generator per task); the mean
   and the population standard deviation (``ddof=0``) of the resamples' Spearman's R. A resample
   whose scores or similarities are all tied has no R and is left out of the mean and std.
 
@@ -77,13 +77,15 @@ def correlations(task: str, similarity, score, samples: int = 1000, size: int = 
 def pair_similarities(pairs: dict, image_emb, text_emb) -> dict:
     """``{task: (cosine similarities, scores)}`` of rated pairs (``(first, second, score)``;
     sits: caption, image; sts: caption, caption; sis: image, image)."""
+    # float64: cosines of near-identical items then order the same on every machine.
+    image_emb, text_emb = np.asarray(image_emb, np.float64), np.asarray(text_emb, np.float64)
     sides = {"sits": (text_emb, image_emb), "sts": (text_emb, text_emb),
              "sis": (image_emb, image_emb)}
     out = {}
     for task in TASKS:
         first, second, score = pairs[task]
         a, b = sides[task]
-        out[task] = (np.sum(np.asarray(a)[first] * np.asarray(b)[second], axis=1), score)
+        out[task] = (np.sum(a[first] * b[second], axis=1), score)
     return out
 
 
