@@ -105,3 +105,34 @@ def test_vocab_on_unusable_input_names_it(tmp_path, capsys):
             vocab.main([], flag_values)
         assert message in str(e.value.code) and "\n" not in str(e.value.code), (name, e.value)
     assert not (tmp_path / "vocab.txt").exists()
+
+
+def test_resuming_with_another_architecture_names_the_fields(tmp_path, capfd):
+    """A run directory of one model resumed with another: one ``ConfigError`` naming the model
+    fields that differ, before anything is built or restored (so no per-variable warnings), and
+    the run's config.json is left as it was."""
+    import tensorflow as tf
+
+    from align_tf import trainer
+    from align_tf.run_dir import RunDir
+    run = RunDir(str(tmp_path)).makedirs()
+    config = load_config_file("default")
+    run.save_config(config)
+    # A checkpoint that reads back whole, so that the trainer resumes from it.
+    tf.train.Checkpoint(v=tf.Variable(1.0)).write(f"{run.checkpoint_dir}/ckpt-3")
+    other = load_config_file("default")
+    with other.unlocked():
+        other.model.image_size_name, other.model.max_sequence_length = "tiny", 16
+    with pytest.raises(trainer.ConfigError) as e:
+        trainer.train(other, str(tmp_path), verbose=0)
+    message = str(e.value)
+    assert "model.image_size_name='tiny' (the run has 'nano')" in message, message
+    assert "model.max_sequence_length=16 (the run has 32)" in message and "\n" not in message
+    assert run.load_config().model.image_size_name == "nano"
+    out, err = capfd.readouterr()
+    assert "could not be found" not in out + err
+    with other.unlocked():  # fields that leave the variables as they are may change
+        other.model.image_size_name, other.model.max_sequence_length = "nano", 32
+        other.model.remat, other.model.bn_momentum = True, 0.5
+    from align_tf.training.inputs import check_resumable
+    check_resumable(other, run)

@@ -69,11 +69,14 @@ def _restore(objective, path):
     older = migrate.checkpoint_view(objective, keys)  # (checkpoint, note) for an old layout
     checkpoint, written = older or (checkpoint_for(objective), "")
     mismatch = f"{path} {written}does not match this config (objective.name=" \
-        f"{objective.__class__.__name__}): "
+        f"{getattr(objective, 'name', '') or type(objective).__name__!r}): "
+    status = None
     try:
         status = checkpoint.restore(path)
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # ValueError: a variable of another shape
+        if status is not None:
+            status.expect_partial()  # the error says it; no "could not be found" warnings at exit
         raise ConfigError(mismatch + _first_line(e)) from None
     unused = _unused_checkpoint_entries(checkpoint, path)
     if unused:

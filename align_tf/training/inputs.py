@@ -37,8 +37,41 @@ def make_preprocessor(config, run: RunDir, synthetic_captions=None, write: bool 
     return TextPreprocessor(vocabulary, sequence_length=config.data.max_tokens)
 
 
+# The model fields that decide its variables (names and shapes): a resumed run keeps them. The
+# others (remat, BatchNorm grouping, dropout, temperature bounds and initial values) may change.
+ARCHITECTURE_FIELDS = ("image_size_name", "text_size_name", "image_architecture",
+                       "text_architecture", "max_sequence_length", "similarity", "fusion_layers")
+
+
+def check_resumable(config, run: RunDir) -> None:
+    """``ConfigError`` naming the model fields (``ARCHITECTURE_FIELDS``) in which ``config``
+    differs from the run's ``config.json``: its checkpoints hold another architecture. Checked
+    before anything is built or restored (a failed restore leaves a warning per variable)."""
+    from align_tf.errors import ConfigError
+    if not tf.io.gfile.exists(run.config_path):
+        return
+    try:
+        saved = run.load_config().model
+    except ValueError:  # an unreadable config.json: the restore says what does not match
+        return
+
+    def plain(value):
+        return value.to_dict() if hasattr(value, "to_dict") else value
+
+    differ = [f"model.{k}={plain(config.model.get(k))!r} (the run has {plain(saved.get(k))!r})"
+              for k in ARCHITECTURE_FIELDS
+              if plain(config.model.get(k)) != plain(saved.get(k))]
+    if differ:
+        raise ConfigError(f"{run.path} holds another model than this config: {'; '.join(differ)}. "
+                          f"Resume with the run's own config (--config={run.config_path}) or "
+                          "train in a new --model_dir")
+
+
 def prepare_inputs(config, run: RunDir, chief: bool, resuming: bool):
-    """``(synthetic pairs or None, text preprocessor)``; the chief also writes config.json."""
+    """``(synthetic pairs or None, text preprocessor)``; the chief also writes config.json.
+    Resuming, the config's model must be the run's (``check_resumable``)."""
+    if resuming:
+        check_resumable(config, run)
     pairs = None
     if config.data.name == "synthetic":
         d = config.data
