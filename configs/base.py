@@ -158,9 +158,9 @@ def get_config():
                                "rerank_k": 0},
         # image→image over the zero-shot images (positives: the others of the class) and
         # text→text over clean captions (align_tf/evaluation/intra_modal.py)
-        "synthetic_intramodal": {"type": "intramodal", "dataset": "synthetic",
-                                 "recall_ks": "1,5,10",
-                                 "captions_per_class": 8},  # text→text captions per class
+        "synthetic_retrieval_intramodal": {"type": "intramodal", "dataset": "synthetic",
+                                           "recall_ks": "1,5,10",
+                                           "captions_per_class": 8},  # text→text, per class
         # SITS/STS/SIS Spearman's R on rated pairs with a known ground truth
         # (align_tf/data/synthetic_similarity.py, align_tf/evaluation/correlation.py)
         "synthetic_similarity": {"type": "correlation", "dataset": "synthetic",
