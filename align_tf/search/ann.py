@@ -19,10 +19,14 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
 import numpy as np
+
+# faiss logs "Successfully loaded faiss" at INFO on import: noise on a command's console.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 EXACT_BELOW = 50_000  # brute force is as fast as IVF below this (benchmarks/bench_search.py)
 RECALL_GOAL = 0.97  # calibration target; the goal is 0.95 (margin for unseen queries)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import posixpath
 import sys
@@ -176,6 +177,8 @@ def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progres
         args.append("--runner=DirectRunner")
     if not any(a.startswith("--direct_running_mode") for a in args):
         args.append("--direct_running_mode=in_memory")
+    # Beam's INFO lines (BatchElements statistics, ...) would interleave with the progress line.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     stop_after = int(os.environ.get(STOP_ENV, "0") or 0)
     COUNTERS["parts"] = 0
     total = sum(len(p["ids"]) for p in parts)
@@ -202,17 +205,22 @@ class Progress:
     def __init__(self, total_images: int, total_parts: int, enabled: bool = True):
         self.total_images, self.total_parts, self.enabled = total_images, total_parts, enabled
         self.images = self.parts = 0
-        self.start = time.time()
+        self.first = None  # (time, images) when the first part was done: the model is loaded
 
     def update(self, images: int) -> str:
         self.images += images
         self.parts += 1
-        elapsed = max(time.time() - self.start, 1e-9)
-        rate = self.images / elapsed
-        eta = (self.total_images - self.images) / rate if rate else 0
+        now = time.time()
+        if self.first is None:
+            self.first = (now, self.images)
+        done, elapsed = self.images - self.first[1], now - self.first[0]
+        rate, eta = "- images/s", "ETA -"
+        if done and elapsed > 0:
+            rate = f"{done / elapsed:.1f} images/s"
+            seconds = (self.total_images - self.images) * elapsed / done
+            eta = f"ETA {time.strftime('%H:%M:%S', time.gmtime(seconds))}"
         line = (f"\r[align_tf.index] parts {self.parts}/{self.total_parts}  images "
-                f"{self.images}/{self.total_images}  {rate:.1f} images/s  "
-                f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+                f"{self.images}/{self.total_images}  {rate}  {eta}")
         if self.enabled:
             sys.stderr.write(line)
             sys.stderr.flush()
