@@ -80,3 +80,25 @@ def pytest_sessionfinish(session):
 def default_run():
     """The default run's ``{"proc", "model_dir", "log"}``, started if it was not yet."""
     return start_default_run()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny trained run directory (nano towers, 20 steps on the synthetic corpus) with its
+    SavedModel in ``savedmodel/``; shared by tests/test_colab.py and tests/test_api.py ([api])."""
+    from align_tf import trainer
+    from align_tf.configs import base
+    from align_tf.export import config_export_kwargs, export_saved_model
+
+    run = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    config = base.get_config()
+    config.model.text_size_name = "nano"
+    config.data.num_train_examples = 640
+    config.data.vocab_size = 300
+    config.train.batch_size = 32
+    config.train.steps = 20
+    config.eval.enabled = False
+    result = trainer.train(config, run, verbose=0)
+    export_saved_model(result.model, result.preprocessor, os.path.join(run, "savedmodel"),
+                       config=config, **config_export_kwargs(config))
+    return run

@@ -60,23 +60,10 @@ def test_badge_parameters_and_guarded_install(name):
 # --------------------------------------------------------------------------- execution
 
 @pytest.fixture(scope="module")
-def tiny_module(tmp_path_factory):
-    """A tiny model (nano towers, 20 steps on the synthetic corpus) exported as a SavedModel."""
-    from align_tf import trainer
-    from align_tf.configs import base
-    from align_tf.export import config_export_kwargs, export_saved_model
-
-    root = tmp_path_factory.mktemp("colab_model")
-    config = base.get_config()
-    config.model.text_size_name = "nano"
-    config.data.num_train_examples = 640
-    config.data.vocab_size = 300
-    config.train.batch_size = 32
-    config.train.steps = 20
-    config.eval.enabled = False
-    result = trainer.train(config, str(root / "run"), verbose=0)
-    return export_saved_model(result.model, result.preprocessor, str(root / "run" / "savedmodel"),
-                              config=config, **config_export_kwargs(config))
+def tiny_module(tiny_run):
+    """A tiny model (nano towers, 20 steps on the synthetic corpus) exported as a SavedModel
+    (conftest's ``tiny_run``)."""
+    return os.path.join(tiny_run, "savedmodel")
 
 
 @pytest.fixture(scope="module")
