@@ -12,7 +12,6 @@ resample at a time with the documented seed).
 """
 
 import csv
-import io
 import json
 import os
 import subprocess

@@ -92,8 +92,8 @@ def pair_similarities(pairs: dict, image_emb, text_emb) -> dict:
 def table(metrics: dict) -> str:
     """ALIGN's Table 3 layout: Spearman's R bootstrap ×100, avg ± std, and the full-set R."""
     cols = ("sts", "sis", "sits")
-    boot = [f"{100 * metrics[f'{t}_bootstrap_mean']:.1f} ± {100 * metrics[f'{t}_bootstrap_std']:.1f}"
-            for t in cols]
+    boot = [f"{100 * metrics[f'{t}_bootstrap_mean']:.1f} ± "
+            f"{100 * metrics[f'{t}_bootstrap_std']:.1f}" for t in cols]
     full = [f"{100 * metrics[f'{t}_spearman']:.1f}" for t in cols]
     mean = np.mean([metrics[f"{t}_bootstrap_mean"] for t in cols]) * 100
     return "\n".join([

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from align_tf.evaluation.intra_modal import positive_ranks, recalls
-from align_tf.evaluation.registry import check_int, register_evaluator
+from align_tf.evaluation.intra_modal import check_ks_and, positive_ranks, recalls
+from align_tf.evaluation.registry import register_evaluator
 from align_tf.evaluation.retrieval import parse_ks
 
 THRESHOLDS = {"sits": 3.0, "sts": 3.0, "sis": 2.5}  # CxC §3
@@ -102,8 +102,7 @@ class CxCRetrievalEvaluator:
 
     @classmethod
     def validate(cls, entry, where: str) -> None:
-        parse_ks(entry.recall_ks, f"{where}.recall_ks")
-        check_int(entry.block_size, f"{where}.block_size", 1)
+        check_ks_and(entry, where, "block_size", 1)
 
     @classmethod
     def from_config(cls, entry, data):

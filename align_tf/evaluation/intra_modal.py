@@ -84,6 +84,12 @@ def synthetic_captions(encoder, per_class: int, seed: int) -> tuple:
     return encoder.memoize(("synthetic_captions", per_class, seed), embed)
 
 
+def check_ks_and(entry, where: str, field: str, minimum: int) -> None:
+    """One-line ``ValueError`` naming the field: ``recall_ks``, then the integer ``field``."""
+    parse_ks(entry.recall_ks, f"{where}.recall_ks")
+    check_int(entry[field], f"{where}.{field}", minimum)
+
+
 def is_synthetic(source) -> bool:
     return getattr(source, "name", "") == "synthetic"
 
@@ -102,8 +108,7 @@ class IntraModalEvaluator:
 
     @classmethod
     def validate(cls, entry, where: str) -> None:
-        parse_ks(entry.recall_ks, f"{where}.recall_ks")
-        check_int(entry.captions_per_class, f"{where}.captions_per_class", 2)
+        check_ks_and(entry, where, "captions_per_class", 2)
 
     @classmethod
     def from_config(cls, entry, data):

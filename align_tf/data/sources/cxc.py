@@ -91,12 +91,13 @@ def _rows(path: str, task: str):
 
 
 def read_pairs(path: str, task: str, caption_index: dict, image_index: dict,
-               captions_kept: set, images_kept: int) -> tuple:
+               known_sentids: set, images_kept: int) -> tuple:
     """``((first, second, score) arrays, skipped)`` of one CxC CSV.
 
     ``caption_index``: sentid → caption index (the first 5 of each kept image);
-    ``captions_kept``: every sentid of the split; ``image_index``: file name → image (the whole split);
-    ``images_kept``: images embedded (``max_examples``). Unknown ids raise (module docstring).
+    ``known_sentids``: every sentid of the split; ``image_index``: file name → image (the whole
+    split); ``images_kept``: images embedded (``max_examples``). Unknown ids raise (module
+    docstring).
     """
     kinds = {"sits": ("caption", "image"), "sts": ("caption", "caption"),
              "sis": ("image", "image")}[task]
@@ -115,7 +116,7 @@ def read_pairs(path: str, task: str, caption_index: dict, image_index: dict,
         ids = []
         for kind, value in zip(kinds, row[:2]):
             ids.append(_index(kind, value.strip(), where, caption_index, image_index,
-                              captions_kept, images_kept))
+                              known_sentids, images_kept))
         if None in ids:
             skipped += 1
             continue
@@ -126,7 +127,7 @@ def read_pairs(path: str, task: str, caption_index: dict, image_index: dict,
             np.asarray(scores, np.float64)), skipped
 
 
-def _index(kind, value, where, caption_index, image_index, captions_kept, images_kept):
+def _index(kind, value, where, caption_index, image_index, known_sentids, images_kept):
     """The caption or image index of one id; None where the protocol skips it."""
     if kind == "image":
         if value not in image_index:
@@ -137,7 +138,7 @@ def _index(kind, value, where, caption_index, image_index, captions_kept, images
     if not match:
         raise ValueError(f"{where}: caption id {value!r} is not spelt COCO_val2014:sentid:N")
     sentid = int(match.group(1))
-    if sentid not in captions_kept:
+    if sentid not in known_sentids:
         raise ValueError(f"{where}: caption {value!r} (sentid {sentid}) is not in the Karpathy "
                          "split")
     return caption_index.get(sentid)  # None: a 6th/7th sentence, or its image left out
@@ -154,12 +155,11 @@ def crisscrossed(directory: str, split: str, max_images: int | None = None,
                                   whole.sentids[:images_kept])
     caption_index = {s: i for i, s in enumerate(s for ids in kept.sentids for s in ids)}
     image_index = {f: i for i, f in enumerate(whole.filenames)}
-    captions_kept = whole.all_sentids  # the 6th/7th sentences are known ids too
     pairs, skipped = {}, {}
     for task in TASKS:
         path = os.path.join(directory, "cxc", f"{task}_{split}.csv")
         pairs[task], skipped[task] = read_pairs(path, task, caption_index, image_index,
-                                                captions_kept, images_kept)
+                                                whole.all_sentids, images_kept)
     return kept.retrieval_data(karpathy.CAPTIONS_PER_IMAGE, cls=CxCData,
                                text_to_image=kept.text_to_image(), pairs=pairs,
                                num_skipped=skipped)

@@ -81,7 +81,7 @@ def _decode(path):
 
 
 def parse_split(split: str | None, where: str, default: str) -> str:
-    """``split`` (None: ``default``) checked: ``train``/``restval``/``val``/``test``, ``+``-joined."""
+    """``split`` (None: ``default``), checked: train/restval/val/test, or ``+``-joined."""
     split = default if split in (None, "") else str(split).strip()
     if not _SPLIT.match(split):
         raise ValueError(f"{where}: unknown Karpathy split {split!r}; use one of {list(SPLITS)} "
