@@ -89,11 +89,16 @@ def quiet_tensorflow(argv: list) -> bool:
     if any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in argv[1:]):
         return False
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    logging.getLogger("tensorflow").addFilter(
-        lambda record: not any(s in str(record.msg) for s in _NOISY_LOG_LINES))
+    for name in ("absl", "tensorflow"):  # TensorFlow logs through either
+        logging.getLogger(name).addFilter(_quiet_record)
     if not any(isinstance(f, _QuietImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport())
     return True
+
+
+def _quiet_record(record: logging.LogRecord) -> bool:
+    """False for the ``_NOISY_LOG_LINES`` (a ``logging`` filter)."""
+    return not any(line in str(record.msg) for line in _NOISY_LOG_LINES)
 
 
 @contextlib.contextmanager

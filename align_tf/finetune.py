@@ -222,7 +222,7 @@ def _argv_value(argv, name: str):
 
 
 def _prepare_argv(argv):
-    """``(argv, config)``: the ``--config`` preset (``configs.take_config_arg``: a fine-tuning
+    """``(argv, config, its name)``: the ``--config`` preset (``configs.take_config_arg``: a fine-tuning
     preset, default ``finetune_{task}``, a config file or a run's ``config.json``) read and taken
     out of ``argv``, and unknown ``--config.FIELD`` overrides rejected in one line, before
     ``config_flags`` reads ``sys.argv`` (an unknown field is a KeyError traceback there)."""
@@ -292,7 +292,7 @@ def run():
     from ml_collections import config_flags
 
     from align_tf import cli
-    sys.argv[1:], config = _prepare_argv(sys.argv[1:])
+    sys.argv[1:], config, name = _prepare_argv(sys.argv[1:])
     config_flags.DEFINE_config_dict(
         "config", config, "Fine-tuning preset (finetune_classification, finetune_vtab, "
         "finetune_lit, finetune_retrieval, finetune_retrieval_paper; default finetune_{task}), "
@@ -312,6 +312,8 @@ def run():
                                            "one_device"], "Distribution strategy (as train).")
     flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address or 'local'.")
     flags.DEFINE_integer("train_steps", None, "Overrides config.train.steps.")
+    from align_tf.training import progress
+    progress.config_name = name  # for the start banner
     cli.run(__name__, main, argv=sys.argv)
 
 

@@ -83,9 +83,10 @@ def _define_flags(config) -> None:
     flags.DEFINE_string("export_dir", None, "SavedModel path; default {model_dir}/savedmodel.")
 
 
-def main(argv, eval_overrides: dict | None = None):
+def main(argv, eval_overrides: dict | None = None, config_name: str = "default"):
     """``eval_overrides``: the old flat ``--config.eval.FIELD`` flags (``migrate.eval_flags``),
-    applied to the config's evaluators as the evaluate CLI's flags of those names are."""
+    applied to the config's evaluators as the evaluate CLI's flags of those names are;
+    ``config_name``: ``--config`` as given, for the start banner."""
     del argv
     f = flags.FLAGS
     for problem in (cli.directory_problem("model_dir", f.model_dir),
@@ -96,7 +97,9 @@ def main(argv, eval_overrides: dict | None = None):
     from align_tf.evaluation import runner
     from align_tf.export import config_export_kwargs, export_saved_model
     from align_tf.run_dir import RunDir
+    from align_tf.training import progress
 
+    progress.config_name = config_name
     config = f.config
     if eval_overrides:
         try:
@@ -150,11 +153,12 @@ def run():
     except ValueError as e:
         sys.exit(f"{PROG}: error: {e}")
     try:  # the config file is read now: a bad one is one line before TensorFlow is imported
-        sys.argv[1:], config = take_config_arg(_rewrite_config_arg(sys.argv[1:]), "default")
+        sys.argv[1:], config, name = take_config_arg(_rewrite_config_arg(sys.argv[1:]),
+                                                     "default")
     except ValueError as e:
         sys.exit(f"{PROG}: error: {e}")
     _define_flags(config)
-    cli.run(__name__, lambda argv: main(argv, eval_overrides), argv=sys.argv)
+    cli.run(__name__, lambda argv: main(argv, eval_overrides, name), argv=sys.argv)
 
 
 if __name__ == "__main__":

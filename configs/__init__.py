@@ -58,8 +58,9 @@ def load_config_file(spec: str, presets=PRESETS):
 
 
 def take_config_arg(argv: list, default: str, presets=PRESETS) -> tuple:
-    """``(argv without --config=SPEC / --config SPEC, load_config_file(SPEC or default))``; a
-    command reads its config here, before TensorFlow is imported. ``ValueError``: one line."""
+    """``(argv without --config=SPEC / --config SPEC, load_config_file(SPEC or default), SPEC or
+    default)``; a command reads its config here, before TensorFlow is imported. ``ValueError``:
+    one line."""
     rest, spec = [], default
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
@@ -69,7 +70,7 @@ def take_config_arg(argv: list, default: str, presets=PRESETS) -> tuple:
         elif not (i and argv[i - 1] == "--config"):
             rest.append(arg)
     try:
-        return rest, load_config_file(spec, presets)
+        return rest, load_config_file(spec, presets), spec
     except OSError as e:  # unreadable file
         raise ValueError(f"--config={spec}: {e}") from None
 

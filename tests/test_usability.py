@@ -136,3 +136,60 @@ def test_resuming_with_another_architecture_names_the_fields(tmp_path, capfd):
         other.model.remat, other.model.bn_momentum = True, 0.5
     from align_tf.training.inputs import check_resumable
     check_resumable(other, run)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Stream:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_eta_from_steady_state_and_plain_lines_off_a_terminal():
+    """The first host loop (tracing, compiling) is left out of the rate: at 2 s per 10-step loop
+    after a 100 s first loop, step 20 of 100 says 80 steps at 0.2 s = 0:00:16 and 320 pairs/s
+    (batch 64). Off a terminal: one plain line per log step, no carriage return or escape code;
+    metrics in the objective's order, then lr, then integer counters."""
+    from align_tf.training.progress import Progress
+    clock, stream = _Clock(), _Stream()
+    progress = Progress(100, 64, ("loss", "grad_norm", "skipped_steps", "consecutive_skips"),
+                        stream=stream, interactive=False, clock=clock)
+    metrics = {"skipped_steps": 0.0, "lr": 0.001, "grad_norm": 1.5, "loss": 8.25,
+               "consecutive_skips": 0.0, "skipped_records": 2.0, "loss_t2i": 4.0}
+    clock.now = 100.0
+    progress.update(10, metrics, log=True)
+    clock.now = 102.0
+    progress.update(20, metrics, log=True)
+    clock.now = 104.0
+    progress.update(30, metrics, log=False)  # not a log step: nothing off a terminal
+    lines = stream.text.splitlines()
+    assert lines == [
+        "step 10/100 | loss=8.25 grad_norm=1.5 lr=0.001 skipped_steps=0 skipped_records=2 "
+        "loss_t2i=4",
+        "step 20/100 | 320.0 pairs/s | ETA 0:00:16 | loss=8.25 grad_norm=1.5 lr=0.001 "
+        "skipped_steps=0 skipped_records=2 loss_t2i=4"]
+    assert "\r" not in stream.text and "\x1b" not in stream.text
+
+
+def test_progress_on_a_terminal_redraws_one_line_without_escape_codes():
+    from align_tf.training.progress import Progress
+    clock, stream = _Clock(), _Stream()
+    progress = Progress(20, 8, ("loss",), stream=stream, interactive=True, clock=clock)
+    for step in (10, 20):
+        clock.now += 1.0
+        progress.update(step, {"loss": 1.0})
+    progress.close()
+    assert stream.text.count("\n") == 1 and stream.text.count("\r") == 2
+    assert "\x1b" not in stream.text and "ETA 0:00:00" in stream.text

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import keras
 import tensorflow as tf
 
 from align_tf import distribute
@@ -19,6 +18,7 @@ from align_tf.data import tfrecord
 from align_tf.run_dir import RunDir
 from align_tf.training.checkpoint import checkpoint_for
 from align_tf.training.preemption import Preempted, PreemptionFlag
+from align_tf.training.progress import Progress, banner
 
 
 class TrainLoop:
@@ -82,9 +82,10 @@ class TrainLoop:
         optimizer = self.objective.optimizer
         step = int(optimizer.iterations.numpy())
         self.last_saved = step if resumed else None
-        progbar = keras.utils.Progbar(cfg.steps, verbose=self.verbose, unit_name="step",
-                                      stateful_metrics=self.scalars + ("lr", "pairs/s",
-                                                                       "skipped_records"))
+        progress = None
+        if self.verbose:
+            print(banner(self.config, self.run_dir.path, self.strategy, step, resumed), flush=True)
+            progress = Progress(cfg.steps, cfg.batch_size, self.scalars)
         metrics = {}
         self.last_log = (step, time.time())
         skipped = int(self.objective.skipped_steps.numpy())
@@ -103,14 +104,15 @@ class TrainLoop:
                 if self.config.data.name != "synthetic":
                     # Corrupt records/images the input pipeline skipped so far.
                     metrics["skipped_records"] = float(self.read_stats.skipped)
-                progbar.update(step, [(k, metrics[k]) for k in progbar.stateful_metrics
-                                      if k in metrics])
                 new_skips = int(metrics["skipped_steps"]) > skipped
                 skipped = int(metrics["skipped_steps"])
                 failed = metrics["max_consecutive_skips"] >= cfg.max_consecutive_skips
                 # Skipped steps are logged at once: a run that then stops would otherwise never
                 # show them.
-                if step % cfg.log_every == 0 or step == cfg.steps or new_skips or failed:
+                logged = step % cfg.log_every == 0 or step == cfg.steps or new_skips or failed
+                if progress is not None:
+                    progress.update(step, metrics, log=logged)
+                if logged:
                     self.log(step, metrics)
                 if failed:
                     # Not saving keeps the last good checkpoint as the newest one.
@@ -125,6 +127,8 @@ class TrainLoop:
                     self.log(step, self.evaluator(), prefix="eval/")
             self.save(step)
         finally:
+            if progress is not None:
+                progress.close()
             preempted.restore()
             self.writer.flush()
         return metrics
