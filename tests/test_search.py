@@ -337,4 +337,4 @@ def test_imports_and_help_do_not_load_tensorflow():
     for module, flag in (("align_tf.search", "--minus"), ("align_tf.index", "--shard_size")):
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                              text=True, timeout=120)
-        assert out.returncode == 0 and flag in out.stdout, out.stderr[-2000:]
+        assert flag in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]  # absl: rc 1
