@@ -181,8 +181,9 @@ def evaluate(model_dir: str | None = None, savedmodel: str | None = None,
     plans = runner.plans_from_config(config, download=download)
     encoder = load_encoder(model_dir, savedmodel, checkpoint, image_size, resize_size,
                            config.eval.batch_size)
+    from align_tf.training.progress import announce_plans
     start = time.time()
-    results = runner.run_plans(encoder, plans)
+    results = runner.run_plans(encoder, announce_plans(plans))
     _print(results)
     info = dict(encoder.info(), model_dir=model_dir)
     return runner.make_report(results, info, time.time() - start)

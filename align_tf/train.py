@@ -127,6 +127,8 @@ def main(argv, eval_overrides: dict | None = None, config_name: str = "default")
     if not distribute.is_chief(strategy):
         return  # eval and export are the chief's; other workers are done
     if config.eval.enabled:
+        if result.plans is not None:
+            progress.announce_plans(result.plans)
         report = trainer.evaluate(result, config, f.model_dir)
         for dataset, tasks in report["results"].items():
             for task, metrics in tasks.items():

@@ -193,3 +193,37 @@ def test_progress_on_a_terminal_redraws_one_line_without_escape_codes():
     progress.close()
     assert stream.text.count("\n") == 1 and stream.text.count("\r") == 2
     assert "\x1b" not in stream.text and "ETA 0:00:00" in stream.text
+
+
+def test_evaluation_shows_which_evaluator_runs():
+    """``evaluate`` (and train's final evaluation) announce each evaluator as it starts, through
+    the runner as the commands call it; the results are the evaluators' own."""
+    import contextlib
+    import types
+
+    from align_tf.evaluation import runner
+    from align_tf.training.progress import announce_plans
+
+    class Count:
+        data = None
+
+        def __init__(self, value):
+            self.value = value
+
+        def run(self, encoder):
+            stream.write("<run>")
+            return {"metric": self.value}
+
+    stream = _Stream()
+    plans = runner.Plans()
+    plans += [("synthetic", [("retrieval", Count(1.0)), ("zeroshot", Count(2.0))]),
+              ("cifar10", [("knn", Count(3.0))])]
+    encoder = types.SimpleNamespace(fixed_weights=contextlib.nullcontext)
+    results = runner.run_plans(encoder, announce_plans(plans, stream))
+    assert results == {"synthetic": {"retrieval": {"metric": 1.0}, "zeroshot": {"metric": 2.0}},
+                       "cifar10": {"knn": {"metric": 3.0}}}
+    lines = stream.text.splitlines()
+    assert [line.split(" ... ")[0] for line in lines] == [
+        "evaluating [1/3] synthetic retrieval", "evaluating [2/3] synthetic zeroshot",
+        "evaluating [3/3] cifar10 knn"]
+    assert all(line.split(" ... ")[1].startswith("<run>") and line.endswith("s") for line in lines)

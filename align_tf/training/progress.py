@@ -108,3 +108,38 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self.width = 0
+
+
+class _Announced:
+    """An evaluator that says which one of how many is starting before it runs (evaluations of
+    large sets take minutes); everything else is the evaluator's."""
+
+    def __init__(self, evaluator, label: str, stream):
+        self._evaluator, self._label, self._stream = evaluator, label, stream
+
+    def __getattr__(self, name):
+        return getattr(self._evaluator, name)
+
+    def run(self, encoder):
+        start = time.monotonic()
+        self._stream.write(f"evaluating {self._label} ... ")
+        self._stream.flush()
+        metrics = self._evaluator.run(encoder)
+        self._stream.write(f"{time.monotonic() - start:.1f}s\n")
+        self._stream.flush()
+        return metrics
+
+
+def announce_plans(plans, stream=None):
+    """``plans`` (``evaluation.runner``'s ``[(source key, [(type, evaluator), ...]), ...]``) with
+    each evaluator printing ``evaluating [i/n] SOURCE TYPE ... `` as it starts and its time when
+    it ends; changed in place and returned."""
+    total = sum(len(evaluators) for _, evaluators in plans)
+    i = 0
+    for source, evaluators in plans:
+        for k, (task, evaluator) in enumerate(evaluators):
+            i += 1
+            if not isinstance(evaluator, _Announced):
+                evaluators[k] = (task, _Announced(evaluator, f"[{i}/{total}] {source} {task}",
+                                                  stream or sys.stdout))
+    return plans
