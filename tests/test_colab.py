@@ -7,9 +7,11 @@ downloaded or installed. Each notebook ends with a cell that prints a JSON summa
 its values, and that the cells that plot produced PNG figures.
 """
 
+import ast
 import glob
 import json
 import os
+import re
 
 import nbformat
 import numpy as np
@@ -55,6 +57,54 @@ def test_badge_parameters_and_guarded_install(name):
     # tensorflow_text registers the tokenizer ops: imported before any hub.load.
     text = "\n".join(code)
     assert text.index("import tensorflow_text") < text.index("hub.load(")
+
+
+def _python(source):
+    """A code cell as plain Python: IPython's ``%magic`` and ``!shell`` lines (with their
+    backslash continuations) become ``pass``."""
+    return re.sub(r"(?m)^(\s*)[%!](?:.*\\\n)*.*$", r"\1pass", source)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_use_only_public_align_tf_names(name):
+    """``import align_tf`` and its public names (``align_tf.__all__``), never a submodule; the
+    commands (``python -m align_tf.X``) are the other way in."""
+    import align_tf
+    for cell in _read(name).cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(_python(cell.source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if a.name.startswith("align_tf.")]
+                assert not bad, (name, bad)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("align_tf"):
+                pytest.fail(f"{name}: from {node.module} import ...")
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == "align_tf":
+                assert node.attr in align_tf.__all__, (name, node.attr)
+
+
+def test_zero_shot_draws_its_samples_at_the_module_image_size(tiny_module, tmp_path, monkeypatch):
+    """The zero-shot notebook's cells up to the drawing, run here (magics skipped): with an empty
+    image folder it draws MAX_IMAGES samples at the loaded module's ``image_size`` (the tiny run's
+    data.image_size, 48), where the default model was trained (issue [usability] #30)."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for key, value in dict(ALIGN_ROOT=tmp_path, ALIGN_MODULE=tiny_module, ALIGN_IMAGE_DIR=folder,
+                           ALIGN_MAX_IMAGES=8).items():
+        monkeypatch.setenv(key, str(value))
+    cells = [c.source for c in _read("zero_shot_classification").cells if c.cell_type == "code"]
+    draw = next(i for i, source in enumerate(cells) if "sample_images" in source)
+    namespace = {}
+    for source in cells[:draw + 1]:
+        exec(compile(_python(source), "zero_shot_classification.ipynb", "exec"), namespace)
+    size = int(namespace["module"].image_size.numpy())
+    assert size == 48 and namespace["SAMPLE_SIZE"] == size
+    drawn = sorted(glob.glob(str(folder / "*.png")))
+    assert len(drawn) == 8 and namespace["paths"] == drawn
+    assert {Image.open(p).size for p in drawn} == {(size, size)}
 
 
 # --------------------------------------------------------------------------- execution
