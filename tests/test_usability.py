@@ -227,3 +227,69 @@ def test_evaluation_shows_which_evaluator_runs():
         "evaluating [1/3] synthetic retrieval", "evaluating [2/3] synthetic zeroshot",
         "evaluating [3/3] cifar10 knn"]
     assert all(line.split(" ... ")[1].startswith("<run>") and line.endswith("s") for line in lines)
+
+
+def _on_google_cloud() -> bool:
+    try:
+        with open("/sys/class/dmi/id/product_name", encoding="utf-8") as f:
+            return "Google" in f.read()
+    except OSError:
+        return False
+
+
+def test_bad_inputs_are_at_most_six_lines(tmp_path, bad_configs):
+    """The check we hold: common mistakes through the real commands (TensorFlow's C++ lines show
+    only there), every non-blank line of stdout and stderr together counted: at most 6, no
+    traceback, the last one ``align_tf.X: error: ...``. All but one fail before TensorFlow is
+    imported; the CSV given to data.vocab is read by TensorFlow and tensorflow-text first, so the
+    start-up noise (oneDNN, cuInit) is counted there."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "table.csv").write_text("url,caption\nhttp://x/a.jpg,a red circle\n")
+    out = f"--output={tmp_path / 'vocab.txt'}"
+    cases = {
+        "train_model_dir_file": ["align_tf.train", f"--model_dir={afile}"],
+        "train_export_dir_file": ["align_tf.train", f"--export_dir={afile}/sub"],
+        "finetune_model_dir_file": ["align_tf.finetune", "--task=lit", f"--init={tmp_path}",
+                                    f"--model_dir={afile}"],
+        "export_output_file": ["align_tf.export", f"--model_dir={tmp_path}", f"--output={afile}"],
+        "config_empty": ["align_tf.train", f"--config={bad_configs['empty.py'][0]}"],
+        "config_syntax": ["align_tf.train", f"--config={bad_configs['bad.py'][0]}"],
+        "config_json_unknown_field": ["align_tf.train",
+                                      f"--config={bad_configs['unknown.json'][0]}"],
+        "finetune_config_broken_json": ["align_tf.finetune", "--task=lit", f"--init={tmp_path}",
+                                        f"--model_dir={tmp_path / 'ft'}",
+                                        f"--config={bad_configs['broken.json'][0]}"],
+        "vocab_empty_file": ["align_tf.data.vocab", f"--input={tmp_path / 'empty.txt'}", out],
+        "vocab_csv": ["align_tf.data.vocab", f"--input={tmp_path / 'table.csv'}", out],
+        "train_stray_argument": ["align_tf.train", "stray"],
+        "evaluate_stray_argument": ["align_tf.evaluate", f"--model_dir={tmp_path}", "stray"],
+    }
+    if not _on_google_cloud():
+        cases["tpu_off_cloud"] = ["align_tf.train", "--tpu=my-tpu", f"--model_dir={tmp_path}/r"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    procs = {name: subprocess.Popen([sys.executable, "-m"] + args, cwd=tmp_path, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, args in cases.items()}
+    for name, proc in procs.items():
+        text, _ = proc.communicate(timeout=600)
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert proc.returncode != 0 and "Traceback" not in text, (name, text[-3000:])
+        assert len(lines) <= 6 and lines[-1].startswith(f"{cases[name][0]}: error: "), (name, text)
+
+
+def test_help_answers_before_tensorflow_is_imported():
+    """``--help`` of every command parses its flags without importing TensorFlow."""
+    commands = ["align_tf.train", "align_tf.evaluate", "align_tf.export", "align_tf.finetune",
+                "align_tf.data.vocab", "align_tf.corpus.vocab", "align_tf.data.tfds_captions"]
+    script = ("import runpy, sys; sys.argv = [sys.argv[1], '--help']\n"
+              "try:\n    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+              "except SystemExit:\n    pass\n"
+              "print('TENSORFLOW', 'tensorflow' in sys.modules)")
+    procs = {m: subprocess.Popen([sys.executable, "-c", script, m], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for m in commands}
+    for module, proc in procs.items():
+        text, _ = proc.communicate(timeout=300)
+        assert "--" in text and text.strip().endswith("TENSORFLOW False"), (module, text[-2000:])
