@@ -3,13 +3,22 @@
     python -m align_tf.index --model=RUN_OR_SAVEDMODEL --input=images:DIR --output=INDEX_DIR
 
 ``--model`` is an exported SavedModel or a run directory with ``savedmodel/`` (export it first:
-``python -m align_tf.export --model_dir=RUN``). ``--input=images:DIR`` indexes every file under
-DIR, recursively: JPEG, PNG, GIF, BMP and WebP images; an image's id is its POSIX path relative
-to DIR. Every file is embedded, or counted in ``INDEX_DIR/stats.json`` as a duplicate (same bytes
-as an earlier file) or skipped by reason: ``not_an_image``, ``corrupt`` (truncated, damaged) or
-``unreadable``.
+``python -m align_tf.export --model_dir=RUN``). ``--input`` is one of:
 
-Resumable: the ids are split into fixed parts of ``--shard_size`` up front, and each part is
+  images:DIR                  every file under DIR, recursively (JPEG, PNG, GIF, BMP, WebP); an
+                              image's id is its POSIX path relative to DIR, its source the path
+  webdataset:PATTERN          webdataset tars (img2dataset's default output; brace ranges and
+                              globs: 'shards/{00000..00099}.tar'); id the sample key, caption its
+                              txt, source its url (else FILE#KEY)
+  img2dataset_tfrecord:GLOB   img2dataset's TFRecords, likewise
+  tfrecord:GLOB               our TFRecord shards (align_tf.data.build); id FILE#RECORD
+
+Every file (sample) is embedded, or counted in ``INDEX_DIR/stats.json`` as a duplicate (same
+bytes as an earlier one) or skipped by reason: ``not_an_image``, ``corrupt`` (truncated,
+damaged) or ``unreadable``.
+
+Resumable: the ids are split into fixed parts of ``--shard_size`` up front (a sample format's
+parts are its shards), and each part is
 written atomically when embedded. Running the same command again (after a crash, or when files
 were added) embeds only the parts not yet written; ``--append`` adds another input to the index.
 The nearest-neighbour index is then rebuilt from every part, its parameters chosen from N
@@ -44,7 +53,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("model", None, "SavedModel, or run directory with savedmodel/ "
                         "(required).", **fv)
-    flags.DEFINE_string("input", None, "What to index: images:DIR (required).", **fv)
+    flags.DEFINE_string("input", None, "What to index: images:DIR, webdataset:PATTERN, "
+                        "img2dataset_tfrecord:GLOB or tfrecord:GLOB (required).", **fv)
     flags.DEFINE_string("output", None, "Index directory to write or resume (required).", **fv)
     flags.DEFINE_bool("append", False, "Add --input to an index of another input.", **fv)
     flags.DEFINE_integer("shard_size", 1000, "Images per part (the unit of resume).",

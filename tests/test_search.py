@@ -321,7 +321,8 @@ def test_errors_are_one_line(indexed, savedmodel, collection, tmp_path, capsys):
         assert "\n" not in str(e.value)
     from align_tf import index
     for argv, message in [(["--input=images:/nonexistent"], "no such directory"),
-                          (["--input=tfrecord:x"], "--input must be images:DIR"),
+                          (["--input=bogus:x"], "--input must be one of images:, webdataset:"),
+                          (["--input=tfrecord:/nonexistent/*.tfrecord"], "no files match"),
                           ([f"--input=images:{tmp_path}", "--shard_siz=3"], "--shard_size")]:
         with pytest.raises(SystemExit) as e:
             _index([f"--model={savedmodel}", f"--output={tmp_path / 'o'}"] + argv)
@@ -338,3 +339,49 @@ def test_imports_and_help_do_not_load_tensorflow():
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                              text=True, timeout=120)
         assert flag in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]  # absl: rc 1
+
+
+def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, reference, tmp_path,
+                                                              capsys):
+    """A webdataset tar (captions, a caption-only sample, a damaged image), then ``--append`` of
+    our TFRecord shard: captions come back with the results, every sample is counted."""
+    import tarfile
+
+    import tensorflow as tf
+    rng = np.random.default_rng(3)
+    images = {f"s{i:03d}": _image(rng, "JPEG") for i in range(6)}
+    tar_path = str(tmp_path / "shard-00000.tar")
+    with tarfile.open(tar_path, "w") as tar:
+        members = [(f"{key}.{ext}", data) for key, image in images.items()
+                   for ext, data in (("jpg", image), ("txt", f"caption of {key}".encode()))]
+        members += [("nocap.txt", b"only a caption"), ("bad.jpg", images["s000"][:40])]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    record_path = str(tmp_path / "pairs.tfrecord")
+    extra = _image(rng, "PNG")
+    with tf.io.TFRecordWriter(record_path) as writer:
+        for image, caption in ((extra, "a png in a record"), (b"junk", "not an image")):
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+                "caption": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[caption.encode()]))})).SerializeToString())
+    out = str(tmp_path / "idx")
+    stats = _index([f"--model={savedmodel}", f"--input=webdataset:{tar_path}",
+                    f"--output={out}"], capsys)
+    assert stats == {"embedded": 6, "skipped": {"not_an_image": 1, "corrupt": 1,
+                                                "unreadable": 0}, "duplicates": 0}
+    with pytest.raises(SystemExit, match="pass --append"):
+        _index([f"--model={savedmodel}", f"--input=tfrecord:{record_path}", f"--output={out}"])
+    stats = _index([f"--model={savedmodel}", f"--input=tfrecord:{record_path}",
+                    f"--output={out}", "--append"], capsys)
+    assert stats["embedded"] == 7 and stats["skipped"]["not_an_image"] == 2
+    from align_tf.search import Index
+    ids = sorted(images) + ["pairs.tfrecord#0"]
+    vectors = np.stack([reference[3](images[k]) for k in sorted(images)] + [reference[3](extra)])
+    results = Index.load(out).query(image=images["s004"], k=7)
+    _assert_exact(results, (ids, vectors), vectors[4], k=7)
+    assert results[0] == {"id": "s004", "score": pytest.approx(1, abs=1e-4),
+                          "source": f"{tar_path}#s004", "caption": "caption of s004"}
+    assert {r["caption"] for r in results} >= {"a png in a record"}

@@ -37,7 +37,9 @@ from align_tf.search.model import SearchError, decodable_bytes, identity, image_
 
 STOP_ENV = "ALIGN_INDEX_STOP_AFTER_PARTS"
 SHARD_SIZE = 1000
-INPUT_KINDS = ("images",)  # next: tfrecord, img2dataset_tfrecord, webdataset (see docs/search.md)
+# images:DIR is planned by id; the sample formats by file (each input shard is one part).
+SAMPLE_KINDS = ("webdataset", "img2dataset_tfrecord", "tfrecord")
+INPUT_KINDS = ("images",) + SAMPLE_KINDS
 # Per process: images embedded (tests count re-embedding) and parts written (the stop hook).
 COUNTERS = {"images": 0, "parts": 0}
 
@@ -47,17 +49,27 @@ class Stopped(RuntimeError):
 
 
 def parse_input(spec: str) -> tuple:
-    """``"images:DIR"`` → ``("images", DIR)``; anything else is a ``SearchError``."""
+    """``"images:DIR"`` → ``("images", DIR)``, ``"webdataset:PATTERN"`` (also
+    ``img2dataset_tfrecord:``, ``tfrecord:``) → ``(kind, PATTERN)``; a ``SearchError`` if
+    malformed or nothing is there."""
     kind, sep, arg = spec.partition(":")
     if kind not in INPUT_KINDS or not sep or not arg:
-        raise SearchError(f"--input must be images:DIR; got {spec!r}")
-    if not os.path.isdir(arg):
+        raise SearchError(f"--input must be one of {', '.join(k + ':' for k in INPUT_KINDS)} "
+                          f"followed by a directory or file pattern; got {spec!r}")
+    if kind == "images" and not os.path.isdir(arg):
         raise SearchError(f"--input {spec}: no such directory {arg}")
     return kind, arg
 
 
 def list_ids(kind: str, root: str) -> list:
-    """The ids of an input: every regular file under ``root``, as POSIX paths relative to it."""
+    """The ids of an ``images`` input: every regular file under ``root``, as POSIX paths
+    relative to it; for a sample format, its files (``webdataset.expand``: braces, globs)."""
+    if kind in SAMPLE_KINDS:
+        from align_tf.data import webdataset
+        try:
+            return webdataset.expand(root)
+        except (FileNotFoundError, ValueError) as e:
+            raise SearchError(f"--input {kind}:{root}: {e}") from None
     ids = []
     for directory, _, files in os.walk(root):
         rel = os.path.relpath(directory, root)
@@ -67,7 +79,8 @@ def list_ids(kind: str, root: str) -> list:
 
 
 def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: bool) -> dict:
-    """The plan, extended with the input's ids not yet planned, written to ``plan.json``."""
+    """The plan, extended with the input's ids (files, for a sample format) not yet planned,
+    written to ``plan.json``."""
     path = os.path.join(index_dir, "plan.json")
     plan = {"format": index_lib.FORMAT, "model": model, "inputs": [], "parts": []}
     if os.path.exists(path):
@@ -78,13 +91,20 @@ def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: b
         if spec not in plan["inputs"] and not append:
             raise SearchError(f"{index_dir} indexes {', '.join(plan['inputs'])}; pass --append to "
                               f"add {spec}")
-    planned = {i for part in plan["parts"] if part["input"] == spec for i in part["ids"]}
-    new = [i for i in list_ids(*parse_input(spec)) if i not in planned]
+    kind, root = parse_input(spec)
+    planned = {i for part in plan["parts"] if part["input"] == spec
+               for i in part.get("ids", [part.get("file")])}
+    new = [i for i in list_ids(kind, root) if i not in planned]
     if spec not in plan["inputs"]:
         plan["inputs"].append(spec)
-    for start in range(0, len(new), shard_size):
-        plan["parts"].append({"name": f"part-{len(plan['parts']):05d}", "input": spec,
-                              "ids": new[start:start + shard_size]})
+    step = 1 if kind in SAMPLE_KINDS else shard_size
+    for start in range(0, len(new), step):
+        part = {"name": f"part-{len(plan['parts']):05d}", "input": spec}
+        if kind in SAMPLE_KINDS:
+            part["file"] = new[start]
+        else:
+            part["ids"] = new[start:start + step]
+        plan["parts"].append(part)
     os.makedirs(os.path.join(index_dir, "parts"), exist_ok=True)
     index_lib.write_json(path, plan)
     return plan
@@ -94,27 +114,79 @@ def part_path(index_dir: str, name: str) -> str:
     return os.path.join(index_dir, "parts", name + ".npz")
 
 
-def read_part(part: dict) -> dict:
-    """A part's files read and classified: ``ids``, ``sources``, ``captions``, ``data`` (bytes
-    the signature can decode, or None) and ``outcomes`` (a skip reason, or None: to embed)."""
-    _, root = parse_input(part["input"])
-    out = {"name": part["name"], "ids": [], "sources": [], "captions": [], "data": [],
-           "outcomes": [], "hashes": []}
+def _file_entries(part: dict, root: str):
+    """``(id, source, caption, bytes or None)`` per file of an ``images`` part (None: unreadable)."""
     for id_ in part["ids"]:
         source = os.path.join(root, *id_.split("/"))
-        data, outcome = None, None
         try:
             with open(source, "rb") as f:
-                raw = f.read()
+                yield id_, source, "", f.read()
         except OSError:
+            yield id_, source, "", None
+
+
+_DAMAGED = b"\0damaged"  # a sample its reader could not read whole: "corrupt"
+
+
+def _sample_entries(kind: str, path: str):
+    """The same per sample of a shard (``align_tf.data``'s readers); a damaged sample's bytes are
+    ``b""`` (corrupt), a sample without an image is ``b""`` too."""
+    if kind == "webdataset":
+        from align_tf.data.webdataset import read_samples
+    elif kind == "img2dataset_tfrecord":
+        from align_tf.data.img2dataset import read_samples
+    else:
+        read_samples = _tfrecord_samples
+    for sample in read_samples(path):
+        if sample is None:  # the shard's framing is damaged: its reader logged what was lost
+            return
+        source = sample.url or f"{path}#{sample.key}"
+        yield sample.key, source, sample.caption or "", (
+            _DAMAGED if sample.error else sample.image or b"")
+
+
+def _tfrecord_samples(path: str):
+    """Our TFRecord shards (``image/encoded``, ``caption``) as ``webdataset.Sample``\\ s."""
+    import tensorflow as tf
+
+    from align_tf.data.tfrecord import KEYS
+    from align_tf.data.webdataset import Sample
+    name = os.path.basename(path)
+    try:
+        for number, record in enumerate(tf.data.TFRecordDataset(path)):
+            try:
+                features = tf.train.Example.FromString(record.numpy()).features.feature
+                image, caption = (features[k].bytes_list.value[0] if k in features
+                                  and features[k].bytes_list.value else b"" for k in KEYS)
+                yield Sample(f"{name}#{number}", image=image, caption=caption.decode("utf-8"))
+            except Exception:  # noqa: BLE001 (not an Example, caption not UTF-8)
+                yield Sample(f"{name}#{number}", error="corrupt_member")
+    except tf.errors.OpError:  # bad CRC, cut short: the rest of the file is lost
+        yield None
+
+
+def read_part(part: dict) -> dict:
+    """A part's files or samples read and classified: ``ids``, ``sources``, ``captions``,
+    ``data`` (bytes the signature can decode, or None), ``outcomes`` (a skip reason, or None:
+    to embed) and ``hashes`` (of the bytes, for duplicates)."""
+    kind, root = parse_input(part["input"])
+    entries = (_sample_entries(kind, part["file"]) if kind in SAMPLE_KINDS
+               else _file_entries(part, root))
+    out = {"name": part["name"], "ids": [], "sources": [], "captions": [], "data": [],
+           "outcomes": [], "hashes": []}
+    for id_, source, caption, raw in entries:
+        data, outcome = None, None
+        if raw is None:
             raw, outcome = b"", "unreadable"
-        if outcome is None and image_format(raw) is None:
+        elif raw is _DAMAGED:
+            outcome = "corrupt"
+        elif image_format(raw) is None:
             outcome = "not_an_image"
-        elif outcome is None:
+        else:
             data = decodable_bytes(raw)
             outcome = None if data else "corrupt"
-        for key, value in (("ids", id_), ("sources", source), ("captions", ""), ("data", data),
-                           ("outcomes", outcome),
+        for key, value in (("ids", id_), ("sources", source), ("captions", caption),
+                           ("data", data), ("outcomes", outcome),
                            ("hashes", hashlib.sha1(raw).hexdigest() if data else "")):
             out[key].append(value)
     return out
@@ -181,7 +253,7 @@ def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progres
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     stop_after = int(os.environ.get(STOP_ENV, "0") or 0)
     COUNTERS["parts"] = 0
-    total = sum(len(p["ids"]) for p in parts)
+    total = sum(len(p.get("ids", ())) for p in parts)  # sample shards: counted as read
     try:
         with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
             _ = (pipeline
@@ -218,9 +290,11 @@ class Progress:
         if done and elapsed > 0:
             rate = f"{done / elapsed:.1f} images/s"
             seconds = (self.total_images - self.images) * elapsed / done
+            if not self.total_images:  # sample shards: their size is known once read
+                seconds = (self.total_parts - self.parts) * elapsed / (self.parts - 1)
             eta = f"ETA {time.strftime('%H:%M:%S', time.gmtime(seconds))}"
         line = (f"\r[align_tf.index] parts {self.parts}/{self.total_parts}  images "
-                f"{self.images}/{self.total_images}  {rate}  {eta}")
+                f"{self.images}/{self.total_images or '?'}  {rate}  {eta}")
         if self.enabled:
             sys.stderr.write(line)
             sys.stderr.flush()
