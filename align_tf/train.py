@@ -31,10 +31,10 @@ PROG = "align_tf.train"
 
 
 def _rewrite_config_arg(argv):
-    """Old ``--config.FIELD`` spellings → today's (``align_tf.migrate.config_flag``: a deprecation line,
-    or a one-line error naming the new spelling of a moved field); unknown fields are one-line
-    errors. ``--config.objective.name=N`` also sets the ``model.similarity`` objective N trains
-    unless the command line sets it."""
+    """Old ``--config.FIELD`` spellings → today's (``align_tf.migrate.config_flag``: a
+    deprecation line, or a one-line error naming the new spelling of a moved field); unknown
+    fields are one-line errors. ``--config.objective.name=N`` also sets the
+    ``model.similarity`` objective N trains unless the command line sets it."""
     from align_tf import migrate
     out, overridden = [], {}
     for arg in argv:
@@ -63,9 +63,9 @@ def _rewrite_config_arg(argv):
 
 
 def _define_flags(config) -> None:
-    """The command's flags: ``config`` (``configs.take_config_arg``) with one ``--config.SECTION.FIELD``
-    flag per field (config_flags reads them from ``sys.argv`` while ``--config`` is defined, so
-    ``run`` rewrites ``sys.argv`` first)."""
+    """The command's flags: ``config`` (``configs.take_config_arg``) with one
+    ``--config.SECTION.FIELD`` flag per field (config_flags reads them from ``sys.argv`` while
+    ``--config`` is defined, so ``run`` rewrites ``sys.argv`` first)."""
     from ml_collections import config_flags
     config_flags.DEFINE_config_dict(
         "config", config,
