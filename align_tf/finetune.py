@@ -225,7 +225,8 @@ def _prepare_argv(argv):
     """``(argv, config, its name)``: the ``--config`` preset (``configs.take_config_arg``: a
     fine-tuning preset, default ``finetune_{task}``, a config file or a run's ``config.json``)
     read and taken out of ``argv``, and unknown ``--config.FIELD`` overrides rejected in one
-    line, before ``config_flags`` reads ``sys.argv`` (an unknown field is a KeyError traceback there)."""
+    line, before ``config_flags`` reads ``sys.argv`` (an unknown field is a KeyError traceback
+    there)."""
     from align_tf.configs import FINETUNE_PRESETS, take_config_arg, unknown_field
     for arg in argv:
         if arg.startswith("--config."):
