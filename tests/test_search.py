@@ -341,6 +341,7 @@ def test_imports_and_help_do_not_load_tensorflow():
         assert flag in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]  # absl: rc 1
 
 
+@pytest.mark.slow  # two more Beam runs: the sample readers are align_tf.data's, tested there
 def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, reference, tmp_path,
                                                               capsys):
     """A webdataset tar (captions, a caption-only sample, a damaged image), then ``--append`` of

@@ -10,7 +10,8 @@
 * ``nlist`` ≈ 4·√N (at least 39 training points per centroid, faiss' rule); ``nprobe`` is
   calibrated at build time: the smallest power of two whose recall@10 against exact search
   reaches ``RECALL_GOAL`` for image queries (stored vectors) *and* text queries (probe texts
-  embedded by the same model), so the modality gap is measured, not assumed.
+  embedded by the same model), doubled once as a margin for unseen queries, so the modality gap
+  is measured, not assumed.
 * More vectors than ``budget_bytes`` of float32: several shards, each its own index; a query
   fans out to every shard and the per-shard top-k are merged.
 
@@ -91,16 +92,22 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 def calibrate_nprobe(index, vectors: np.ndarray, probes: dict, k: int = 10,
                      goal: float = RECALL_GOAL) -> tuple:
     """The smallest power-of-two ``nprobe`` whose recall@``k`` reaches ``goal`` for every probe
-    set (``{"image": [q, d], "text": [q, d]}``); returns ``(nprobe, {name: recall})``."""
+    set (``{"image": [q, d], "text": [q, d]}``), doubled once: queries unlike the probes (other
+    texts) fall a little short of the probes' recall (measured: 0.94 against 0.97 on a tiny
+    index), and one doubling closes most of the tail. Returns ``(nprobe, {name: recall})``."""
     truths = {name: exact_top_k(vectors, q, k) for name, q in probes.items() if len(q)}
-    nprobe, nlist = 1, index.nlist
-    while True:
+    nlist = index.nlist
+
+    def recalls(nprobe):
         index.nprobe = nprobe
-        recalls = {name: recall_at_k(index.search(probes[name], k)[1], truth)
-                   for name, truth in truths.items()}
-        if nprobe >= nlist or all(r >= goal for r in recalls.values()):
-            return nprobe, recalls
+        return {name: recall_at_k(index.search(probes[name], k)[1], truth)
+                for name, truth in truths.items()}
+
+    nprobe = 1
+    while nprobe < nlist and min(recalls(nprobe).values()) < goal:
         nprobe = min(2 * nprobe, nlist)
+    nprobe = min(2 * nprobe, nlist)
+    return nprobe, recalls(nprobe)
 
 
 def image_probes(vectors: np.ndarray, count: int = 256, seed: int = 0) -> np.ndarray:
