@@ -293,3 +293,18 @@ def test_help_answers_before_tensorflow_is_imported():
     for module, proc in procs.items():
         text, _ = proc.communicate(timeout=300)
         assert "--" in text and text.strip().endswith("TENSORFLOW False"), (module, text[-2000:])
+
+
+def test_start_banner_names_config_model_dir_strategy_and_step(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from align_tf.run_dir import RunDir
+    from align_tf.training import progress
+    monkeypatch.setattr(progress, "config_name", "paper")
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    config = load_config_file("default")
+    line = progress.banner(config, RunDir(str(tmp_path)), strategy, 40, resumed=True)
+    assert line.startswith("align_tf: training config paper (objective contrastive, data "
+                           f"synthetic) in {tmp_path} on OneDeviceStrategy (1 replica: CPU:0)")
+    assert f"resumed at step 40 from {tmp_path}/checkpoints/ckpt-40" in line and "\n" not in line
+    assert "fresh run" in progress.banner(config, RunDir(str(tmp_path)), strategy, 0, False)

@@ -84,7 +84,7 @@ class TrainLoop:
         self.last_saved = step if resumed else None
         progress = None
         if self.verbose:
-            print(banner(self.config, self.run_dir.path, self.strategy, step, resumed), flush=True)
+            print(banner(self.config, self.run_dir, self.strategy, step, resumed), flush=True)
             progress = Progress(cfg.steps, cfg.batch_size, self.scalars)
         metrics = {}
         self.last_log = (step, time.time())

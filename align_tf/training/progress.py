@@ -24,15 +24,18 @@ HIDDEN = ("consecutive_skips", "max_consecutive_skips")
 config_name: str | None = None
 
 
-def banner(config, model_dir: str, strategy, step: int, resumed: bool) -> str:
-    """The one start line: config, model_dir, strategy and devices, fresh or resumed step."""
+def banner(config, run, strategy, step: int, resumed: bool) -> str:
+    """The one start line: config, model_dir (``run``, a ``RunDir``), strategy and devices,
+    fresh or resumed step."""
     devices = sorted({d.split("/device:")[-1] for d in getattr(
         strategy.extended, "worker_devices", ())}) or ["?"]
     replicas = strategy.num_replicas_in_sync
-    what = f"resumed at step {step}" if resumed else "fresh run"
+    # CheckpointManager names each checkpoint by the step it was saved at (TrainLoop.save).
+    what = f"resumed at step {step} from {run.checkpoint_dir}/ckpt-{step}" if resumed \
+        else "fresh run"
     name = config_name or f"model {config.model.image_size_name}/{config.model.text_size_name}"
     return (f"align_tf: training config {name} (objective {config.objective.name}, data "
-            f"{config.data.name}) in {model_dir} on {type(strategy).__name__} ({replicas} "
+            f"{config.data.name}) in {run.path} on {type(strategy).__name__} ({replicas} "
             f"replica{'s' if replicas != 1 else ''}: {', '.join(devices)}); {what}; "
             f"{config.train.steps} steps of {config.train.batch_size} pairs")
 
