@@ -308,3 +308,19 @@ def test_start_banner_names_config_model_dir_strategy_and_step(tmp_path, monkeyp
                            f"synthetic) in {tmp_path} on OneDeviceStrategy (1 replica: CPU:0)")
     assert f"resumed at step 40 from {tmp_path}/checkpoints/ckpt-40" in line and "\n" not in line
     assert "fresh run" in progress.banner(config, RunDir(str(tmp_path)), strategy, 0, False)
+
+
+def test_quiet_console_drops_only_the_sharding_lines(tmp_path):
+    """TensorFlow logs 'Sharding callback duration' (absl logging, INFO) at every checkpoint
+    save; the quiet console drops that line and keeps the others. ``--verbosity`` keeps all."""
+    import logging
+
+    from align_tf import cli
+
+    def record(message):
+        return logging.LogRecord("absl", logging.INFO, "functional_saver.py", 440, message,
+                                 (255,), None)
+    assert not cli._quiet_record(record("Sharding callback duration: %s microseconds"))
+    assert cli._quiet_record(record("Checkpoint %s is damaged"))
+    assert not cli.quiet_tensorflow(["align-train", "--verbosity=0"])
+    assert not cli.quiet_tensorflow(["align-train", "-v", "1"])
