@@ -148,7 +148,7 @@ class CorrelationEvaluator:
         for task, skipped in (getattr(self.data, "num_skipped", None) or {}).items():
             out[f"num_{task}_skipped_pairs"] = float(skipped)
         if getattr(self.data, "table", False):
-            print(table(out))
+            print("\n" + table(out))  # after a progress line left open
         return out
 
 

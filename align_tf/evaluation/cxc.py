@@ -117,5 +117,5 @@ class CxCRetrievalEvaluator:
                           self.ks, self.block_size)
         out.update(num_images=float(len(image_emb)), num_captions=float(len(text_emb)))
         if getattr(self.data, "table", False):
-            print(table(out, self.ks))
+            print("\n" + table(out, self.ks))  # after a progress line left open
         return out
