@@ -40,7 +40,8 @@ def setup_kwargs():
 # priority, so it fills the cores the in-process tests leave idle (most of their time is
 # single-threaded tracing) instead of adding its whole length to the suite's wall time; its test
 # (tests/test_train.py) waits for it and checks the same things. Deselect that test and it never
-# starts.
+# starts. It stays in pytest's session: Linux's autogroup scheduler shares CPU fairly between
+# sessions and applies nice only within one, so a new session would not be low priority.
 DEFAULT_RUN_TEST = ("test_train.py", "test_default_run_learns_and_exports")
 _default_run = {}
 
@@ -54,7 +55,7 @@ def start_default_run():
         proc = subprocess.Popen(
             [sys.executable, "-m", "align_tf.train", f"--model_dir={root}/run"],
             cwd=pathlib.Path(__file__).resolve().parent.parent, env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.nice(10))
+            stderr=subprocess.STDOUT, process_group=0, preexec_fn=lambda: os.nice(10))
         _default_run.update(proc=proc, root=root, model_dir=os.path.join(root, "run"),
                             log=log.name)
     return _default_run
