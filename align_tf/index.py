@@ -98,7 +98,7 @@ def parse_args(argv: list | None = None) -> tuple:
 def main(argv, flag_values: flags.FlagValues | None = None) -> None:
     """absl main: ``argv[1:]`` are Beam's options; ``flag_values`` parsed by ``parse_args``
     (in-process), default absl's ``FLAGS``. Prints ``stats.json``."""
-    from align_tf.search.indexer import index
+    from align_tf.search.pipeline import index
     from align_tf.search.model import SearchError
     f = flags.FLAGS if flag_values is None else flag_values
     try:

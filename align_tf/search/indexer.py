@@ -3,8 +3,8 @@
 1. **Plan** (``plan.json``, up front): the input's ids, sorted, split into fixed parts of
    ``shard_size``. A rerun keeps the plan; ids not in it (new files, or ``append`` with another
    input) become new parts after the old ones.
-2. **Embed** the parts not yet written, as a Beam pipeline (DirectRunner in memory by default;
-   any runner's options pass through): ``Create(parts) | Reshuffle | ReadPart | RunInference |
+2. **Embed** the parts not yet written, as a Beam pipeline (``align_tf.search.pipeline``;
+   DirectRunner in memory by default, any runner's options pass through): ``Create(parts) | Reshuffle | ReadPart | RunInference |
    WritePart``. A part is RunInference's element, so reading, embedding and writing one part fuse
    into one step and a killed run loses at most the parts in flight. ``PartModelHandler`` loads
    the SavedModel with ``tf.saved_model.load`` (Beam's TF handlers use Keras' ``load_model``,
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import os
 import posixpath
 import sys
@@ -33,7 +32,7 @@ import time
 import numpy as np
 
 from align_tf.search import index as index_lib
-from align_tf.search.model import SearchError, decodable_bytes, identity, image_format, resolve
+from align_tf.search.model import SearchError, decodable_bytes, image_format
 
 STOP_ENV = "ALIGN_INDEX_STOP_AFTER_PARTS"
 SHARD_SIZE = 1000
@@ -216,59 +215,6 @@ def write_part(index_dir: str, part: dict, dtype: str) -> None:
     with open(tmp, "wb") as f:
         f.write(buffer.getvalue())
     os.replace(tmp, path)
-
-
-def index(model: str, spec: str, index_dir: str, *, append: bool = False,
-          shard_size: int = SHARD_SIZE, dtype: str = "float32", batch_size: int = 64,
-          pipeline_args: list | None = None, progress: bool = True, **build_kwargs) -> dict:
-    """What ``python -m align_tf.index`` does; returns the contents of ``stats.json``.
-
-    ``build_kwargs`` (``exact_below``, ``budget_bytes``) go to ``index.build``.
-    """
-    if dtype not in ("float32", "float16"):
-        raise SearchError(f"dtype must be float32 or float16; got {dtype!r}")
-    path = resolve(model)
-    recorded = {"path": path, "hash": identity(path)}
-    parse_input(spec)
-    os.makedirs(index_dir, exist_ok=True)
-    plan = make_plan(index_dir, spec, recorded, shard_size, append)
-    todo = [p for p in plan["parts"] if not os.path.exists(part_path(index_dir, p["name"]))]
-    if todo:
-        _run_pipeline(todo, path, index_dir, dtype, batch_size, pipeline_args or [], progress)
-    return index_lib.build(index_dir, plan, recorded, **build_kwargs)
-
-
-def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progress) -> None:
-    import apache_beam as beam
-    from apache_beam.ml.inference.base import RunInference
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from align_tf.search.beam import PartModelHandler, ReadPart, WritePart
-    args = list(args)
-    if not any(a.startswith("--runner") for a in args):
-        args.append("--runner=DirectRunner")
-    if not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=in_memory")
-    # Beam's INFO lines (BatchElements statistics, ...) would interleave with the progress line.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    stop_after = int(os.environ.get(STOP_ENV, "0") or 0)
-    COUNTERS["parts"] = 0
-    total = sum(len(p.get("ids", ())) for p in parts)  # sample shards: counted as read
-    try:
-        with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
-            _ = (pipeline
-                 | "Parts" >> beam.Create(parts)
-                 | "Spread" >> beam.Reshuffle()
-                 | "Read" >> beam.ParDo(ReadPart())
-                 | "Embed" >> RunInference(PartModelHandler(model_path, batch_size))
-                 | "Write" >> beam.ParDo(WritePart(index_dir, dtype, total, len(parts),
-                                                   stop_after, progress)))
-    except Exception as e:  # Beam wraps what a DoFn raised
-        if stop_after and COUNTERS["parts"] >= stop_after:
-            raise Stopped(f"stopped after {COUNTERS['parts']} parts ({STOP_ENV})") from e
-        raise
-    if progress:
-        sys.stderr.write("\n")
 
 
 class Progress:
