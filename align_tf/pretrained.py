@@ -1,10 +1,10 @@
 """Pretrained ALIGN by name: download a Hugging Face ``AlignModel`` (``huggingface_hub``), convert it
 once with ``align_tf.convert.hf_align`` and keep the converted model directory in a cache.
 
-``align_tf.load("kakaobrain/align-base")`` and ``python -m align_tf.convert
---from=kakaobrain/align-base --output=DIR`` come through here. Needs the ``pretrained`` extra
-(``pip install "align_tf[pretrained]"``: ``huggingface_hub``, ``safetensors``); ``torch`` only for a
-checkpoint that has nothing but ``pytorch_model.bin``.
+``align_tf.load("kakaobrain/align-base")`` comes through here; ``align_tf.convert.hf_hub``
+downloads. Needs the ``pretrained`` extra (``pip install "align_tf[pretrained]"``:
+``huggingface_hub``, ``safetensors``); ``torch`` only for a checkpoint that has nothing but
+``pytorch_model.bin``.
 
 The cache (``cache_root``): ``$ALIGN_TF_CACHE``, else ``$XDG_CACHE_HOME/align_tf``, else
 ``~/.cache/align_tf``, laid out as Hugging Face's own::
@@ -23,24 +23,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 
 from align_tf.convert import ConversionError
-
-# What the converter reads (align_tf.convert.hf_files); nothing else of a repository is fetched.
-META_FILES = ["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-              "preprocessor_config.json"]
-SAFETENSORS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
-TORCH_FILES = ["pytorch_model.bin"]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-INSTALL = 'pip install "align_tf[pretrained]"'
-
-
-class PretrainedError(ValueError):
-    """A pretrained model cannot be fetched (offline, unknown name, missing extra): one line."""
+from align_tf.convert.hf_hub import (COMMIT, PretrainedError, download, is_repo_id, offline,
+                                     snapshot)
 
 
 def cache_root() -> str:
@@ -52,72 +40,19 @@ def cache_root() -> str:
     return os.path.join(xdg, "align_tf")
 
 
-def is_repo_id(name: str) -> bool:
-    """``ORG/NAME`` that is not an existing local path."""
-    return bool(_REPO_ID.match(str(name))) and not os.path.exists(name)
-
-
-def _offline() -> bool:
-    # Read from the environment each call: huggingface_hub reads it once, at its import.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _hf_cache_dir() -> str | None:
-    """The HF hub cache the environment names now (``HF_HUB_CACHE``, ``HF_HOME``), else the
-    library's default (None)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
-
-
-def _hub():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise PretrainedError(f"downloading needs huggingface_hub: {INSTALL}") from None
-    return huggingface_hub
-
-
 def _model_dir(repo_id: str) -> str:
     return os.path.join(cache_root(), "models--" + repo_id.replace("/", "--"))
-
-
-def _snapshot(repo_id: str, revision: str | None, patterns: list, local_only: bool) -> str:
-    """``snapshot_download`` of ``patterns`` → the snapshot directory (named by its commit)."""
-    hub = _hub()
-    from huggingface_hub import errors
-    try:
-        return hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                     cache_dir=_hf_cache_dir(), local_files_only=local_only)
-    except errors.RepositoryNotFoundError:
-        raise PretrainedError(f"no model {repo_id!r} on the Hugging Face Hub (or it is private: "
-                              "log in with `hf auth login`)") from None
-    except errors.RevisionNotFoundError:
-        raise PretrainedError(f"{repo_id} has no revision {revision!r}") from None
-    except errors.GatedRepoError:
-        raise PretrainedError(f"{repo_id} is gated: accept its terms on huggingface.co and log "
-                              "in with `hf auth login`") from None
-
-
-def _offline_error(repo_id: str, revision: str | None) -> PretrainedError:
-    at = f" at revision {revision}" if revision else ""
-    return PretrainedError(
-        f"cannot download {repo_id}{at} (no network, or HF_HUB_OFFLINE=1) and it is neither "
-        f"converted in {cache_root()} nor in the Hugging Face cache: run once with network access, "
-        "or download it elsewhere and pass its local directory")
 
 
 def resolve_commit(repo_id: str, revision: str | None = None) -> str | None:
     """The commit ``revision`` (default ``main``) of ``repo_id`` names: asked online (one small
     download, the config), else our last resolution or the HF cache's; None if none is known."""
     revision = revision or "main"
-    if _COMMIT.match(revision):
+    if COMMIT.match(revision):
         return revision
-    if not _offline():
+    if not offline():
         try:
-            return os.path.basename(_snapshot(repo_id, revision, ["config.json"], False))
+            return os.path.basename(snapshot(repo_id, revision, ["config.json"], False))
         except PretrainedError:
             raise
         except Exception:  # noqa: BLE001  (no network: any transport error; fall back below)
@@ -127,35 +62,11 @@ def resolve_commit(repo_id: str, revision: str | None = None) -> str | None:
         with open(ref) as f:
             return f.read().strip()
     try:
-        return os.path.basename(_snapshot(repo_id, revision, ["config.json"], True))
+        return os.path.basename(snapshot(repo_id, revision, ["config.json"], True))
     except PretrainedError:
         raise
     except Exception:  # noqa: BLE001  (LocalEntryNotFoundError and kin: not cached)
         return None
-
-
-def download(repo_id: str, revision: str | None = None) -> str:
-    """The local snapshot directory of ``repo_id`` with what the converter reads: the config,
-    tokenizer and processor files and the weights (safetensors preferred; ``pytorch_model.bin``
-    only when there are none). Works offline from the HF cache; one-line ``PretrainedError``
-    otherwise."""
-    local = _offline()
-    try:
-        path = _snapshot(repo_id, revision, META_FILES + SAFETENSORS, local)
-        if not any(os.path.exists(os.path.join(path, f)) for f in SAFETENSORS[:2]):
-            path = _snapshot(repo_id, revision, TORCH_FILES, local)
-    except PretrainedError:
-        raise
-    except Exception:  # noqa: BLE001  (offline or no network: huggingface_hub's many kinds)
-        if local:
-            raise _offline_error(repo_id, revision) from None
-        try:  # the network failed: what the HF cache holds may still do
-            path = _snapshot(repo_id, revision, META_FILES + SAFETENSORS + TORCH_FILES, True)
-        except PretrainedError:
-            raise
-        except Exception:  # noqa: BLE001
-            raise _offline_error(repo_id, revision) from None
-    return path
 
 
 @contextlib.contextmanager
@@ -200,11 +111,11 @@ def fetch(repo_id: str, revision: str | None = None, verbose: bool = True) -> st
     if commit and os.path.isdir(os.path.join(model_dir, commit)):
         return os.path.join(model_dir, commit)
     with _lock(model_dir):
-        snapshot = download(repo_id, commit or revision)
-        commit = os.path.basename(os.path.normpath(snapshot))
+        hf_dir = download(repo_id, commit or revision)
+        commit = os.path.basename(os.path.normpath(hf_dir))
         target = os.path.join(model_dir, commit)
         if not os.path.isdir(target):  # another process may have converted it meanwhile
-            _convert_into(snapshot, target, verbose)
+            _convert_into(hf_dir, target, verbose)
         refs = os.path.join(model_dir, "refs")
         os.makedirs(refs, exist_ok=True)
         with open(os.path.join(refs, revision or "main"), "w") as f:

@@ -5,7 +5,7 @@ Examples (``python -m align_tf.convert`` and ``align-convert`` are the same comm
   python -m align_tf.convert.hf_align --hf_dir=/data/align-base --output=/data/align_base_tf
   python -m align_tf.convert.hf_align --hf_dir=/data/align-base --output=/data/out --verify
 
-``--from=REPO_ID`` downloads the checkpoint first (``align_tf.pretrained``: huggingface_hub, from
+``--from=REPO_ID`` downloads the checkpoint first (``align_tf.convert.hf_hub``: huggingface_hub, from
 its cache when offline; ``pip install "align_tf[pretrained]"``). Otherwise only local files are
 read (no network): ``config.json``, the weights (``model.safetensors``, a
 sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``), the tokenizer's ``vocab.txt``
@@ -166,17 +166,17 @@ def _define_flags(flag_values=None):
 
 def _source(f) -> str:
     """The HF directory to convert: ``--hf_dir``, or ``--from`` (a local directory, or a repo id
-    downloaded by ``align_tf.pretrained``)."""
-    from align_tf import pretrained
+    downloaded by ``hf_hub``)."""
+    from align_tf.convert import hf_hub
     source = f["from"].value
     if bool(f.hf_dir) == bool(source):
         raise ConversionError("give either --hf_dir=DIR or --from=REPO_ID (e.g. "
                               "--from=kakaobrain/align-base)")
     if f.hf_dir:
         return f.hf_dir
-    if f.revision and not pretrained.is_repo_id(source):
+    if f.revision and not hf_hub.is_repo_id(source):
         raise ConversionError("--revision needs --from=REPO_ID (a Hugging Face repo id)")
-    return pretrained.download(source, f.revision) if pretrained.is_repo_id(source) else source
+    return hf_hub.download(source, f.revision) if hf_hub.is_repo_id(source) else source
 
 
 def main(argv, flag_values=None):
