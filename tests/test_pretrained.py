@@ -7,6 +7,7 @@ converter's one-line errors (empty config.json, a missing safetensors, stray arg
 import json
 import os
 import shutil
+import sys
 import threading
 
 import numpy as np
@@ -148,6 +149,10 @@ def test_load_by_name_converts_once_caches_and_matches_hf(hub, offline, tmp_path
     try:
         again = align_tf.load(REPO)
         np.testing.assert_allclose(again.embed_texts(TEXTS), text, atol=1e-6)
+        # revision=: a commit is found by name; an unknown branch offline is one line.
+        assert pretrained.fetch(REPO, revision=SHA, verbose=False) == paths[0]
+        with pytest.raises(align_tf.PretrainedError, match="at revision v2 .* HF_HUB_OFFLINE"):
+            align_tf.load(REPO, revision="v2")
         with pytest.raises(align_tf.PretrainedError, match="cannot download .* HF_HUB_OFFLINE"):
             align_tf.load("kakaobrain/other-model")
     finally:
@@ -180,15 +185,22 @@ def test_convert_from_repo_id(hub, offline, tmp_path):
     (["--hf_dir=EMPTY", "--output=OUT", "stray"], "unexpected arguments ['stray']"),
     (["--hf_dir=NOSAFETENSORS", "--output=OUT"],
      'reading model.safetensors needs safetensors: pip install "align_tf[pretrained]"'),
+    (["--hf_dir=NOTORCH", "--output=OUT"], "reading pytorch_model.bin needs torch: pip install torch"),
 ])
 def test_converter_mistakes_are_one_line(args, message, hub, offline, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text("")
-    if any("NOSAFETENSORS" in a for a in args):
-        monkeypatch.setitem(__import__("sys").modules, "safetensors", None)  # as if missing
     snapshot = os.path.join(hub["cache"], "models--kakaobrain--align-base", "snapshots", SHA)
+    if any("NOSAFETENSORS" in a for a in args):
+        monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    bin_only = tmp_path / "bin_only"  # a checkpoint with nothing but pytorch_model.bin
+    if any("NOTORCH" in a for a in args):
+        shutil.copytree(snapshot, bin_only, ignore=shutil.ignore_patterns("*.safetensors"))
+        (bin_only / "pytorch_model.bin").write_bytes(b"")
+        monkeypatch.setitem(sys.modules, "torch", None)
     args = [a.replace("EMPTY", str(empty)).replace("NOSAFETENSORS", snapshot)
+            .replace("NOTORCH", str(bin_only))
             .replace("OUT", str(tmp_path / "out")) for a in args]
     with pytest.raises(SystemExit) as exit_info:
         _convert_cli(args)
