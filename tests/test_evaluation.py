@@ -415,9 +415,10 @@ def test_tfrecord_retrieval_skips_and_counts_corrupt_images(tmp_path):
 
 def test_synthetic_protocol_from_the_config():
     config = base.get_config()
-    (name, evaluators), = runner.plans_from_config(config)  # the defaults: synthetic, auto
-    assert name == "synthetic" and [t for t, _ in evaluators] == ["retrieval", "zeroshot"]
-    ret, zs = evaluators[0][1], evaluators[1][1]
+    (name, evaluators), = runner.plans_from_config(config)  # the defaults, all on synthetic
+    assert name == "synthetic" and [t for t, _ in evaluators] == [
+        "retrieval", "intramodal", "correlation", "zeroshot"]
+    ret, zs = dict(evaluators)["retrieval"], dict(evaluators)["zeroshot"]
     assert zs.templates == synthetic.PROMPTS and zs.topk == (1, 5)
     assert zs.data.classnames == tuple(synthetic.class_name(p) for p in synthetic.CLASSES)
     assert [zs.data.classnames[i] for i in zs.groups["heldout"]] == [

@@ -33,18 +33,26 @@ def test_default_run_learns_and_exports(default_run):
     returncode = default_run["proc"].wait(timeout=1100)
     with open(default_run["log"]) as f:
         assert returncode == 0, f.read()[-3000:]
-    tmp_path = pathlib.Path(default_run["model_dir"])
-    report = json.loads((tmp_path / "eval.json").read_text())
+    run = pathlib.Path(default_run["model_dir"])
+    report = json.loads((run / "eval.json").read_text())
     zeroshot = report["results"]["synthetic"]["zeroshot"]
     retrieval = report["results"]["synthetic"]["retrieval"]
     chance = 1.0 / zeroshot["num_classes"]
     assert zeroshot["seen_top1"] >= 5 * chance, report
     assert retrieval["t2i_R@1"] >= 5 * chance and retrieval["i2t_R@1"] >= 5 * chance, report
     assert zeroshot["heldout_top1"] >= 5 * chance, report
+    # [cxc]: intra-modal retrieval and the synthetic SITS/STS/SIS (a default run measured i2i
+    # 99.3%, t2t 100%, Spearman 0.83 / 0.81 / 0.83; a random init 0.04-0.27)
+    intramodal = report["results"]["synthetic"]["intramodal"]
+    similarity = report["results"]["synthetic"]["correlation"]
+    assert intramodal["i2i_R@1"] >= 5 * chance and intramodal["t2t_R@1"] >= 5 * chance, report
+    for task in ("sits", "sts", "sis"):
+        assert similarity[f"{task}_spearman"] >= 0.5, report
+        assert 0 < similarity[f"{task}_bootstrap_std"] < 0.1, report
     assert report["model"]["temperature"] < 1.0  # σ is learned, starting from 1.0
     for name in ("vocab.txt", "config.json", "savedmodel/saved_model.pb"):
-        assert (tmp_path / name).exists(), name
-    assert os.listdir(tmp_path / "checkpoints") and os.listdir(tmp_path / "train")
+        assert (run / name).exists(), name
+    assert os.listdir(run / "checkpoints") and os.listdir(run / "train")
 
 
 @pytest.mark.slow
