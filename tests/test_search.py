@@ -237,6 +237,16 @@ def test_forced_approximate_index_recall(indexed, reference, tmp_path, capsys):
         found = [[index.rows[r]["id"] for r in index.search(q[None], 10)[1][0]] for q in queries]
         truth = [_exact(reference, q)[0] for q in queries]
         assert ann.recall_at_k(np.array(found), np.array(truth)) >= 0.95
+    # A memory budget of a few vectors: many exact shards; the fanned-out, merged top-10 is
+    # still exact search's.
+    _index([f"--model={model}", f"--input={collection_root}", f"--output={out}",
+            "--budget_gb=2e-6"], capsys)
+    meta = json.load(open(os.path.join(out, "index.json")))
+    assert meta["params"]["kind"] == "flat" and len(meta["shards"]) == meta["params"][
+        "num_shards"] > 5
+    index = Index.load(out)
+    for text in TEXTS[5:8]:
+        _assert_exact(index.query(text=text), reference, reference[2](text))
 
 
 def test_ivf_meets_recall_on_text_queries_across_a_modality_gap():
@@ -280,7 +290,7 @@ def test_resume_after_stop_embeds_only_missing_parts(savedmodel, collection, ind
     shutil.copytree(collection[0], root, symlinks=True)
     out = str(tmp_path / "idx")
     argv = [f"--model={savedmodel}", f"--input=images:{root}", f"--output={out}",
-            "--shard_size=8"]
+            "--shard_size=8", "--dtype=float16"]
     monkeypatch.setenv(indexer.STOP_ENV, "2")
     with pytest.raises(indexer.Stopped):
         _index(argv)
@@ -297,6 +307,15 @@ def test_resume_after_stop_embeds_only_missing_parts(savedmodel, collection, ind
     rows = open(os.path.join(out, "rows.jsonl")).read()
     assert [json.loads(r)["id"] for r in rows.splitlines()] == [
         json.loads(r)["id"] for r in open(os.path.join(indexed[0], "rows.jsonl"))]
+    # float16 parts hold the float32 run's embeddings, rounded.
+    full = {}
+    for name in os.listdir(os.path.join(indexed[0], "parts")):
+        with np.load(os.path.join(indexed[0], "parts", name)) as part:
+            full.update(zip(part["ids"], part["embeddings"]))
+    with np.load(os.path.join(out, "parts", written[0])) as part:
+        assert part["embeddings"].dtype == np.float16
+        np.testing.assert_allclose(part["embeddings"].astype(np.float32),
+                                   np.stack([full[i] for i in part["ids"]]), atol=2e-3)
 
 
 def test_errors_are_one_line(indexed, savedmodel, collection, tmp_path, capsys):
