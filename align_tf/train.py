@@ -83,10 +83,9 @@ def _define_flags(config) -> None:
     flags.DEFINE_string("export_dir", None, "SavedModel path; default {model_dir}/savedmodel.")
 
 
-def main(argv, eval_overrides: dict | None = None, config_name: str = "default"):
+def main(argv, eval_overrides: dict | None = None):
     """``eval_overrides``: the old flat ``--config.eval.FIELD`` flags (``migrate.eval_flags``),
-    applied to the config's evaluators as the evaluate CLI's flags of those names are;
-    ``config_name``: ``--config`` as given, for the start banner."""
+    applied to the config's evaluators as the evaluate CLI's flags of those names are."""
     del argv
     f = flags.FLAGS
     for problem in (cli.directory_problem("model_dir", f.model_dir),
@@ -99,7 +98,6 @@ def main(argv, eval_overrides: dict | None = None, config_name: str = "default")
     from align_tf.run_dir import RunDir
     from align_tf.training import progress
 
-    progress.config_name = config_name
     config = f.config
     if eval_overrides:
         try:
@@ -160,7 +158,9 @@ def run():
     except ValueError as e:
         sys.exit(f"{PROG}: error: {e}")
     _define_flags(config)
-    cli.run(__name__, lambda argv: main(argv, eval_overrides, name), argv=sys.argv)
+    from align_tf.training import progress
+    progress.config_name = name  # for the start banner
+    cli.run(__name__, lambda argv: main(argv, eval_overrides), argv=sys.argv)
 
 
 if __name__ == "__main__":
