@@ -93,12 +93,9 @@ def tiny_run(tmp_path_factory):
 
     run = str(tmp_path_factory.mktemp("tiny_run") / "run")
     config = base.get_config()
-    config.model.text_size_name = "nano"
-    config.data.num_train_examples = 640
-    config.data.vocab_size = 300
-    config.train.batch_size = 32
-    config.train.steps = 20
-    config.eval.enabled = False
+    config.update_from_flattened_dict({
+        "model.text_size_name": "nano", "data.num_train_examples": 640, "data.vocab_size": 300,
+        "train.batch_size": 32, "train.steps": 20, "eval.enabled": False})
     result = trainer.train(config, run, verbose=0)
     export_saved_model(result.model, result.preprocessor, os.path.join(run, "savedmodel"),
                        config=config, **config_export_kwargs(config))
