@@ -126,9 +126,7 @@ def train(config, model_dir: str, strategy: tf.distribute.Strategy | None = None
         with strategy.scope():
             model, objective = hooks.build(config, preprocessor.vocabulary_size)
         if latest:
-            restore(objective, latest, strategy)
-            if verbose and chief:
-                print(f"Resumed from {latest}")
+            restore(objective, latest, strategy)  # the start banner names it
         elif hooks.initialize is not None:
             hooks.initialize(objective)
         loop = TrainLoop(config, objective, strategy, run, RunDir(write_dir), preprocessor,

@@ -142,7 +142,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="align_tf.trainer"):
         result = trainer.train(config, str(tmp_path), ONE_DEVICE, verbose=1)
     assert any(f"{run.checkpoint_dir}/ckpt-4 is damaged" in r.getMessage() for r in caplog.records)
-    assert f"Resumed from {run.checkpoint_dir}/ckpt-2\n" in capsys.readouterr().out
+    assert f"resumed at step 2 from {run.checkpoint_dir}/ckpt-2" in capsys.readouterr().out
     assert int(result.objective.optimizer.iterations.numpy()) == 6
     for step in (2, 4, 6):
         assert trainer.verify_checkpoint(f"{run.checkpoint_dir}/ckpt-{step}") is None
