@@ -12,6 +12,9 @@
                               txt, source its url (else FILE#KEY)
   img2dataset_tfrecord:GLOB   img2dataset's TFRecords, likewise
   tfrecord:GLOB               our TFRecord shards (align_tf.data.build); id FILE#RECORD
+  captions:FILE               a caption index (text embeddings, for image → text search): one
+                              caption per line (UTF-8), id its line number; not mixable with
+                              images in one index
 
 Every file (sample) is embedded, or counted in ``INDEX_DIR/stats.json`` as a duplicate (same
 bytes as an earlier one) or skipped by reason: ``not_an_image``, ``corrupt`` (truncated,
@@ -54,7 +57,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("model", None, "SavedModel, or run directory with savedmodel/ "
                         "(required).", **fv)
     flags.DEFINE_string("input", None, "What to index: images:DIR, webdataset:PATTERN, "
-                        "img2dataset_tfrecord:GLOB or tfrecord:GLOB (required).", **fv)
+                        "img2dataset_tfrecord:GLOB, tfrecord:GLOB or captions:FILE "
+                        "(required).", **fv)
     flags.DEFINE_string("output", None, "Index directory to write or resume (required).", **fv)
     flags.DEFINE_bool("append", False, "Add --input to an index of another input.", **fv)
     flags.DEFINE_integer("shard_size", 1000, "Images per part (the unit of resume).",

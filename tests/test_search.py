@@ -98,7 +98,8 @@ def _transcoded(data):
 
 @pytest.fixture(scope="module")
 def reference(savedmodel, collection):
-    """Embeddings straight from the SavedModel's signatures: ``(ids, E, embed_text, embed_image)``."""
+    """Embeddings straight from the SavedModel's signatures:
+    ``(ids, E, embed_text, embed_image)``."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401
     module = tf.saved_model.load(savedmodel)
@@ -264,7 +265,8 @@ def test_ivf_meets_recall_on_text_queries_across_a_modality_gap():
                              + rng.normal(0, 0.3, (count, dim)))
 
     params = ann.choose_params(n, dim, exact_below=1000)
-    assert params == {"kind": "ivf_flat", "nlist": min(int(4 * np.sqrt(n)), n // 39), "num_shards": 1}
+    assert params == {"kind": "ivf_flat", "nlist": min(int(4 * np.sqrt(n)), n // 39),
+                      "num_shards": 1}
     index = ann.build_shard(images, params["kind"], params["nlist"])
     nprobe, recalls = ann.calibrate_nprobe(index, images, {"image": ann.image_probes(images),
                                                            "text": texts(200)})
@@ -353,7 +355,8 @@ def test_imports_and_help_do_not_load_tensorflow():
     for module, flag in (("align_tf.search", "--minus"), ("align_tf.index", "--shard_size")):
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                              text=True, timeout=120)
-        assert flag in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]  # absl: rc 1
+        # absl exits 1 after --help
+        assert flag in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.slow  # two more Beam runs: the sample readers are align_tf.data's, tested there
@@ -401,3 +404,30 @@ def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, refere
     assert results[0] == {"id": "s004", "score": pytest.approx(1, abs=1e-4),
                           "source": f"{tar_path}#s004", "caption": "caption of s004"}
     assert {r["caption"] for r in results} >= {"a png in a record"}
+
+
+@pytest.mark.slow  # one more Beam run
+def test_caption_index_answers_image_queries_with_exact_search(savedmodel, collection, reference,
+                                                               tmp_path, capsys):
+    """``captions:FILE``: a text index (blank lines ignored, a repeated caption a duplicate);
+    an image query's top-k equals exact search over the captions' own text embeddings."""
+    path = tmp_path / "captions.txt"
+    path.write_text("\n".join(TEXTS[:6] + ["", TEXTS[0]] + TEXTS[6:]) + "\n", encoding="utf-8")
+    out = str(tmp_path / "idx")
+    stats = _index([f"--model={savedmodel}", f"--input=captions:{path}", f"--output={out}",
+                    "--shard_size=4"], capsys)
+    assert stats == {"embedded": len(TEXTS), "skipped": dict.fromkeys(
+        ("not_an_image", "corrupt", "unreadable"), 0), "duplicates": 1}
+    with pytest.raises(SystemExit, match="is an index of texts"):
+        _index([f"--model={savedmodel}", f"--input=images:{collection[0]}", f"--output={out}",
+                "--append"])
+    lines = {t: n for n, t in reversed(list(enumerate(path.read_text().splitlines(), 1)))}
+    ids = sorted(str(lines[t]) for t in TEXTS)
+    vectors = np.stack([reference[2](t) for t in sorted(TEXTS, key=lambda t: str(lines[t]))])
+    from align_tf.search import Index
+    image = collection[1]["b/deep/img 03.bmp"]
+    results = Index.load(out).query(image=image, k=5)
+    _assert_exact(results, (ids, vectors), reference[3](image), k=5)
+    assert all(r["caption"] == TEXTS[[str(lines[t]) for t in TEXTS].index(r["id"])]
+               for r in results)
+    assert results[0]["source"] == f"{path}#{results[0]['id']}"

@@ -1,4 +1,4 @@
-"""Queries an index built by ``python -m align_tf.index``: text → image, image → image, image ± text.
+"""Queries an index built by ``python -m align_tf.index``: by text, by image, or image ± text.
 
 Prints the ``--k`` best matches, one JSON object per line, best first:
 ``{"id": ..., "score": ..., "source": ..., "caption": ...}`` (``caption`` null when unknown;

@@ -9,7 +9,8 @@ Layout of ``INDEX_DIR`` (every file written atomically: a temporary file, then a
                         "duplicates"}
     rows.jsonl         one {"id", "source", "caption"} per indexed row, in row order
     ann/shard-K.faiss  the faiss index of rows [start, stop) (see ``ann``)
-    index.json         model {"path", "hash"}, dim, count, parameters, shards (written last)
+    index.json         model {"path", "hash"}, modality (image, or text: a caption index), dim,
+                       count, parameters, shards (written last)
 
 ``Index.load(DIR).query(text=..., image=..., plus=[...], minus=[...], weight=1.0, k=10)`` embeds
 the query with the recorded SavedModel and returns ``[{"id", "score", "source", "caption"}]``,
@@ -113,7 +114,8 @@ def build(index_dir: str, plan: dict, model: dict, embedder=None, *,
     _write_rows(os.path.join(index_dir, "rows.jsonl"), rows)
     write_json(os.path.join(index_dir, "stats.json"), stats)
     write_json(os.path.join(index_dir, "index.json"), {
-        "format": FORMAT, "model": model, "dim": int(vectors.shape[1]), "count": len(rows),
+        "format": FORMAT, "model": model, "modality": plan.get("modality", "image"),
+        "dim": int(vectors.shape[1]), "count": len(rows),
         "params": params, "shards": shards, "build_seconds": round(time.time() - start, 3)})
     return stats
 

@@ -4,12 +4,13 @@
    ``shard_size``. A rerun keeps the plan; ids not in it (new files, or ``append`` with another
    input) become new parts after the old ones.
 2. **Embed** the parts not yet written, as a Beam pipeline (``align_tf.search.pipeline``;
-   DirectRunner in memory by default, any runner's options pass through): ``Create(parts) | Reshuffle | ReadPart | RunInference |
-   WritePart``. A part is RunInference's element, so reading, embedding and writing one part fuse
-   into one step and a killed run loses at most the parts in flight. ``PartModelHandler`` loads
-   the SavedModel with ``tf.saved_model.load`` (Beam's TF handlers use Keras' ``load_model``,
-   which Keras 3 refuses for our SavedModel) and embeds through ``image_embed_encoded``;
-   RunInference shares the loaded model per worker. Each part file is written atomically.
+   DirectRunner in memory by default, any runner's options pass through):
+   ``Create(parts) | Reshuffle | ReadPart | RunInference | WritePart``. A part is RunInference's
+   element, so reading, embedding and writing one part fuse into one step and a killed run
+   loses at most the parts in flight. ``PartModelHandler`` loads the SavedModel with
+   ``tf.saved_model.load`` (Beam's TF handlers use Keras' ``load_model``, which Keras 3 refuses
+   for our SavedModel) and embeds through ``image_embed_encoded`` (``text_embed`` for a caption
+   index); RunInference shares the loaded model per worker. Each part file is written atomically.
 3. **Build** the nearest-neighbour index over every part (``align_tf.search.index.build``).
 
 Every input file ends as exactly one of: embedded, a duplicate (same bytes as an earlier one),
@@ -38,7 +39,8 @@ STOP_ENV = "ALIGN_INDEX_STOP_AFTER_PARTS"
 SHARD_SIZE = 1000
 # images:DIR is planned by id; the sample formats by file (each input shard is one part).
 SAMPLE_KINDS = ("webdataset", "img2dataset_tfrecord", "tfrecord")
-INPUT_KINDS = ("images",) + SAMPLE_KINDS
+# captions:FILE (one caption per line; id its line number): a text index, for image → text.
+INPUT_KINDS = ("images", "captions") + SAMPLE_KINDS
 # Per process: images embedded (tests count re-embedding) and parts written (the stop hook).
 COUNTERS = {"images": 0, "parts": 0}
 
@@ -48,7 +50,8 @@ class Stopped(RuntimeError):
 
 
 def parse_input(spec: str) -> tuple:
-    """``"images:DIR"`` → ``("images", DIR)``, ``"webdataset:PATTERN"`` (also
+    """``"images:DIR"`` → ``("images", DIR)``, ``"captions:FILE"`` → ``("captions", FILE)``,
+    ``"webdataset:PATTERN"`` (also
     ``img2dataset_tfrecord:``, ``tfrecord:``) → ``(kind, PATTERN)``; a ``SearchError`` if
     malformed or nothing is there."""
     kind, sep, arg = spec.partition(":")
@@ -57,12 +60,30 @@ def parse_input(spec: str) -> tuple:
                           f"followed by a directory or file pattern; got {spec!r}")
     if kind == "images" and not os.path.isdir(arg):
         raise SearchError(f"--input {spec}: no such directory {arg}")
+    if kind == "captions" and not os.path.isfile(arg):
+        raise SearchError(f"--input {spec}: no such file {arg}")
     return kind, arg
+
+
+def modality(spec: str) -> str:
+    """What an input's rows are: ``"text"`` (captions) or ``"image"``."""
+    return "text" if spec.startswith("captions:") else "image"
+
+
+def _caption_lines(path: str) -> list:
+    """``[(line number, caption)]`` of a captions file's non-blank lines."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SearchError(f"cannot read captions file {path}: {e}") from None
 
 
 def list_ids(kind: str, root: str) -> list:
     """The ids of an ``images`` input: every regular file under ``root``, as POSIX paths
     relative to it; for a sample format, its files (``webdataset.expand``: braces, globs)."""
+    if kind == "captions":
+        return [str(n) for n, _ in _caption_lines(root)]
     if kind in SAMPLE_KINDS:
         from align_tf.data import webdataset
         try:
@@ -87,10 +108,14 @@ def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: b
         if plan["model"]["hash"] != model["hash"]:
             raise SearchError(f"{index_dir} was built with another model ({plan['model']['path']})"
                               "; index into a new --output")
+        if plan.get("modality", "image") != modality(spec):
+            raise SearchError(f"{index_dir} is an index of {plan.get('modality', 'image')}s; "
+                              f"{spec} would add {modality(spec)}s: index it into a new --output")
         if spec not in plan["inputs"] and not append:
             raise SearchError(f"{index_dir} indexes {', '.join(plan['inputs'])}; pass --append to "
                               f"add {spec}")
     kind, root = parse_input(spec)
+    plan["modality"] = modality(spec)
     planned = {i for part in plan["parts"] if part["input"] == spec
                for i in part.get("ids", [part.get("file")])}
     new = [i for i in list_ids(kind, root) if i not in planned]
@@ -114,7 +139,8 @@ def part_path(index_dir: str, name: str) -> str:
 
 
 def _file_entries(part: dict, root: str):
-    """``(id, source, caption, bytes or None)`` per file of an ``images`` part (None: unreadable)."""
+    """``(id, source, caption, bytes or None)`` per file of an ``images`` part (None: the file
+    is unreadable)."""
     for id_ in part["ids"]:
         source = os.path.join(root, *id_.split("/"))
         try:
@@ -169,10 +195,19 @@ def read_part(part: dict) -> dict:
     ``data`` (bytes the signature can decode, or None), ``outcomes`` (a skip reason, or None:
     to embed) and ``hashes`` (of the bytes, for duplicates)."""
     kind, root = parse_input(part["input"])
+    out = {"name": part["name"], "ids": [], "sources": [], "captions": [], "data": [],
+           "outcomes": [], "hashes": [], "kind": kind}
+    if kind == "captions":
+        wanted = set(part["ids"])
+        for n, caption in _caption_lines(root):
+            if str(n) in wanted:
+                for key, value in (("ids", str(n)), ("sources", f"{root}#{n}"),
+                                   ("captions", caption), ("data", caption), ("outcomes", None),
+                                   ("hashes", hashlib.sha1(caption.encode()).hexdigest())):
+                    out[key].append(value)
+        return out
     entries = (_sample_entries(kind, part["file"]) if kind in SAMPLE_KINDS
                else _file_entries(part, root))
-    out = {"name": part["name"], "ids": [], "sources": [], "captions": [], "data": [],
-           "outcomes": [], "hashes": []}
     for id_, source, caption, raw in entries:
         data, outcome = None, None
         if raw is None:
@@ -194,14 +229,21 @@ def read_part(part: dict) -> dict:
 def embed_part(part: dict, embedder, batch_size: int) -> dict:
     """``part`` with ``embeddings`` [n, D] (zero rows where not embedded) and final outcomes."""
     todo = [i for i, outcome in enumerate(part["outcomes"]) if outcome is None]
-    vectors, valid = embedder.images([part["data"][i] for i in todo], batch_size)
+    if part.get("kind") == "captions":
+        texts = [part["data"][i] for i in todo]
+        vectors = np.concatenate([embedder.texts(texts[i:i + batch_size])
+                                  for i in range(0, len(texts), batch_size)] or
+                                 [np.zeros((0, embedder.dim), np.float32)])
+        valid = [True] * len(todo)
+    else:
+        vectors, valid = embedder.images([part["data"][i] for i in todo], batch_size)
     COUNTERS["images"] += len(todo)
     embeddings = np.zeros((len(part["ids"]), embedder.dim), np.float32)
     embeddings[todo] = vectors
     outcomes = list(part["outcomes"])
     for i, ok in zip(todo, valid):
         outcomes[i] = index_lib.EMBEDDED if ok else "corrupt"
-    return dict(part, embeddings=embeddings, outcomes=outcomes, data=None)
+    return dict(part, embeddings=embeddings, outcomes=outcomes, data=None, kind=None)
 
 
 def write_part(index_dir: str, part: dict, dtype: str) -> None:
