@@ -20,6 +20,10 @@ Datasets (``--datasets``/``--dataset``, comma-separated; the data sources' spell
   img2dataset_tfrecord:GLOB  img2dataset's TFRecord shards (jpg + txt), likewise
   tfds:NAME        a TFDS dataset with an image and a class label or captions: cifar10, cifar100,
                    imagenet2012 (manual download), coco_captions (a bare NAME is deprecated)
+  coco_karpathy:DIR, flickr30k_karpathy:DIR   MSCOCO / Flickr30K as downloaded, Karpathy's
+                   splits (test: the 5K / 1K sets; --split=val)
+  cxc:DIR          Crisscrossed Captions over COCO: cxc_retrieval (i2t/t2i/t2t/i2i, reported as
+                   retrieval) and correlation (SITS/STS/SIS); docs/evaluation-benchmarks.md
 Tasks (``--tasks``, comma-separated): the registered evaluator types (retrieval, zeroshot, knn,
 linear, and any a ``--plugins`` module registers), or auto (retrieval for captioned data,
 zero-shot for labelled data).
@@ -82,6 +86,11 @@ _HELP = {
     "templates": "Zero-shot prompts: clip80 = CLIP's 80 ImageNet templates (ensembled), simple = "
                  "'a photo of a {}.', none = the class name, synthetic = the corpus' own; auto = "
                  "synthetic for synthetic, else clip80.",
+    "captions_per_class": "intramodal (synthetic): clean captions per class for text→text.",
+    "bootstrap_samples": "correlation: bootstrap resamples of the rated pairs (0: none).",
+    "bootstrap_size": "correlation: pairs per bootstrap resample; 0: the set's size.",
+    "bootstrap_seed": "correlation: seed of the bootstrap resamples.",
+    "similarity_pairs": "correlation (synthetic): rated pairs per task (SITS, STS, SIS).",
     "knn_k": "kNN neighbours.",
     "knn_temperature": "kNN vote weight exp(sim/T); 0 = majority.",
     "linear_backend": "Linear probe: sklearn logistic regression or a Keras softmax.",
