@@ -32,9 +32,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from align_tf.data.sources import karpathy
 from align_tf.data.sources.base import Source, option
 from align_tf.data.sources.collections import RetrievalData
+from align_tf.data.sources.karpathy import CocoKarpathySource
 from align_tf.data.sources.registry import register_source
 
 CXC = "cxc"  # the kind of data cxc:DIR yields: a captioned split with rated pairs
@@ -145,7 +145,7 @@ def _index(kind, value, where, caption_index, image_index, known_sentids, images
 def crisscrossed(directory: str, split: str, max_images: int | None = None,
                  name: str = CXC) -> CxCData:
     """The CxC ``split`` (``test`` or ``val``) of ``directory`` (module docstring)."""
-    coco = karpathy.CocoKarpathySource(directory)
+    coco = CocoKarpathySource(directory)
     whole = coco.read(split)  # the whole split: ids are checked against all of it
     images_kept = min(len(whole), max_images or len(whole))
     kept = karpathy.KarpathySplit(name, split, whole.paths[:images_kept],
