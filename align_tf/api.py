@@ -263,15 +263,10 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
 
 
 def _preset_config(preset: str):
-    """``get_config()`` of a preset name or config file (``path:arg`` passes ``arg``)."""
-    import importlib.util
-
-    from align_tf.configs import preset_path
-    path, _, arg = preset_path(preset).partition(":")
-    spec = importlib.util.spec_from_file_location("align_tf_preset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    """The config of a preset name, a config file or a run's ``config.json`` (what ``--config``
+    takes); ``ValueError`` in one line for a bad one."""
+    from align_tf.configs import load_config_file
+    return load_config_file(preset)
 
 
 def export(model: Model, path: str, templates=None) -> str:
