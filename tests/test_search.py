@@ -338,7 +338,7 @@ def test_errors_are_one_line(indexed, savedmodel, collection, tmp_path, capsys):
         assert str(e.value).startswith("align_tf.search: error: ") and message in str(e.value)
         assert "\n" not in str(e.value)
     for argv, message in [(["--input=images:/nonexistent"], "no such directory"),
-                          (["--input=bogus:x"], "--input must be one of images:, webdataset:"),
+                          (["--input=bogus:x"], "--input must be one of images:, captions:, webdataset:"),
                           (["--input=tfrecord:/nonexistent/*.tfrecord"], "no files match"),
                           ([f"--input=images:{tmp_path}", "--shard_siz=3"], "--shard_size")]:
         with pytest.raises(SystemExit) as e:
