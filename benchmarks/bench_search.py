@@ -4,6 +4,7 @@ and ScaNN (a benchmark, not a test).
     python benchmarks/bench_search.py                                # N = 10^6, dim 640
     python benchmarks/bench_search.py --n=4000000 --float16          # if memory allows
     python benchmarks/bench_search.py --n=20000 --dim=64 --no_append # smoke run
+    python benchmarks/bench_search.py --savedmodel=RUN/savedmodel --real_images=100000
 
 Vectors are clustered synthetic unit vectors ("images"); queries are of two kinds, both unseen at
 build time: *image* queries (near stored vectors) and *text* queries, near the same clusters but
@@ -11,6 +12,10 @@ shifted by one common vector, as a dual encoder's text embeddings sit apart from
 embeddings (the modality gap). A quantizer trained on images codes text queries badly
 (rom1504/clip-retrieval issue 76), so recall is reported for both, and every method's parameter
 is swept until its **text** recall@10 reaches ``--goal`` (matched recall).
+
+With ``--savedmodel``, the same comparison over real embeddings of ``--real_images`` generated
+images, with text queries made of generated captions, and the indexer's throughput (images/s and
+images per CPU-second) against the ``image_embed_encoded`` signature alone on the same images.
 
 Rows: recall@10 (text, image) against exact search, queries/s at batch 1 and batch 256, build
 time and index size. ``ours`` is ``align_tf.search.ann`` as ``align_tf.index`` builds it
@@ -88,18 +93,26 @@ def sweep(index, set_param, values, qs, truths, goal):
     return values[-1]
 
 
-def run(args) -> list:
-    import faiss
+def synthetic(args) -> tuple:
+    """Clustered vectors, unseen text/image queries and disjoint calibration probes."""
     rng = np.random.default_rng(0)
     centres, vectors = clustered(rng, args.n, args.dim, args.clusters, args.spread)
     gap = ann.normalise(rng.normal(size=(1, args.dim)))[0] * args.gap
     qs = {"text": queries(rng, centres, args.queries, args.spread, gap),
           "image": queries(rng, centres, args.queries, args.spread)}
-    truths = {kind: ann.exact_top_k(vectors, q, K) for kind, q in qs.items()}
     probes = {"image": ann.image_probes(vectors), "text": queries(rng, centres, 256, args.spread,
                                                                    gap)}
+    return vectors, qs, probes
+
+
+def compare(vectors, qs, probes, args) -> list:
+    """One row per method over ``vectors`` (see the module docstring)."""
+    import faiss
+    rng = np.random.default_rng(1)
+    n, dim = vectors.shape
+    truths = {kind: ann.exact_top_k(vectors, q, K) for kind, q in qs.items()}
     rows = []
-    flat = faiss.IndexFlatIP(args.dim)
+    flat = faiss.IndexFlatIP(dim)
     start = time.perf_counter()
     flat.add(vectors)
     rows.append(measure("brute force (faiss flat)", flat, lambda q: flat.search(q, K), truths,
@@ -107,7 +120,7 @@ def run(args) -> list:
     rows.append(measure("brute force (NumPy matmul)", None,
                         lambda q: (None, ann.exact_top_k(vectors, q, K)), truths, qs, 0.0,
                         "exact"))
-    params = ann.choose_params(args.n, args.dim)
+    params = ann.choose_params(n, dim)
     start = time.perf_counter()
     ours = ann.build_shard(vectors, params["kind"], params["nlist"])
     setting = params["kind"]
@@ -116,10 +129,10 @@ def run(args) -> list:
         ours.nprobe, setting = nprobe, f"ivf_flat nlist={params['nlist']} nprobe={nprobe}"
     rows.append(measure("ours (align_tf.search)", ours, lambda q: ours.search(q, K), truths, qs,
                         time.perf_counter() - start, setting))
-    nlist = max(params["nlist"], int(4 * math.sqrt(args.n)))
+    nlist = max(params["nlist"], int(4 * math.sqrt(n)))
     start = time.perf_counter()
-    pq = faiss.index_factory(args.dim, f"IVF{nlist},PQ{args.pq_m}", faiss.METRIC_INNER_PRODUCT)
-    pq.train(vectors[rng.choice(args.n, min(args.n, 64 * nlist), replace=False)])
+    pq = faiss.index_factory(dim, f"IVF{nlist},PQ{args.pq_m}", faiss.METRIC_INNER_PRODUCT)
+    pq.train(vectors[rng.choice(n, min(n, 64 * nlist), replace=False)])
     pq.add(vectors)
     build = time.perf_counter() - start
     ivf = faiss.extract_index_ivf(pq)
@@ -128,7 +141,7 @@ def run(args) -> list:
     rows.append(measure("faiss IVF-PQ", pq, lambda q: pq.search(q, K), truths, qs, build,
                         f"nlist={nlist} PQ{args.pq_m} nprobe={nprobe}"))
     start = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.add(vectors)
     build = time.perf_counter() - start
     ef = sweep(hnsw, lambda v: setattr(hnsw.hnsw, "efSearch", v),
@@ -137,6 +150,56 @@ def run(args) -> list:
                         f"efSearch={ef}"))
     rows.extend(_scann(vectors, qs, truths))
     return rows
+
+
+WORDS = ("red", "blue", "green", "yellow", "purple", "orange", "dark", "bright", "striped",
+         "smooth", "noisy", "pale")
+
+
+def real(args) -> tuple:
+    """Embeddings of ``--real_images`` generated images (the SavedModel's
+    ``image_embed_encoded``); text queries and probes: generated captions (``text_embed``).
+    Also times ``align_tf.index`` against the signature alone on the same images."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from align_tf.search import pipeline
+    from align_tf.search.index import PROBE_TEXTS
+    from align_tf.search.model import Embedder, resolve
+    rng = np.random.default_rng(0)
+    root = tempfile.mkdtemp(prefix="bench_search_")
+    try:
+        encoded = []
+        for i in range(args.real_images):
+            small = rng.random((4, 4, 3)) * 255
+            image = Image.fromarray(small.astype(np.uint8)).resize((96, 96), Image.BILINEAR)
+            path = os.path.join(root, "images", f"{i // 1000:04d}", f"{i:07d}.jpg")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            image.save(path, quality=90)
+            encoded.append(open(path, "rb").read())
+        embedder = Embedder(resolve(args.savedmodel))
+        embedder.images(encoded[:64])  # warm-up: tracing
+        cpu, wall = time.process_time(), time.perf_counter()
+        vectors, _ = embedder.images(encoded)
+        alone = (len(encoded) / (time.perf_counter() - wall),
+                 len(encoded) / (time.process_time() - cpu))
+        cpu, wall = time.process_time(), time.perf_counter()
+        pipeline.index(args.savedmodel, f"images:{root}/images", os.path.join(root, "index"),
+                       progress=False)
+        ours = (len(encoded) / (time.perf_counter() - wall),
+                len(encoded) / (time.process_time() - cpu))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    texts = [" ".join(rng.choice(WORDS, 3)) for _ in range(args.queries)]
+    qs = {"text": ann.normalise(embedder.texts(texts)),
+          "image": ann.image_probes(vectors, count=args.queries, seed=3)}
+    probes = {"image": ann.image_probes(vectors), "text": ann.normalise(
+        embedder.texts(list(PROBE_TEXTS)))}
+    throughput = {"signature alone (images/s, images per CPU-s)": alone,
+                  "align_tf.index incl. Beam, read, write, index build": ours}
+    return ann.normalise(vectors), qs, probes, throughput
 
 
 def _scann(vectors, qs, truths) -> list:
@@ -168,23 +231,34 @@ def main():
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--pq_m", type=int, default=64)
     parser.add_argument("--goal", type=float, default=0.95)
+    parser.add_argument("--savedmodel", default=None, help="also: real embeddings of generated "
+                        "images through this SavedModel, and the indexer's throughput")
+    parser.add_argument("--real_images", type=int, default=10_000)
     parser.add_argument("--no_append", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    rows = run(args)
+    rows = [dict(r, data="synthetic") for r in compare(*synthetic(args), args)]
+    throughput = {}
+    if args.savedmodel:
+        vectors, qs, probes, throughput = real(args)
+        rows += [dict(r, data="real") for r in compare(vectors, qs, probes, args)]
+        for name, (wall, per_cpu) in throughput.items():
+            print(f"{name}: {wall:.1f} images/s, {per_cpu:.1f} images per CPU-second")
     brute = rows[0]["qps_1"]
-    headers = ["method", "setting", "recall@10 text", "recall@10 image", "q/s batch 1",
+    headers = ["data", "method", "setting", "recall@10 text", "recall@10 image", "q/s batch 1",
                "q/s batch 256", "build s", "size MB"]
-    table = [[r["method"], r["setting"], f"{r['recall_text']:.3f}", f"{r['recall_image']:.3f}",
+    table = [[r["data"], r["method"], r["setting"], f"{r['recall_text']:.3f}", f"{r['recall_image']:.3f}",
               f"{r['qps_1']:.0f}", f"{r['qps_256']:.0f}", f"{r['build_s']:.1f}",
               f"{r['size_mb']:.0f}"] for r in rows]
     print(common.markdown_table(headers, table))
     setup = f"N={args.n} dim={args.dim} clusters={args.clusters} gap={args.gap} k={K}"
-    results = [(f"{r['method']} [{r['setting']}] recall@10 text/image, q/s b1/b256, build s, MB",
+    results = [(f"{r['data']}: {r['method']} [{r['setting']}] recall@10 text/image, q/s b1/b256, build s, MB",
                 f"{r['recall_text']:.3f}/{r['recall_image']:.3f}, {r['qps_1']:.0f}/"
                 f"{r['qps_256']:.0f}, {r['build_s']:.1f}, {r['size_mb']:.0f}",
                 f"brute force {brute:.0f} q/s b1", common.fmt_ratio(r["qps_1"], brute))
                for r in rows]
+    results += [(f"images/s {name}", f"{wall:.1f} ({per_cpu:.1f} per CPU-s)", "", "")
+                for name, (wall, per_cpu) in throughput.items()]
     common.record("bench_search", results, setup, append=not args.no_append,
                   output=args.output, data=rows)
 
