@@ -34,9 +34,9 @@ EXTRAS = {
                   "matplotlib>=3.8,<3.12"],
     # Linear probe (scikit-learn) and the optional FAISS retrieval path.
     "eval": ["scikit-learn>=1.3,<1.10", "faiss-cpu>=1.8,<1.16"],
-    # Cross-modal search at scale (ANN index): ScaNN without its [tf] extra, which would pull its
-    # own TensorFlow.
-    "search": ["faiss-cpu>=1.8,<1.16", "scann>=1.4,<1.5"],
+    # Cross-modal search at scale: align-index embeds with Beam, faiss builds the ANN index. ScaNN
+    # (benchmarks only) without its [tf] extra, which would pull its own TensorFlow.
+    "search": ["faiss-cpu>=1.8,<1.16", "scann>=1.4,<1.5", "apache-beam>=2.78,<2.79"],
     # On-device inference (LiteRT with XNNPACK).
     "edge": ["ai-edge-litert>=2.3,<2.4"],
     # Browser tests of the search page.
@@ -75,6 +75,8 @@ setup(
         "align-build=align_tf.corpus.build:run",
         "align-vocab=align_tf.corpus.vocab:run",
         "align-convert=align_tf.convert.hf_align:run",
+        "align-index=align_tf.index:run",
+        "align-search=align_tf.search.command:run",
     ]},
     license="Apache-2.0",
 )

@@ -27,6 +27,8 @@ Importing the package loads nothing heavy (no TensorFlow; ``tests/test_imports.p
 | ``python -m align_tf.data.build`` | ``align-build`` |
 | ``python -m align_tf.data.vocab`` | ``align-vocab`` |
 | ``python -m align_tf.convert`` | ``align-convert`` |
+| ``python -m align_tf.index`` | ``align-index`` |
+| ``python -m align_tf.search`` | ``align-search`` |
 """
 
 import importlib

@@ -19,13 +19,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Console script → one flag its --help must list (the rest are the command's business).
 SCRIPTS = {"align-train": "--model_dir", "align-evaluate": "--savedmodel",
            "align-export": "--output", "align-finetune": "--init", "align-build": "--output_dir",
-           "align-vocab": "--output", "align-convert": "--hf_dir"}
+           "align-vocab": "--output", "align-convert": "--hf_dir",
+           "align-index": "--shard_size", "align-search": "--minus"}
 
 
 # Console script → (a flag mistake, what its one-line error says). The builder leaves flags it does
 # not define to Beam, so its mistake is a misspelling of one of its own.
 MISTAKES = dict.fromkeys(SCRIPTS, ("--no_such_flag=1", "Unknown command line flag 'no_such_flag'"))
 MISTAKES["align-build"] = ("--num_shard=3", "unknown flag --num_shard; did you mean --num_shards?")
+MISTAKES["align-index"] = ("--shard_siz=3", "unknown flag --shard_siz; did you mean --shard_size?")
 
 
 def _targets(setup_kwargs) -> dict:
