@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from align_tf.data.sources.base import Source, option
 from align_tf.data.sources.collections import RetrievalData
-from align_tf.data.sources.karpathy import CocoKarpathySource
+from align_tf.data.sources.karpathy import CAPTIONS_PER_IMAGE, CocoKarpathySource, KarpathySplit
 from align_tf.data.sources.registry import register_source
 
 CXC = "cxc"  # the kind of data cxc:DIR yields: a captioned split with rated pairs
@@ -148,7 +148,7 @@ def crisscrossed(directory: str, split: str, max_images: int | None = None,
     coco = CocoKarpathySource(directory)
     whole = coco.read(split)  # the whole split: ids are checked against all of it
     images_kept = min(len(whole), max_images or len(whole))
-    kept = karpathy.KarpathySplit(name, split, whole.paths[:images_kept],
+    kept = KarpathySplit(name, split, whole.paths[:images_kept],
                                   whole.filenames[:images_kept], whole.captions[:images_kept],
                                   whole.sentids[:images_kept])
     caption_index = {s: i for i, s in enumerate(s for ids in kept.sentids for s in ids)}
@@ -158,7 +158,7 @@ def crisscrossed(directory: str, split: str, max_images: int | None = None,
         path = os.path.join(directory, "cxc", f"{task}_{split}.csv")
         pairs[task], skipped[task] = read_pairs(path, task, caption_index, image_index,
                                                 whole.all_sentids, images_kept)
-    return kept.retrieval_data(karpathy.CAPTIONS_PER_IMAGE, cls=CxCData,
+    return kept.retrieval_data(CAPTIONS_PER_IMAGE, cls=CxCData,
                                text_to_image=kept.text_to_image(), pairs=pairs,
                                num_skipped=skipped)
 
