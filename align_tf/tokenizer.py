@@ -4,9 +4,10 @@
 ``FastWordpieceTokenizer`` and keras-hub's ``StartEndPacker``) so it runs inside ``tf.data``, inside
 the model graph and inside an exported SavedModel, where the vocabulary travels with the model. Its
 ids equal HuggingFace's ``BertTokenizer`` (the tokenizer of the public ALIGN checkpoint) for the
-same vocabulary; ``tests/test_hf_parity.py`` checks that. ``build_vocabulary`` learns a WordPiece
-vocabulary from a corpus with tensorflow-text's ``bert_vocab_from_dataset`` (the paper learns its
-vocabulary from its corpus).
+same vocabulary; ``tests/test_hf_parity.py`` checks that (``tests/test_mling_tokenizer.py`` for the
+multilingual mode). ``build_vocabulary`` learns a WordPiece vocabulary from a corpus with
+tensorflow-text's learner, fed by the same pre-tokenizer (the paper learns its vocabulary from
+its corpus).
 """
 
 from __future__ import annotations
@@ -35,26 +36,51 @@ _CJK = (r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B7
 _PUNCTUATION = r"[!-/:-@\[-`{-~]|\p{P}"
 MAX_CHARS_PER_WORD = 100  # longer words become [UNK] (BERT counts characters)
 
+# ``config.data.tokenizer`` → normalisation. "uncased" is BERT-uncased (the default, English);
+# "multilingual" lowercases but keeps accents and other combining marks, because stripping them
+# (NFD, drop Mn) destroys scripts: वृत्त → वतत, ئ → ي, です → てす; lowercasing only touches cased
+# scripts (Latin, Cyrillic, Greek) and merges case variants a small vocabulary would split.
+# "cased" keeps text as is (mBERT-cased).
+MODES = {"uncased": dict(lowercase=True, strip_accents=True),
+         "multilingual": dict(lowercase=True, strip_accents=False),
+         "cased": dict(lowercase=False, strip_accents=False)}
 
-def bert_pretokenize(texts, lowercase: bool = True) -> tf.RaggedTensor:
+
+def mode_settings(mode: str) -> dict:
+    """``MODES[mode]`` (``lowercase``/``strip_accents`` keyword arguments); a one-line
+    ``ValueError`` for an unknown mode."""
+    if mode not in MODES:
+        raise ValueError(f"unknown tokenizer {mode!r}; choose from {sorted(MODES)}")
+    return dict(MODES[mode])
+
+
+def bert_pretokenize(texts, lowercase: bool = True,
+                     strip_accents: bool | None = None) -> tf.RaggedTensor:
     """Splits strings into BERT words exactly as HF's ``BertTokenizer`` does before WordPiece.
 
-    Deletes NUL/U+FFFD/control characters, maps whitespace to spaces, isolates CJK ideographs,
-    (uncased:) strips accents (NFD, drop non-spacing marks) then lowercases character by character,
+    Replaces invalid UTF-8 by U+FFFD (as decoding with ``errors="replace"`` does), deletes
+    NUL/U+FFFD/control characters, maps whitespace to spaces, isolates CJK ideographs, strips
+    accents (NFD, drop non-spacing marks) if asked, lowercases character by character if asked,
     and splits on spaces and punctuation, keeping punctuation as words.
 
     Args:
       texts: string tensor of shape ``(batch,)``.
-      lowercase: BERT uncased (strip accents and lowercase); ``False`` keeps text as is.
+      lowercase: lowercase; ``False`` keeps case.
+      strip_accents: strip accents; ``None``: as ``lowercase`` (HF's default; BERT uncased).
 
     Returns:
       ``(batch, None)`` ragged string tensor of words.
     """
+    strip_accents = lowercase if strip_accents is None else strip_accents
+    # Valid UTF-8 is unchanged; invalid bytes would otherwise reach WordPiece as [UNK] words.
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
+                                         replacement_char=0xFFFD)
     texts = tf.strings.regex_replace(texts, _DELETED, "")
     texts = tf.strings.regex_replace(texts, _SPACES, " ")
     texts = tf.strings.regex_replace(texts, _CJK, r" \0 ")
-    if lowercase:
+    if strip_accents:
         texts = tf.strings.regex_replace(tf_text.normalize_utf8(texts, "NFD"), r"\p{Mn}", "")
+    if lowercase:
         # HF's Rust normaliser lowercases character by character; ICU's string lowering differs
         # only in its one context-dependent rule, word-final "Σ" → "ς" (HF: "σ"), so pre-empt it.
         texts = tf.strings.lower(tf.strings.regex_replace(texts, "Σ", "σ"), encoding="utf-8")
@@ -81,16 +107,23 @@ def save_vocabulary(vocab: list, path: str) -> str:
 
 
 def build_vocabulary(texts: Iterable[str] | tf.data.Dataset, vocab_size: int = 30522,
-                     lowercase: bool = True, batch_size: int = 1024) -> list:
-    """Learns a WordPiece vocabulary (reserved tokens first) from an iterable or dataset of strings."""
+                     lowercase: bool = True, batch_size: int = 1024,
+                     strip_accents: bool | None = None) -> list:
+    """Learns a WordPiece vocabulary (reserved tokens first) from an iterable or dataset of strings.
+
+    Words come from ``bert_pretokenize`` with the same ``lowercase``/``strip_accents`` as the
+    ``TextPreprocessor`` that will use the vocabulary, so the learner sees the words inference
+    produces (tensorflow-text's own BERT splitter case-folds: "Größe" → "grosse", "ﬁ" → "fi").
+    Raises ``StopIteration`` if there is no word at all.
+    """
     if not isinstance(texts, tf.data.Dataset):
         texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
-    from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
-    vocab = bert_vocab.bert_vocab_from_dataset(
-        texts.batch(batch_size).prefetch(2), vocab_size=vocab_size, reserved_tokens=RESERVED_TOKENS,
-        bert_tokenizer_params=dict(lower_case=lowercase),
-        learn_params=dict(num_iterations=4, max_token_length=50, max_unique_chars=1000))
-    return vocab
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+    words = texts.batch(batch_size).map(
+        lambda t: bert_pretokenize(t, lowercase, strip_accents).flat_values).prefetch(2)
+    counts = learner.count_words(words.as_numpy_iterator())
+    return learner.learn(counts, vocab_size, RESERVED_TOKENS, num_iterations=4,
+                         max_token_length=50, max_unique_chars=1000)
 
 
 @keras.saving.register_keras_serializable(package="align_tf")
@@ -102,10 +135,12 @@ class TextPreprocessor(keras.layers.Layer):
     Args:
       vocabulary: a vocabulary file path or a list of tokens.
       sequence_length: output length.
-      lowercase: lowercase and strip accents first (BERT uncased).
+      lowercase: lowercase first (BERT uncased; ``MODES`` names the presets' choices).
+      strip_accents: strip accents first; ``None``: as ``lowercase`` (BERT uncased / cased).
     """
 
-    def __init__(self, vocabulary, sequence_length: int = 64, lowercase: bool = True, **kwargs):
+    def __init__(self, vocabulary, sequence_length: int = 64, lowercase: bool = True,
+                 strip_accents: bool | None = None, **kwargs):
         kwargs.setdefault("dtype", "int32")
         super().__init__(**kwargs)
         if isinstance(vocabulary, str):
@@ -113,6 +148,7 @@ class TextPreprocessor(keras.layers.Layer):
         self.vocabulary = list(vocabulary)
         self.sequence_length = sequence_length
         self.lowercase = lowercase
+        self.strip_accents = strip_accents
         # Words are capped at MAX_CHARS_PER_WORD characters before this, so 4 bytes per character
         # never maps a word that BERT would split to [UNK].
         self.wordpiece = tf_text.FastWordpieceTokenizer(
@@ -125,13 +161,21 @@ class TextPreprocessor(keras.layers.Layer):
             pad_value=self.pad_id, return_padding_mask=True)
         self.built = True  # no weights; lets ExportArchive track it before first call
 
+    @classmethod
+    def for_data(cls, vocabulary, data) -> "TextPreprocessor":
+        """The preprocessor of a config's ``data`` section: ``data.max_tokens`` and the
+        ``data.tokenizer`` mode (absent in older configs: ``"uncased"``)."""
+        mode = data.get("tokenizer", "uncased") if hasattr(data, "get") else "uncased"
+        return cls(vocabulary, sequence_length=data.max_tokens, **mode_settings(mode))
+
     @property
     def vocabulary_size(self) -> int:
         return len(self.vocabulary)
 
     def tokenize(self, texts) -> tf.RaggedTensor:
         """``(batch,)`` strings → ``(batch, None)`` WordPiece ids, without [CLS]/[SEP]/padding."""
-        words = bert_pretokenize(tf.convert_to_tensor(texts), self.lowercase)
+        words = bert_pretokenize(tf.convert_to_tensor(texts), self.lowercase,
+                                 self.strip_accents)
         words = tf.ragged.map_flat_values(
             lambda w: tf.where(tf.strings.length(w, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD, UNK, w),
             words)
@@ -146,5 +190,5 @@ class TextPreprocessor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(vocabulary=self.vocabulary, sequence_length=self.sequence_length,
-                      lowercase=self.lowercase)
+                      lowercase=self.lowercase, strip_accents=self.strip_accents)
         return config

@@ -99,6 +99,11 @@ def get_config():
     c.data.vocab_path = ""             # "" with synthetic data: learned from the captions
     c.data.vocab_size = 2000
     c.data.max_tokens = 16             # paper: 64
+    # Text normalisation (align_tf.tokenizer.MODES), the same in vocabulary learning, training,
+    # evaluation and the exported text_embed: "uncased" (BERT uncased: lowercase, strip accents;
+    # English), "multilingual" (lowercase, keep accents: stripping breaks Devanagari, Arabic, kana),
+    # "cased". CJK ideographs are split one per token in every mode.
+    c.data.tokenizer = "uncased"
     c.data.image_size = 48             # paper: 289
     c.data.resize_size = ml_collections.config_dict.placeholder(int)  # paper: 346 (random crop)
     c.data.num_train_examples = 16384  # synthetic only

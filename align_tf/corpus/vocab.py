@@ -11,7 +11,8 @@ tokens). Captions are read from our TFRecord shards (``caption`` feature), from 
 one text per line (``.txt``/``.txt.gz``), or from the builder's other inputs as they are (no
 filters): webdataset tars (``.tar``) and img2dataset TFRecords (``--format=img2dataset_tfrecord``,
 its ``txt`` feature); they are streamed through ``align_tf.tokenizer.build_vocabulary``
-(tensorflow-text's ``bert_vocab_from_dataset``, BERT-uncased normalisation by default), and saved
+(tensorflow-text's WordPiece learner, fed by the in-graph pre-tokenizer so it sees the words
+inference produces; BERT-uncased normalisation by default), and saved
 one token per line with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` first. Train with it via
 ``--config.data.vocab_path=vocab.txt``.
 
