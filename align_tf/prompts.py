@@ -369,3 +369,17 @@ def get_classnames(dataset: str, tfds_info=None, label_key: str = "label") -> tu
         return tuple(n.replace("_", " ") for n in tfds_info.features[label_key].names)
     raise ValueError(f"no class names shipped for {dataset!r} (have {sorted(CLASSNAMES)}); "
                      "pass tfds_info to read them from TFDS metadata")
+
+
+def multilingual_prompts(language: str, pair) -> list:
+    """The synthetic corpus' zero-shot prompts for ``pair = (colour, shape)`` in ``language`` (an
+    ISO code of ``align_tf.data.languages.LANGUAGES``), the class name translated and agreeing."""
+    from align_tf.data import languages
+    return languages.prompts(language, pair)
+
+
+def multilingual_templates(language: str) -> tuple:
+    """Templates in ``language`` with "{}" for a class name given in that language (e.g. German
+    "roter Kreis"), for export or zero-shot classification with translated class names."""
+    from align_tf.data import languages
+    return tuple(languages.get(language).NAME_TEMPLATES)
