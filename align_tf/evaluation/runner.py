@@ -28,11 +28,13 @@ from align_tf.evaluation import registry
 # The package's evaluators: imported, they register (in this order, which "choose from" lists).
 from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa: F401
 from align_tf.evaluation import cxc, intra_modal, correlation  # noqa: F401, I001
+from align_tf.evaluation import multi30k  # noqa: F401, I001
 
 AUTO = "auto"
 # What `auto` runs, where the dataset supports it (`_takes`): the CxC benchmark's own evaluators
 # run on cxc:DIR only, the intra-modal and similarity ones on the synthetic set and CxC.
-AUTO_TYPES = ("retrieval", "zeroshot", "cxc_retrieval", "intramodal", "correlation")
+AUTO_TYPES = ("retrieval", "zeroshot", "cxc_retrieval", "intramodal", "correlation",
+              "multi30k_retrieval")
 TOPK = zero_shot.TOPK
 # Fields of the flat `eval` section an entry may override: they choose the data it reads.
 SOURCE_OPTIONS = ("split", "train_split", "max_examples", "max_train_examples", "data_dir",

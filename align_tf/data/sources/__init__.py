@@ -18,6 +18,7 @@ Built in, one module each (a new source is one module registering itself, ``regi
   ``coco_karpathy:DIR``          MS-COCO / Flickr30K as downloaded, Karpathy's splits
   ``flickr30k_karpathy:DIR``     (``sources/karpathy.py``).
   ``cxc:DIR``                    Crisscrossed Captions' rated pairs over COCO (``sources/cxc.py``).
+  ``multi30k:DIR``               Multi30K's test set in en/de/fr/cs (``sources/multi30k.py``).
 
 Old spellings (``data.name="tfrecord"`` + ``data.train_pattern``, ``data.tfds_split``, a bare
 TFDS name in ``eval.datasets``) still work, with a one-line deprecation notice
@@ -34,6 +35,7 @@ from align_tf import migrate
 from align_tf.data.sources import (synthetic, tfrecord, img2dataset_tfrecord,  # noqa: F401, I001
                                    tfds)
 from align_tf.data.sources import karpathy, cxc  # noqa: F401, I001  the benchmarks' own layouts
+from align_tf.data.sources import multi30k  # noqa: F401, I001  [mling]: Multi30K per language
 from align_tf.data.sources.base import CLASSIFICATION, PAIRS, RETRIEVAL, Source
 from align_tf.data.sources.collections import ClassificationData, RetrievalData
 from align_tf.data.sources.registry import (UnknownSourceError, get, names, register_source,
