@@ -40,3 +40,13 @@ def prompts(code: str, pair) -> list:
     lang = get(code)
     fields = lang.forms(pair[0], pair[1], "light")
     return [p.format(**fields) for p in lang.PROMPTS]
+
+
+def noun_then_adjective(noun: str, gender: str, colour_forms, articles: dict, **extra) -> dict:
+    """``forms`` of a language whose colour follows the noun and agrees in gender (fr, es):
+    ``c`` (masculine), ``s``, ``cg`` (agreeing), ``a`` (indefinite article), ``x``, ``ax``,
+    plus ``extra``. ``colour_forms``: (masculine, feminine); ``articles``: gender → article."""
+    masc, fem = colour_forms
+    cg = masc if gender == "m" else fem
+    a = articles[gender]
+    return dict(c=masc, s=noun, cg=cg, a=a, x=f"{noun} {cg}", ax=f"{a} {noun} {cg}", **extra)

@@ -2,6 +2,8 @@
 follows the noun and agrees in -o/-a (rojo/roja, amarillo/amarilla, morado/morada); verde and
 azul do not change and naranja, a noun used as colour, is invariable."""
 
+from align_tf.data.languages import noun_then_adjective
+
 COLOURS = {"red": ("rojo", "roja"), "green": ("verde", "verde"), "blue": ("azul", "azul"),
            "yellow": ("amarillo", "amarilla"), "purple": ("morado", "morada"),
            "orange": ("naranja", "naranja")}
@@ -18,9 +20,6 @@ NAME_TEMPLATES = ("una foto: {}.", "{}.", "una imagen: {}.", "un dibujo: {}.")
 
 def forms(colour: str, shape: str, bg: str = "light") -> dict:
     noun, gender = SHAPES[shape]
-    masc, fem = COLOURS[colour]
-    cg = masc if gender == "m" else fem
-    a = "un" if gender == "m" else "una"
-    return dict(c=masc, s=noun, cg=cg, a=a, x=f"{noun} {cg}", ax=f"{a} {noun} {cg}",
-                bg="oscuro" if bg == "dark" else "claro",
-                **{"def": "el" if gender == "m" else "la"})
+    return noun_then_adjective(noun, gender, COLOURS[colour], {"m": "un", "f": "una"},
+                               bg="oscuro" if bg == "dark" else "claro",
+                               **{"def": "el" if gender == "m" else "la"})

@@ -2,6 +2,8 @@
 follows the noun and agrees (vert/verte, bleu/bleue, violet/violette; rouge, jaune unchanged;
 orange, a noun used as colour, is invariable)."""
 
+from align_tf.data.languages import noun_then_adjective
+
 COLOURS = {"red": ("rouge", "rouge"), "green": ("vert", "verte"), "blue": ("bleu", "bleue"),
            "yellow": ("jaune", "jaune"), "purple": ("violet", "violette"),
            "orange": ("orange", "orange")}
@@ -18,9 +20,6 @@ NAME_TEMPLATES = ("une photo : {}.", "{}.", "une image : {}.", "un dessin : {}."
 
 def forms(colour: str, shape: str, bg: str = "light") -> dict:
     noun, gender = SHAPES[shape]
-    masc, fem = COLOURS[colour]
-    cg = masc if gender == "m" else fem
-    a = "un" if gender == "m" else "une"
-    return dict(c=masc, s=noun, cg=cg, a=a, x=f"{noun} {cg}", ax=f"{a} {noun} {cg}",
-                bg="sombre" if bg == "dark" else "clair",
-                **{"def": "l'" if noun[0] in "éa" else ("le " if gender == "m" else "la ")})
+    article = "l'" if noun[0] in "éa" else ("le " if gender == "m" else "la ")
+    return noun_then_adjective(noun, gender, COLOURS[colour], {"m": "un", "f": "une"},
+                               bg="sombre" if bg == "dark" else "clair", **{"def": article})
