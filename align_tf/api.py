@@ -244,7 +244,7 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
     import keras
 
     from align_tf.models.dual_encoder import build_dual_encoder
-    from align_tf.tokenizer import TextPreprocessor, build_vocabulary
+    from align_tf.tokenizer import TextPreprocessor, build_vocabulary, mode_settings
 
     config = _preset_config(preset)
     if vocabulary is None and config.data.vocab_path:
@@ -255,8 +255,9 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
         captions = synthetic.make_pairs(d.num_train_examples, d.image_size,
                                         noise=d.caption_noise, partial=d.caption_partial,
                                         seed=config.seed)["caption"]
-        vocabulary = build_vocabulary(captions, vocab_size=d.vocab_size)
-    preprocessor = TextPreprocessor(vocabulary, sequence_length=config.data.max_tokens)
+        vocabulary = build_vocabulary(captions, vocab_size=d.vocab_size,
+                                      **mode_settings(d.get("tokenizer", "uncased")))
+    preprocessor = TextPreprocessor.for_data(vocabulary, config.data)
     keras.config.set_dtype_policy("float32")
     model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
     return Model(f"preset:{preset}", keras_model=model, preprocessor=preprocessor, config=config)

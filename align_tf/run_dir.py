@@ -121,7 +121,7 @@ def load_model(model_dir: str, checkpoint: str | None = None):
         raise FileNotFoundError(f"no checkpoint in {run.checkpoint_dir}")
     if not run.has_vocabulary():
         raise FileNotFoundError(f"no {VOCAB} in {model_dir}")
-    preprocessor = TextPreprocessor(run.vocab_path, sequence_length=config.data.max_tokens)
+    preprocessor = TextPreprocessor.for_data(run.vocab_path, config.data)
     # Float32 weights and compute whatever the run trained with (bf16 checkpoints hold f32 vars).
     keras.config.set_dtype_policy("float32")
     model = build_dual_encoder(config.model, preprocessor.vocabulary_size)

@@ -80,7 +80,7 @@ def convert(hf_dir: str, output: str, export: bool = True, export_dir: str | Non
 
     run = RunDir(output)
     ckpt = run.save_model(model, config, vocabulary)
-    preprocessor = TextPreprocessor(run.vocab_path, sequence_length=config.data.max_tokens)
+    preprocessor = TextPreprocessor.for_data(run.vocab_path, config.data)
     saved = None
     if export:
         saved = export_model(model, preprocessor, export_dir or run.savedmodel_path,

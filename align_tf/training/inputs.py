@@ -14,7 +14,7 @@ import tensorflow as tf
 from align_tf import distribute
 from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
 from align_tf.run_dir import RunDir
-from align_tf.tokenizer import TextPreprocessor, build_vocabulary
+from align_tf.tokenizer import TextPreprocessor, build_vocabulary, mode_settings
 
 
 def make_preprocessor(config, run: RunDir, synthetic_captions=None, write: bool = True,
@@ -31,10 +31,11 @@ def make_preprocessor(config, run: RunDir, synthetic_captions=None, write: bool 
     elif read_saved and run.has_vocabulary():
         vocabulary = run.vocab_path  # resuming: keep the vocabulary the checkpoint was trained with
     else:
-        vocabulary = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size)
+        vocabulary = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size,
+                                      **mode_settings(config.data.get("tokenizer", "uncased")))
     if write:
         vocabulary = run.save_vocabulary(vocabulary)
-    return TextPreprocessor(vocabulary, sequence_length=config.data.max_tokens)
+    return TextPreprocessor.for_data(vocabulary, config.data)
 
 
 # The model fields that decide its variables (names and shapes): a resumed run keeps them. The

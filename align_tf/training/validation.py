@@ -114,6 +114,9 @@ def _check_data(d, m) -> None:
     check(d.max_tokens <= m.max_sequence_length,
           f"data.max_tokens={d.max_tokens} exceeds model.max_sequence_length="
           f"{m.max_sequence_length}")
+    from align_tf.tokenizer import MODES
+    check(d.get("tokenizer", "uncased") in MODES,
+          f"data.tokenizer={d.get('tokenizer')!r}: choose from {sorted(MODES)}")
     for name in ("caption_noise", "caption_partial", "synthetic_unnamed_colour",
                  "synthetic_colour_only", "synthetic_two_shapes"):
         check(0.0 <= d[name] <= 1.0, f"data.{name}={d[name]} must be in [0, 1]")
