@@ -432,8 +432,9 @@ def test_vocab_cli_spellings_and_one_line_errors(tmp_path):
     still work (the first with a warning); mistakes are one line."""
     parsed = vocab.parse_args(["--input=a", "--output=v.txt", "--nolowercase", "--max_texts=5"])
     expected = {"input": "a", "output": "v.txt", "vocab_size": 30522, "max_texts": 5,
-                "lowercase": False, "format": ""}
+                "lowercase": False, "format": "", "tokenizer": ""}
     assert parsed.flag_values_dict() == expected
+    assert set(vocab.TOKENIZERS) == set(tokenizer.MODES)  # spelt twice: --help loads no TF
     old = vocab.parse_args(["--input_pattern=a", "--output=v.txt", "--no-lowercase", "--max_texts=5"])
     assert old.flag_values_dict() == expected
     assert vocab.parse_args(["--input=a", "--output=v"]).lowercase is True

@@ -3,6 +3,8 @@ r"""Learns the WordPiece vocabulary from the corpus' captions.
     python -m align_tf.corpus.vocab --input='corpus/pairs-*.tfrecord' --output=vocab.txt \
         --vocab_size=100000
     python -m align_tf.corpus.vocab --input=captions.txt.gz --output=vocab.txt --nolowercase
+    python -m align_tf.corpus.vocab --input=captions.txt.gz --output=vocab.txt \
+        --tokenizer=multilingual
 
     python -m align_tf.corpus.vocab --input='shards/{00000..00999}.tar' --output=vocab.txt
 
@@ -12,7 +14,8 @@ one text per line (``.txt``/``.txt.gz``), or from the builder's other inputs as 
 filters): webdataset tars (``.tar``) and img2dataset TFRecords (``--format=img2dataset_tfrecord``,
 its ``txt`` feature); they are streamed through ``align_tf.tokenizer.build_vocabulary``
 (tensorflow-text's WordPiece learner, fed by the in-graph pre-tokenizer so it sees the words
-inference produces; BERT-uncased normalisation by default), and saved
+inference produces; BERT-uncased normalisation by default, ``--tokenizer`` as the config's
+``data.tokenizer``), and saved
 one token per line with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` first. Train with it via
 ``--config.data.vocab_path=vocab.txt``.
 
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 _PROGRESS_EVERY = 100_000
 PROG = __name__  # the name in messages when main runs in-process (cli.program: under cli.run)
 FORMATS = ("tfrecord", "txt", "webdataset", "img2dataset_tfrecord")
+# align_tf.tokenizer.MODES' names, spelt here so --help answers before TensorFlow is imported.
+TOKENIZERS = ("uncased", "multilingual", "cased")
 
 
 def _format(files: list, fmt: str) -> str:
@@ -169,6 +174,9 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
                          flag_values=flag_values)
     flags.DEFINE_bool("lowercase", True, "BERT uncased normalisation (must match "
                       "TextPreprocessor's lowercase).", flag_values=flag_values)
+    flags.DEFINE_enum("tokenizer", "", ("",) + TOKENIZERS, "Normalisation as the config's "
+                      "data.tokenizer (wins over --lowercase): uncased, multilingual (lowercase, "
+                      "keep accents), cased.", flag_values=flag_values)
 
 
 # --input_pattern: the argparse-era spelling; --no-lowercase works too (cli.parse).
@@ -187,7 +195,7 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
     problem = input_problem(f.input, f.format)
     if problem:  # before TensorFlow is imported: one line at once
         _error(problem)
-    from align_tf.tokenizer import build_vocabulary, save_vocabulary
+    from align_tf.tokenizer import build_vocabulary, mode_settings, save_vocabulary
     import tensorflow as tf
     start = time.time()
     try:
@@ -199,7 +207,8 @@ def main(argv: list, flag_values: flags.FlagValues | None = None) -> None:
     except Exception as e:  # tf.errors.OpError (permission, unknown scheme) is not an OSError
         _error(f"cannot write --output {f.output}: {e}")
     try:
-        vocab = build_vocabulary(texts, vocab_size=f.vocab_size, lowercase=f.lowercase)
+        settings = mode_settings(f.tokenizer) if f.tokenizer else dict(lowercase=f.lowercase)
+        vocab = build_vocabulary(texts, vocab_size=f.vocab_size, **settings)
     except StopIteration:  # tensorflow-text's learner, on a dataset without one text
         _error(_no_texts(f.input, f.format))
     save_vocabulary(vocab, f.output)
