@@ -120,4 +120,4 @@ class Multi30kSource(Source):
                 "captions": ex["captions"]}, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
 
-        return Multi30kData(f"multi30k/test_2016_flickr", make, languages)
+        return Multi30kData("multi30k/test_2016_flickr", make, languages)
