@@ -707,9 +707,10 @@ def test_one_spelling_names_each_source_everywhere(tmp_path):
     cifar = sources.get("tfds:cifar100:3.*.*")
     assert (cifar.dataset, cifar.split, cifar.results_key, cifar.prompt_name) == (
         "cifar100:3.*.*", None, "cifar100", "cifar100")
+    assert sources.spellings()[:4] == ("synthetic", "tfrecord:GLOB", "img2dataset_tfrecord:GLOB",
+                                       "tfds:NAME[/split]")
     for spec, message in [("webdataset:/x", "unknown data source 'webdataset:/x'; choose from "
-                                            "synthetic, tfrecord:GLOB, img2dataset_tfrecord:GLOB, "
-                                            "tfds:NAME[/split]"),
+                                            + ", ".join(sources.spellings())),
                           ("tfds:", "data source 'tfds:' needs its argument: tfds:NAME[/split]")]:
         with pytest.raises(sources.UnknownSourceError, match="^" + message.replace("[", r"\[")
                            .replace("]", r"\]") + "$"):

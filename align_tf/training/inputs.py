@@ -32,7 +32,7 @@ def make_preprocessor(config, run: RunDir, synthetic_captions=None, write: bool 
         vocabulary = run.vocab_path  # resuming: keep the vocabulary the checkpoint was trained with
     else:
         vocabulary = build_vocabulary(synthetic_captions, vocab_size=config.data.vocab_size,
-                                      **mode_settings(config.data.get("tokenizer", "uncased")))
+                                      **mode_settings(config.data.tokenizer))
     if write:
         vocabulary = run.save_vocabulary(vocabulary)
     return TextPreprocessor.for_data(vocabulary, config.data)
@@ -59,9 +59,9 @@ def check_resumable(config, run: RunDir) -> None:
     def plain(value):
         return value.to_dict() if hasattr(value, "to_dict") else value
 
-    differ = [f"model.{k}={plain(config.model.get(k))!r} (the run has {plain(saved.get(k))!r})"
+    differ = [f"model.{k}={plain(config.model[k])!r} (the run has {plain(saved.get(k))!r})"
               for k in ARCHITECTURE_FIELDS
-              if plain(config.model.get(k)) != plain(saved.get(k))]
+              if plain(config.model[k]) != plain(saved.get(k))]
     if differ:
         raise ConfigError(f"{run.path} holds another model than this config: {'; '.join(differ)}. "
                           f"Resume with the run's own config (--config={run.config_path}) or "
