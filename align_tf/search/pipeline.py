@@ -28,10 +28,10 @@ class PartModelHandler(ModelHandler):
     def __init__(self, path: str, batch_size: int = 64):
         # One part per RunInference batch: the part is already a batch of images.
         super().__init__(min_batch_size=1, max_batch_size=1)
-        self._path, self._batch_size = path, batch_size
+        self._model_path, self._batch_size = path, batch_size
 
     def load_model(self) -> Embedder:
-        return Embedder(self._path)
+        return Embedder(self._model_path)
 
     def run_inference(self, batch, model, inference_args=None):
         for part in batch:

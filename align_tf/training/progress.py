@@ -45,7 +45,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _value(name: str, value: float) -> str:
+def _format_metric(name: str, value: float) -> str:
     if name in COUNTERS:
         return f"{name}={int(value)}"
     return f"{name}={value:.3g}" if name == "lr" else f"{name}={value:.4g}"
@@ -88,7 +88,7 @@ class Progress:
             parts.append(f"ETA {_clock((self.total - step) / rate)}")
         shown = [k for k in self.order if k in metrics] + sorted(
             k for k in metrics if k not in self.order)
-        parts.append(" ".join(_value(k, metrics[k]) for k in shown
+        parts.append(" ".join(_format_metric(k, metrics[k]) for k in shown
                               if k not in HIDDEN and k != "pairs/s"))
         return " | ".join(parts)
 
