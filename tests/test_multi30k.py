@@ -114,3 +114,12 @@ def test_layout_errors_are_one_line(tmp_path):
     os.remove(tmp_path / "flickr30k-images" / names[4])
     with pytest.raises(FileNotFoundError, match=f"image .*{names[4]} does not exist"):
         source.retrieval(None)
+
+
+def test_the_evaluator_needs_the_kind_the_source_yields():
+    """evaluation/multi30k.py spells the kind itself (importing the source would load TensorFlow
+    into ``align-evaluate --help``); the two spellings must agree."""
+    from align_tf.data.sources import multi30k as source
+    from align_tf.evaluation import multi30k as evaluator
+    classes = [c for c in vars(evaluator).values() if getattr(c, "needs", None)]
+    assert classes and all(c.needs == source.MULTI30K for c in classes)
