@@ -243,10 +243,11 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
     """
     import keras
 
+    from align_tf.configs import load_config_file
     from align_tf.models.dual_encoder import build_dual_encoder
     from align_tf.tokenizer import TextPreprocessor, build_vocabulary, mode_settings
 
-    config = _preset_config(preset)
+    config = load_config_file(preset)  # a preset, a .py file or a run's config.json
     if vocabulary is None and config.data.vocab_path:
         vocabulary = config.data.vocab_path
     if vocabulary is None:
@@ -261,13 +262,6 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
     keras.config.set_dtype_policy("float32")
     model = build_dual_encoder(config.model, preprocessor.vocabulary_size)
     return Model(f"preset:{preset}", keras_model=model, preprocessor=preprocessor, config=config)
-
-
-def _preset_config(preset: str):
-    """The config of a preset name, a config file or a run's ``config.json`` (what ``--config``
-    takes); ``ValueError`` in one line for a bad one."""
-    from align_tf.configs import load_config_file
-    return load_config_file(preset)
 
 
 def export(model: Model, path: str, templates=None) -> str:
