@@ -52,6 +52,8 @@ EXTRAS["test"] = sorted(
         + EXTRAS["pretrained"]
         + EXTRAS["notebooks"]
         + EXTRAS["eval"]
+        + EXTRAS["edge"]  # test_litert runs the exported .tflite files
+        + EXTRAS["serve"]  # test_serve_browser drives Debian's chromium through selenium
     )
 )
 
