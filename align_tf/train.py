@@ -25,7 +25,7 @@ from absl import flags  # noqa: E402
 
 from align_tf import cli  # noqa: E402
 from align_tf.configs import (  # noqa: E402
-    PRESETS, take_config_arg, unknown_field)
+    PRESETS, default_model_dir, take_config_arg, unknown_field)
 
 PROG = "align_tf.train"
 
@@ -62,7 +62,7 @@ def _rewrite_config_arg(argv):
     return out
 
 
-def _define_flags(config) -> None:
+def _define_flags(config, model_dir: str) -> None:
     """The command's flags: ``config`` (``configs.take_config_arg``) with one
     ``--config.SECTION.FIELD`` flag per field (config_flags reads them from ``sys.argv`` while
     ``--config`` is defined, so ``run`` rewrites ``sys.argv`` first)."""
@@ -72,8 +72,9 @@ def _define_flags(config) -> None:
         f"Training config: a preset name ({', '.join(PRESETS)}), a path to a config .py file, or "
         "a run's config.json (train again with its config). Fields are overridable, e.g. "
         "--config.train.batch_size=256.", lock_config=True)
-    flags.DEFINE_string("model_dir", "align_runs/default",
-                        "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go.")
+    flags.DEFINE_string("model_dir", model_dir,
+                        "Where checkpoints, TensorBoard logs, eval.json and the SavedModel go "
+                        "(default: align_runs/<config name>).")
     flags.DEFINE_string("tpu", None, "Cloud TPU name, grpc://address, or 'local' on a TPU VM "
                         "(implies --strategy=tpu under auto).")
     flags.DEFINE_enum("strategy", "auto", ["auto", "tpu", "multi_worker", "mirrored", "one_device"],
@@ -157,7 +158,7 @@ def run():
                                                      "default")
     except ValueError as e:
         sys.exit(f"{PROG}: error: {e}")
-    _define_flags(config)
+    _define_flags(config, default_model_dir(name))
     from align_tf.training import progress
     progress.config_name = name  # for the start banner
     cli.run(__name__, lambda argv: main(argv, eval_overrides), argv=sys.argv)

@@ -29,6 +29,18 @@ def preset_path(name: str, presets=PRESETS) -> str:
                      "file or a run's config.json.")
 
 
+def default_model_dir(spec: str) -> str:
+    """``align_runs/<name>``: where a run of ``--config=spec`` goes when no ``--model_dir`` is
+    given, so that runs of different configs never resume each other's checkpoints. ``name`` is
+    the preset's name, a config file's stem, or the directory of a run's config.json (training
+    again with a run's config continues that run's name)."""
+    path = spec.partition(":")[0]
+    if os.path.basename(path) == "config.json":
+        path = os.path.dirname(path)
+    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "default"
+    return os.path.join("align_runs", name)
+
+
 def load_config_file(spec: str, presets=PRESETS):
     """The ``ConfigDict`` that ``--config=spec`` names, or ``ValueError`` saying in one line why
     there is none. Nothing here imports TensorFlow, so a bad file is reported at once.

@@ -1,8 +1,13 @@
 """The named EfficientNet sizes against the reference table (tensorflow/tpu efficientnet_builder,
 as ALIGN_FACTS.md quotes it), typed in here independently of ``efficientnet.SIZES``."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from align_tf.configs import PRESETS, default_model_dir
 from align_tf.models import efficientnet
 
 # name: (width, depth, resolution, classifier dropout); stochastic depth is 0.2 for every size.
@@ -37,3 +42,15 @@ def test_sizes_round_trip_through_config_dicts():
     assert efficientnet.EfficientNetSize.from_dict(l2.to_dict()) == l2
     old = {k: v for k, v in l2.to_dict().items() if k != "classifier_dropout"}
     assert efficientnet.EfficientNetSize.from_dict(old).drop_connect_rate == STOCHASTIC_DEPTH
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_default_model_dir_follows_the_config_name(preset):
+    """A preset trains into ``align_runs/<preset>`` unless ``--model_dir`` says otherwise, so
+    that runs of two presets never resume each other's checkpoints (what ``--help`` shows is the
+    flag's real default)."""
+    out = subprocess.run([sys.executable, "-m", "align_tf.train", f"--config={preset}", "--help"],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f"(default: 'align_runs/{preset}')" in out
+    assert default_model_dir("runs/my_exp.py:arg") == os.path.join("align_runs", "my_exp")
+    assert default_model_dir("align_runs/x/config.json") == os.path.join("align_runs", "x")
