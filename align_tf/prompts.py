@@ -17,6 +17,7 @@ better in a prompt than WordNet synonyms ("tench" rather than "tench, Tinca tinc
 
 from __future__ import annotations
 
+from align_tf.data import languages as _languages  # the multilingual corpus' word tables
 from align_tf.data.synthetic import PROMPTS as SYNTHETIC_TEMPLATES  # the corpus' own wording
 
 CLIP_IMAGENET_TEMPLATES = (
@@ -121,6 +122,10 @@ TEMPLATE_SETS = {
     "simple": SIMPLE_TEMPLATES,
     "none": ("{}",),  # the bare class name
     "synthetic": tuple(SYNTHETIC_TEMPLATES),
+    # The multilingual corpus' wording around a class name given in that language ("roter
+    # Kreis", "红色的圆形"): mling_en … mling_hi (align_tf.data.languages, docs/multilingual.md).
+    **{f"mling_{code}": tuple(_languages.get(code).NAME_TEMPLATES)
+       for code in _languages.LANGUAGES},
 }
 # The names ``get_templates`` takes besides ``AUTO`` (export's --templates choices).
 TEMPLATE_CHOICES = tuple(TEMPLATE_SETS)
@@ -374,12 +379,10 @@ def get_classnames(dataset: str, tfds_info=None, label_key: str = "label") -> tu
 def multilingual_prompts(language: str, pair) -> list:
     """The synthetic corpus' zero-shot prompts for ``pair = (colour, shape)`` in ``language`` (an
     ISO code of ``align_tf.data.languages.LANGUAGES``), the class name translated and agreeing."""
-    from align_tf.data import languages
-    return languages.prompts(language, pair)
+    return _languages.prompts(language, pair)
 
 
 def multilingual_templates(language: str) -> tuple:
     """Templates in ``language`` with "{}" for a class name given in that language (e.g. German
     "roter Kreis"), for export or zero-shot classification with translated class names."""
-    from align_tf.data import languages
-    return tuple(languages.get(language).NAME_TEMPLATES)
+    return tuple(_languages.get(language).NAME_TEMPLATES)
