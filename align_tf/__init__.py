@@ -10,6 +10,8 @@ The Python API (``align_tf.api``), loaded on first use::
     result = model.zero_shot(["cat.jpg"], ["cat", "dog"])        # probabilities [1, 2], labels
     align_tf.export(model, "/tmp/align_savedmodel")              # a TF Hub module
     fresh = align_tf.build_model("default")                      # untrained; .keras_model
+    index = align_tf.search.Index.load("my_index")               # python -m align_tf.index
+    hits = index.query(text="a red circle", k=10)                # [{"id", "score", ...}]
 
 ``load`` takes a Hugging Face repo id (downloaded and converted once into ``~/.cache/align_tf``:
 ``pip install "align_tf[pretrained]"``), a local HF ``AlignModel`` directory, a run or converted
@@ -37,7 +39,9 @@ import importlib
 # align_tf` stays free of TensorFlow.
 _PUBLIC = {"load": "align_tf.api", "build_model": "align_tf.api", "Model": "align_tf.api", "PretrainedError": "align_tf.pretrained",
            "sample_images": "align_tf.samples", "sample_pairs": "align_tf.samples"}
-__all__ = sorted(list(_PUBLIC) + ["export"])
+# Public subpackages, imported on first access too: ``align_tf.search.Index.load(DIR)``.
+_SUBPACKAGES = ("export", "search")
+__all__ = sorted(list(_PUBLIC) + list(_SUBPACKAGES))
 
 
 def __getattr__(name):
@@ -46,6 +50,8 @@ def __getattr__(name):
         # align_tf.export(model, path).
         importlib.import_module("align_tf.api")
         return importlib.import_module("align_tf.export")
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"align_tf.{name}")
     if name in _PUBLIC:
         # importlib, not an import statement: the package does not depend on its API modules
         # (they import the package's lower layers; tests/test_imports.py counts statements).

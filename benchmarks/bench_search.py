@@ -202,11 +202,31 @@ def real(args) -> tuple:
     return ann.normalise(vectors), qs, probes, throughput
 
 
+def _scann_numpy_api():
+    """``scann_ops_pybind`` without running ``scann/__init__.py``, which loads TF ops built for
+    TF 2.20 and fails beside TF 2.21 (undefined absl symbol). Empty namespace modules stand in
+    for the packages above it; the pybind module itself needs only NumPy."""
+    import importlib.util
+    import types
+    spec = importlib.util.find_spec("scann")
+    if spec is None:
+        raise ImportError("No module named 'scann'")
+    root = spec.submodule_search_locations[0]
+    for name, sub in (("scann", ""), ("scann.scann_ops", "scann_ops"),
+                      ("scann.scann_ops.py", "scann_ops/py"), ("scann.scann_ops.cc", "scann_ops/cc")):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = [os.path.join(root, sub)]
+            sys.modules[name] = module
+    from scann.scann_ops.py import scann_ops_pybind
+    return scann_ops_pybind
+
+
 def _scann(vectors, qs, truths) -> list:
     """ScaNN through its NumPy API, where it imports (its package __init__ imports TF ops built
     for another TF; never install scann[tf])."""
     try:
-        from scann.scann_ops.py import scann_ops_pybind
+        scann_ops_pybind = _scann_numpy_api()
     except Exception as e:  # noqa: BLE001 (ImportError, or the TF op library failing to load)
         print(f"ScaNN: not importable ({type(e).__name__}: {str(e)[:120]})")
         return []

@@ -14,7 +14,6 @@ from PIL import Image
 
 import align_tf
 from align_tf import pretrained
-from align_tf.run_dir import RunDir
 
 WORDS = ["a", "photo", "of", "red", "blue", "green", "circle", "square", "star", "cat", "dog"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [chr(c) for c in range(97, 123)
@@ -23,11 +22,12 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [chr(c) for c i
 
 def test_public_names_are_lazy_and_documented():
     assert set(align_tf.__all__) == {"Model", "PretrainedError", "build_model", "export", "load",
-                                     "sample_images", "sample_pairs"}
+                                     "sample_images", "sample_pairs", "search"}
     for name in align_tf.__all__:
         assert getattr(align_tf, name).__doc__, name
     # align_tf.export is the export subpackage and, called, the API's export function.
     assert callable(align_tf.export) and align_tf.export.export_saved_model
+    assert align_tf.search.Index.load.__doc__
     with pytest.raises(AttributeError):
         align_tf.no_such_name  # noqa: B018
 
