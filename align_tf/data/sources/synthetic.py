@@ -30,7 +30,8 @@ class SyntheticSource(Source):
         return {PAIRS, CLASSIFICATION, RETRIEVAL}
 
     def validate(self, data) -> None:
-        """Nothing to check: the corpus is generated."""
+        """The multilingual corpus' fields (``data.synthetic_languages`` and its mix / only)."""
+        corpus_languages(data)
 
     def classification(self, options, train: bool = False, download: bool = False):
         """The zero-shot test images (``synthetic_seed``), or the kNN/linear-probe fit images
@@ -104,3 +105,97 @@ def synthetic_groups() -> dict:
     """Label groups of the synthetic classes: pairs held out of training and pairs seen."""
     return {"heldout": [synthetic.CLASSES.index(p) for p in synthetic.HELD_OUT],
             "seen": [synthetic.CLASSES.index(p) for p in synthetic.SEEN]}
+
+
+def multilingual_retrieval(rounds: int, captions_per_image: int, seed: int, size: int,
+                           languages) -> dict:
+    """``rounds`` galleries of one image per class (``synthetic_retrieval``'s protocol), each
+    image with ``captions_per_image`` clean captions in every language of ``languages``:
+    ``{"image", "gallery", "captions": {code: (N, captions_per_image) object array}}``. Images
+    come from ``seed``, each language's captions from a stream of their own."""
+    from align_tf.data.languages import LANGUAGES, corpus
+    rng = np.random.default_rng(seed)
+    images, bgs, pairs, galleries = [], [], [], []
+    for gallery in range(rounds):
+        for pair in synthetic.CLASSES:
+            image, _, bg = synthetic.render(pair, size, rng)
+            images.append(image)
+            bgs.append(bg)
+            pairs.append(pair)
+            galleries.append(gallery)
+    captions = {}
+    for code in languages:
+        crng = np.random.default_rng([seed, 1 + LANGUAGES.index(code)])
+        captions[code] = np.asarray(
+            [[corpus.caption(code, pair, bg, crng, noise=0.0, partial=0.0)
+              for _ in range(captions_per_image)] for pair, bg in zip(pairs, bgs)], object)
+    return {"image": np.stack(images), "gallery": np.asarray(galleries, np.int64),
+            "captions": captions}
+
+
+# --------------------------------------------------------------------------- the training corpus
+
+def parse_languages(value, where: str = "data.synthetic_languages") -> tuple:
+    """``"all"`` or a comma list of ``languages.LANGUAGES`` codes → the codes; "" → ()."""
+    from align_tf.data import languages
+    value = str(value or "").strip()
+    if not value:
+        return ()
+    codes = languages.LANGUAGES if value == "all" else tuple(
+        c.strip() for c in value.split(",") if c.strip())
+    unknown = [c for c in codes if c not in languages.LANGUAGES]
+    if unknown or len(set(codes)) != len(codes):
+        problem = f"unknown language {unknown[0]!r}" if unknown else "a language twice"
+        raise ValueError(f"{where}={value!r}: {problem}; choose from all, "
+                         f"{', '.join(languages.LANGUAGES)}")
+    return codes
+
+
+def corpus_languages(data) -> dict | None:
+    """``make_training_pairs``' ``languages``, ``mix`` and ``only`` from ``data`` (the config's
+    data section), or None for the English corpus (``data.synthetic_languages`` ""). One-line
+    ``ValueError`` naming the field.
+
+    ``data.synthetic_language_mix``: ``"de:2,zh:1"`` (relative weights; "" equal);
+    ``data.synthetic_language_only``: ``"red circle=en;blue star=de+fr"`` (these classes are
+    captioned in these languages only)."""
+    codes = parse_languages(data.get("synthetic_languages", ""))
+    if not codes:
+        return None
+    mix, only = None, {}
+    mix_text = str(data.get("synthetic_language_mix", "") or "").strip()
+    if mix_text:
+        try:
+            mix = {k.strip(): float(v) for k, v in (i.split(":") for i in mix_text.split(","))}
+        except ValueError:
+            raise ValueError(f"data.synthetic_language_mix={mix_text!r}: write code:weight "
+                             "pairs, e.g. 'en:2,de:1'") from None
+        if set(mix) - set(codes) or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise ValueError(f"data.synthetic_language_mix={mix_text!r}: weights >= 0 (one > 0) "
+                             f"of data.synthetic_languages {', '.join(codes)}")
+    only_text = str(data.get("synthetic_language_only", "") or "").strip()
+    names = {synthetic.class_name(p): p for p in synthetic.CLASSES}
+    for item in filter(None, (i.strip() for i in only_text.split(";"))):
+        name, _, langs = item.partition("=")
+        pair, langs = names.get(name.strip()), tuple(c.strip() for c in langs.split("+"))
+        if pair is None or not set(langs) <= set(codes) or not all(langs):
+            raise ValueError(f"data.synthetic_language_only: {item!r} is not 'colour shape="
+                             f"code+code' with a class such as 'red circle' and languages of "
+                             f"data.synthetic_languages")
+        only[pair] = langs
+    return {"languages": codes, "mix": mix, "only": only}
+
+
+def training_pairs(config) -> dict:
+    """The synthetic training corpus ``config`` asks for: the English one
+    (``synthetic.make_pairs``), or with ``data.synthetic_languages`` the multilingual one
+    (``languages.corpus.make_training_pairs``: the same images, captions in those languages)."""
+    d = config.data
+    kwargs = dict(noise=d.caption_noise, partial=d.caption_partial, seed=config.seed,
+                  unnamed=d.synthetic_unnamed_colour, colour_only=d.synthetic_colour_only,
+                  two=d.synthetic_two_shapes)
+    spec = corpus_languages(d)
+    if spec is None:
+        return synthetic.make_pairs(d.num_train_examples, d.image_size, **kwargs)
+    from align_tf.data.languages import corpus
+    return corpus.make_training_pairs(d.num_train_examples, d.image_size, **spec, **kwargs)
