@@ -121,17 +121,24 @@ def compare(vectors, qs, probes, args) -> list:
                         lambda q: (None, ann.exact_top_k(vectors, q, K)), truths, qs, 0.0,
                         "exact"))
     params = ann.choose_params(n, dim)
-    start = time.perf_counter()
-    ours = ann.build_shard(vectors, params["kind"], params["nlist"])
-    setting = params["kind"]
-    if params["kind"] != "flat":
-        nprobe, _ = ann.calibrate_nprobe(ours, vectors, probes)
-        ours.nprobe, setting = nprobe, f"ivf_flat nlist={params['nlist']} nprobe={nprobe}"
-    rows.append(measure("ours (align_tf.search)", ours, lambda q: ours.search(q, K), truths, qs,
-                        time.perf_counter() - start, setting))
+    # Below ann.EXACT_BELOW ours is exact; the forced-IVF row shows the approximate index (and its
+    # nprobe calibration on text probes) on the same vectors.
+    for forced, p in ((False, params), (True, ann.choose_params(n, dim, exact_below=0))):
+        if forced and params["kind"] != "flat":
+            break
+        start = time.perf_counter()
+        ours = ann.build_shard(vectors, p["kind"], p["nlist"])
+        setting = p["kind"]
+        if p["kind"] != "flat":
+            nprobe, _ = ann.calibrate_nprobe(ours, vectors, probes)
+            ours.nprobe, setting = nprobe, f"ivf_flat nlist={p['nlist']} nprobe={nprobe}"
+        rows.append(measure("ours (align_tf.search)" + (", IVF forced" if forced else ""), ours,
+                            lambda q, ours=ours: ours.search(q, K), truths, qs,
+                            time.perf_counter() - start, setting))
     nlist = max(params["nlist"], int(4 * math.sqrt(n)))
     start = time.perf_counter()
-    pq = faiss.index_factory(dim, f"IVF{nlist},PQ{args.pq_m}", faiss.METRIC_INNER_PRODUCT)
+    pq_m = max(m for m in range(1, args.pq_m + 1) if dim % m == 0)  # PQ needs M | dim
+    pq = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_m}", faiss.METRIC_INNER_PRODUCT)
     pq.train(vectors[rng.choice(n, min(n, 64 * nlist), replace=False)])
     pq.add(vectors)
     build = time.perf_counter() - start
@@ -139,7 +146,7 @@ def compare(vectors, qs, probes, args) -> list:
     nprobe = sweep(pq, lambda v: setattr(ivf, "nprobe", v), [1, 2, 4, 8, 16, 32, 64, 128, 256,
                                                               512, nlist], qs, truths, args.goal)
     rows.append(measure("faiss IVF-PQ", pq, lambda q: pq.search(q, K), truths, qs, build,
-                        f"nlist={nlist} PQ{args.pq_m} nprobe={nprobe}"))
+                        f"nlist={nlist} PQ{pq_m} nprobe={nprobe}"))
     start = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.add(vectors)
@@ -208,6 +215,8 @@ def _scann_numpy_api():
     for the packages above it; the pybind module itself needs only NumPy."""
     import importlib.util
     import types
+    if "scann.scann_ops.py.scann_ops_pybind" in sys.modules:  # a second call
+        return sys.modules["scann.scann_ops.py.scann_ops_pybind"]
     spec = importlib.util.find_spec("scann")
     if spec is None:
         raise ImportError("No module named 'scann'")
@@ -254,10 +263,12 @@ def main():
     parser.add_argument("--savedmodel", default=None, help="also: real embeddings of generated "
                         "images through this SavedModel, and the indexer's throughput")
     parser.add_argument("--real_images", type=int, default=10_000)
+    parser.add_argument("--real_only", action="store_true", help="only the --savedmodel rows")
     parser.add_argument("--no_append", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    rows = [dict(r, data="synthetic") for r in compare(*synthetic(args), args)]
+    rows = [] if args.real_only else [dict(r, data="synthetic")
+                                      for r in compare(*synthetic(args), args)]
     throughput = {}
     if args.savedmodel:
         vectors, qs, probes, throughput = real(args)
