@@ -30,7 +30,9 @@ with ``python -m align_tf.search --index=INDEX_DIR --text=...``.
 
 Flags this command does not define go to Beam (``--runner=DataflowRunner --project=P ...``,
 ``--direct_num_workers=4 --direct_running_mode=multi_processing``); the default is the
-DirectRunner in this process.
+DirectRunner in this process. ``--model``, ``--input`` and ``--output`` may be local or any
+``tf.io.gfile`` filesystem (``gs://B/index``: what Dataflow's workers can reach); the ANN index
+is built where the command runs and written there.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("input", None, "What to index: images:DIR, webdataset:PATTERN, "
                         "img2dataset_tfrecord:GLOB, tfrecord:GLOB or captions:FILE "
                         "(required).", **fv)
-    flags.DEFINE_string("output", None, "Index directory to write or resume (required).", **fv)
+    flags.DEFINE_string("output", None, "Index directory to write or resume, local or "
+                        "gs://... (required).", **fv)
     flags.DEFINE_bool("append", False, "Add --input to an index of another input.", **fv)
     flags.DEFINE_integer("shard_size", 1000, "Images per part (the unit of resume).",
                          lower_bound=1, **fv)

@@ -5,7 +5,8 @@ directories, plus a text file, a corrupt JPEG, a truncated JPEG, a dangling link
 is indexed through the command's ``main`` in-process. Every answer is checked against an exact
 NumPy search over embeddings the test gets from the SavedModel's own signatures, not from the
 indexer. The approximate index is checked on its own at a size where it really is approximate
-(clustered vectors with a modality gap), and end to end with ``--exact_below=0``.
+(clustered vectors with a modality gap), and end to end with ``--exact_below=0``. Remote input
+and output (gs:// on Dataflow) run on tf.io.gfile's in-process ``ram://`` filesystem.
 """
 
 import io
@@ -100,8 +101,10 @@ def _transcoded(data):
 def reference(savedmodel, collection):
     """Embeddings straight from the SavedModel's signatures:
     ``(ids, E, embed_text, embed_image)``."""
+    import importlib
+
     import tensorflow as tf
-    import tensorflow_text  # noqa: F401
+    importlib.import_module("tensorflow_text")  # the module's tokenizer ops
     module = tf.saved_model.load(savedmodel)
     image_fn, text_fn = (module.signatures[n] for n in ("image_embed_encoded", "text_embed"))
 
@@ -330,6 +333,7 @@ def test_errors_are_one_line(indexed, savedmodel, collection, tmp_path, capsys):
              ([f"--index={out}"], "give exactly one of --text and --image"),
              ([f"--index={out}", "--text=a", "--image=b"], "give exactly one"),
              ([f"--index={tmp_path}", "--text=a"], "is not a built index"),
+             (["--index=nosuchscheme://x", "--text=a"], "cannot read the index"),
              ([f"--index={out}", f"--image={tmp_path / 'none.jpg'}"], "cannot read image")]
     from align_tf.search import command
     for argv, message in cases:
@@ -338,12 +342,105 @@ def test_errors_are_one_line(indexed, savedmodel, collection, tmp_path, capsys):
         assert str(e.value).startswith("align_tf.search: error: ") and message in str(e.value)
         assert "\n" not in str(e.value)
     for argv, message in [(["--input=images:/nonexistent"], "no such directory"),
+                          (["--input=images:ram://nonexistent/x"], "no such directory"),
                           (["--input=bogus:x"], "--input must be one of images:, captions:, webdataset:"),
                           (["--input=tfrecord:/nonexistent/*.tfrecord"], "no files match"),
                           ([f"--input=images:{tmp_path}", "--shard_siz=3"], "--shard_size")]:
         with pytest.raises(SystemExit) as e:
             _index([f"--model={savedmodel}", f"--output={tmp_path / 'o'}"] + argv)
         assert str(e.value).startswith("align_tf.index: error: ") and message in str(e.value)
+
+
+def _ram_copy(local_root: str, remote_root: str) -> None:
+    """The files under ``local_root`` (links skipped) written under ``remote_root`` by gfile."""
+    import tensorflow as tf
+    for directory, _, names in os.walk(local_root):
+        for name in names:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                rel = os.path.relpath(path, local_root).replace(os.sep, "/")
+                tf.io.gfile.makedirs(f"{remote_root}/{os.path.dirname(rel)}".rstrip("/"))
+                with tf.io.gfile.GFile(f"{remote_root}/{rel}", "wb") as f:
+                    f.write(open(path, "rb").read())
+
+
+def test_remote_input_and_output_through_gfile(savedmodel, collection, indexed, reference,
+                                               monkeypatch, capsys):
+    """``--input=images:ram://...`` and ``--output=ram://...`` (tf.io.gfile's in-process
+    filesystem, the code path of gs:// on Dataflow): a run stopped after one part resumes by
+    what exists there; ids are the same relative paths; the stats and rows equal the local
+    run's; ``Index.load("ram://...")`` (several ANN shards) answers exact search."""
+    import uuid
+
+    import tensorflow as tf
+
+    from align_tf.search import Index, indexer
+    base = f"ram://search-{uuid.uuid4().hex}"
+    _ram_copy(collection[0], f"{base}/images")
+    out = f"{base}/idx"
+    argv = [f"--model={savedmodel}", f"--input=images:{base}/images", f"--output={out}",
+            "--shard_size=16", "--budget_gb=2e-6"]
+    monkeypatch.setenv(indexer.STOP_ENV, "1")
+    with pytest.raises(indexer.Stopped):
+        _index(argv)
+    parts = json.loads(tf.io.gfile.GFile(f"{out}/plan.json").read())["parts"]
+    written = [n for n in tf.io.gfile.listdir(f"{out}/parts") if n.endswith(".npz")]
+    assert len(written) == 1 and len(parts) == -(-(len(collection[1]) + 4) // 16)  # no link
+    done = next(p["ids"] for p in parts if p["name"] + ".npz" == written[0])
+    monkeypatch.delenv(indexer.STOP_ENV)
+    before = indexer.COUNTERS["images"]
+    stats = _index(argv, capsys)
+    embeddable = set(collection[1]) | {"truncated.jpg", "corrupt.jpg", "copy.png"}
+    assert indexer.COUNTERS["images"] - before == len(embeddable - set(done))
+    expected = dict(indexed[1], skipped=dict(indexed[1]["skipped"], unreadable=0))
+    assert stats == expected == json.loads(tf.io.gfile.GFile(f"{out}/stats.json").read())
+    index = Index.load(out)
+    assert len(index.shards) == index.meta["params"]["num_shards"] > 1
+    assert [r["id"] for r in index.rows] == [
+        json.loads(r)["id"] for r in open(os.path.join(indexed[0], "rows.jsonl"))]
+    local = Index.load(indexed[0])
+    for text in TEXTS[:3]:
+        results = index.query(text=text)
+        _assert_exact(results, reference, reference[2](text))
+        assert [r["id"] for r in results] == [r["id"] for r in local.query(text=text)]
+    image_id = "b/img 01.png"
+    results = index.query(image=f"{base}/images/{image_id}", k=3)  # the query image on ram:// too
+    assert results[0]["id"] == image_id and results[0]["source"] == f"{base}/images/{image_id}"
+
+
+def test_caption_parts_read_only_their_own_lines(tmp_path, monkeypatch):
+    """A captions part reads its byte span, not the whole file, and finds the lines (numbers,
+    stripped text; blank lines, CRLF, non-ASCII) that reading the whole file finds; locally and
+    through gfile (``ram://``)."""
+    import uuid
+
+    import tensorflow as tf
+
+    from align_tf.search import files, indexer
+    content = "un café\n\n  two  \r\nthree\n€ four\n\n\nfive\nsix\n\nseven".encode()
+    path = tmp_path / "captions.txt"
+    path.write_bytes(content)
+    with open(path, encoding="utf-8") as f:  # Python's own text reading as the reference
+        truth = [(str(n), line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    remote = f"ram://captions-{uuid.uuid4().hex}/captions.txt"
+    with tf.io.gfile.GFile(remote, "wb") as f:
+        f.write(content)
+    read = []
+    real_read = files.read_bytes
+    monkeypatch.setattr(files, "read_bytes", lambda p, start=0, stop=None: read.append(
+        (start, stop)) or real_read(p, start, stop))
+    for number, source in enumerate((str(path), remote)):
+        plan = indexer.make_plan(str(tmp_path / f"idx{number}"), f"captions:{source}",
+                                 {"path": "m", "hash": "h"}, shard_size=2, append=False)
+        assert [len(p["ids"]) for p in plan["parts"]] == [2, 2, 2, 1]
+        del read[:]
+        got = []
+        for part in plan["parts"]:
+            lines = indexer.read_part(part)
+            assert lines["ids"] == part["ids"]
+            got += zip(lines["ids"], lines["captions"])
+        assert got == truth
+        assert sum(min(stop, len(content)) - start for start, stop in read) <= len(content)
 
 
 def test_imports_and_help_do_not_load_tensorflow():

@@ -15,16 +15,17 @@
 * More vectors than ``budget_bytes`` of float32: several shards, each its own index; a query
   fans out to every shard and the per-shard top-k are merged.
 
-Nothing here imports TensorFlow.
+Nothing here imports TensorFlow (``files`` does, for a remote index directory only).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 
 import numpy as np
+
+from align_tf.search import files
 
 # faiss logs "Successfully loaded faiss" at INFO on import: noise on a command's console.
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -126,17 +127,20 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 
 def write_index(index, path: str) -> None:
-    """Writes ``index`` atomically (temporary file, then rename)."""
+    """Writes ``index`` atomically (temporary file, then rename). faiss writes local files
+    only: a remote ``path`` is written locally, then copied up (``files``)."""
     import faiss
-    tmp = f"{path}.tmp{os.getpid()}"
-    faiss.write_index(index, tmp)
-    os.replace(tmp, path)
+    with files.local_copy_for_writing(path) as local:
+        faiss.write_index(index, local)
 
 
 def read_index(path: str, nprobe: int = 0):
-    """Reads an index written by ``write_index``; ``nprobe`` for an IVF one."""
+    """Reads an index written by ``write_index``; ``nprobe`` for an IVF one. A remote one is
+    downloaded to a temporary file first, not read through ``faiss.deserialize_index``: that
+    holds the bytes three times (Python's, faiss' copy, the index), 24 GB for an 8 GB shard."""
     import faiss
-    index = faiss.read_index(path)
+    with files.local_copy_for_reading(path) as local:
+        index = faiss.read_index(local)
     if nprobe:
         faiss.extract_index_ivf(index).nprobe = nprobe
     return index

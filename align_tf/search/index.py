@@ -1,6 +1,7 @@
 """An index directory: build the nearest-neighbour index from embedded parts, load it, query it.
 
-Layout of ``INDEX_DIR`` (every file written atomically: a temporary file, then a rename)::
+Layout of ``INDEX_DIR``, a local directory or any ``tf.io.gfile`` one (``gs://B/index``); every
+file is written atomically, a temporary file then a rename (``files``)::
 
     plan.json          the input and its ids split into fixed parts, up front (align_tf.index)
     parts/NAME.npz     one part's embeddings (float32 or float16), ids, sources, captions,
@@ -19,13 +20,13 @@ best first; the query is q = normalise(ê + w·Σê₊ − w·Σê₋) (ALIGN's 
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 
 import numpy as np
 
-from align_tf.search import ann
+from align_tf.search import ann, files
 from align_tf.search.model import Embedder, SearchError, identity, resolve
 
 FORMAT = 1
@@ -43,21 +44,18 @@ PROBE_TEXTS = tuple(f"a photo of {what}" for what in (
 
 def write_json(path: str, obj) -> None:
     """``obj`` as JSON at ``path``, atomically."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    files.write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
 def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(files.read_bytes(path).decode("utf-8"))
 
 
 def load_part(path: str) -> dict:
     """A part file's arrays (``embeddings``, ``ids``, ``sources``, ``captions``, ``outcomes``,
     ``hashes``)."""
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(path if not files.is_remote(path) else io.BytesIO(files.read_bytes(path)),
+                 allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
 
 
@@ -67,7 +65,7 @@ def collect(index_dir: str, plan: dict) -> tuple:
     vectors, rows, seen = [], [], set()
     stats = {"embedded": 0, "skipped": dict.fromkeys(REASONS, 0), "duplicates": 0}
     for part in plan["parts"]:
-        data = load_part(os.path.join(index_dir, "parts", part["name"] + ".npz"))
+        data = load_part(files.join(index_dir, "parts", part["name"] + ".npz"))
         keep = []
         for i, outcome in enumerate(data["outcomes"]):
             if outcome != EMBEDDED:
@@ -96,7 +94,7 @@ def build(index_dir: str, plan: dict, model: dict, embedder=None, *,
                           f"(skipped: {stats['skipped']}, duplicates: {stats['duplicates']})")
     params = ann.choose_params(len(vectors), vectors.shape[1], exact_below=exact_below,
                                budget_bytes=budget_bytes)
-    os.makedirs(os.path.join(index_dir, "ann"), exist_ok=True)
+    files.makedirs(files.join(index_dir, "ann"))
     probes = None
     if params["kind"] != "flat":
         embedder = embedder or Embedder(model["path"])
@@ -109,23 +107,18 @@ def build(index_dir: str, plan: dict, model: dict, embedder=None, *,
         if probes is not None:
             entry["nprobe"], entry["recall@10"] = ann.calibrate_nprobe(shard, vectors[lo:hi],
                                                                        probes)
-        ann.write_index(shard, os.path.join(index_dir, entry["file"]))
+        ann.write_index(shard, files.join(index_dir, entry["file"]))
         shards.append(entry)
-    _write_rows(os.path.join(index_dir, "rows.jsonl"), rows)
-    write_json(os.path.join(index_dir, "stats.json"), stats)
-    write_json(os.path.join(index_dir, "index.json"), {
+    with files.local_copy_for_writing(files.join(index_dir, "rows.jsonl")) as local, \
+            open(local, "w", encoding="utf-8") as f:  # streamed: 10^8 rows are gigabytes
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_json(files.join(index_dir, "stats.json"), stats)
+    write_json(files.join(index_dir, "index.json"), {
         "format": FORMAT, "model": model, "modality": plan.get("modality", "image"),
         "dim": int(vectors.shape[1]), "count": len(rows),
         "params": params, "shards": shards, "build_seconds": round(time.time() - start, 3)})
     return stats
-
-
-def _write_rows(path: str, rows: list) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _as_list(texts) -> list:
@@ -148,17 +141,21 @@ class Index:
         """Opens ``directory``; queries embed with the SavedModel recorded in it, or ``model``
         (a moved copy of it). A SavedModel other than the one the index was built with (another
         export, other weights) is a ``SearchError``."""
-        path = os.path.join(directory, "index.json")
-        if not os.path.exists(path):
-            raise SearchError(f"{directory} is not a built index (no index.json); build it "
-                              "with python -m align_tf.index")
-        meta = read_json(path)
-        model_path = resolve(model) if model else meta["model"]["path"]
-        check_model(meta["model"], model_path)
-        with open(os.path.join(directory, "rows.jsonl"), encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f]
-        shards = [ann.read_index(os.path.join(directory, s["file"]), s.get("nprobe", 0))
-                  for s in meta["shards"]]
+        try:
+            path = files.join(directory, "index.json")
+            if not files.exists(path):
+                raise SearchError(f"{directory} is not a built index (no index.json); build "
+                                  "it with python -m align_tf.index")
+            meta = read_json(path)
+            model_path = resolve(model) if model else meta["model"]["path"]
+            check_model(meta["model"], model_path)
+            with files.local_copy_for_reading(files.join(directory, "rows.jsonl")) as local, \
+                    open(local, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f]
+            shards = [ann.read_index(files.join(directory, s["file"]), s.get("nprobe", 0))
+                      for s in meta["shards"]]
+        except OSError as e:  # unreadable (permissions, a file missing, an unknown scheme)
+            raise SearchError(f"cannot read the index {directory}: {e}") from None
         return cls(directory, meta, rows, shards, model_path)
 
     @property
@@ -190,8 +187,7 @@ class Index:
         if not isinstance(image, (bytes, bytearray)):
             name = str(image)
             try:
-                with open(image, "rb") as f:
-                    image = f.read()
+                image = files.read_bytes(str(image))
             except OSError as e:
                 raise SearchError(f"cannot read image {name}: {e.strerror or e}") from None
         data = decodable_bytes(bytes(image))
@@ -218,7 +214,7 @@ class Index:
 
 def check_model(recorded: dict, path: str) -> None:
     """Raises ``SearchError`` unless the SavedModel at ``path`` is the one ``recorded``."""
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    if not files.exists(files.join(path, "saved_model.pb")):
         raise SearchError(f"the index's SavedModel {path} is missing; pass the moved copy "
                           "(--model)")
     if identity(path) != recorded["hash"]:

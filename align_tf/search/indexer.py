@@ -17,6 +17,9 @@ Every input file ends as exactly one of: embedded, a duplicate (same bytes as an
 or skipped by reason: ``not_an_image`` (not JPEG/PNG/GIF/BMP/WebP bytes), ``corrupt`` (an image
 the signature's decoder rejects: truncated, damaged) or ``unreadable`` (the file cannot be read).
 
+Paths (the input, the index directory) may be local or remote (``gs://``): ``files`` reads,
+lists and writes them.
+
 Fault injection, for tests: ``ALIGN_INDEX_STOP_AFTER_PARTS=k`` stops the run (``Stopped``) once
 this process has written k parts.
 """
@@ -26,12 +29,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import posixpath
 import sys
 import time
 
 import numpy as np
 
+from align_tf.search import files
 from align_tf.search import index as index_lib
 from align_tf.search.model import SearchError, decodable_bytes, image_format
 
@@ -58,9 +61,9 @@ def parse_input(spec: str) -> tuple:
     if kind not in INPUT_KINDS or not sep or not arg:
         raise SearchError(f"--input must be one of {', '.join(k + ':' for k in INPUT_KINDS)} "
                           f"followed by a directory or file pattern; got {spec!r}")
-    if kind == "images" and not os.path.isdir(arg):
+    if kind == "images" and not files.isdir(arg):
         raise SearchError(f"--input {spec}: no such directory {arg}")
-    if kind == "captions" and not os.path.isfile(arg):
+    if kind == "captions" and not files.isfile(arg):
         raise SearchError(f"--input {spec}: no such file {arg}")
     return kind, arg
 
@@ -70,40 +73,48 @@ def modality(spec: str) -> str:
     return "text" if spec.startswith("captions:") else "image"
 
 
-def _caption_lines(path: str) -> list:
-    """``[(line number, caption)]`` of a captions file's non-blank lines."""
+def _caption_lines(path: str, span: list | None = None) -> list:
+    """``[(line number, caption, start byte, end byte)]`` of a captions file's non-blank lines
+    (UTF-8, ``\\n`` or ``\\r\\n`` line ends); only those in ``span`` = ``[start byte, end byte,
+    number of the line at start]`` if given: a part reads its own lines, not the whole file."""
+    start, stop, number = span or (0, None, 1)
     try:
-        with open(path, encoding="utf-8") as f:
-            return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
+        data = files.read_bytes(path, start, stop)
+    except OSError as e:
         raise SearchError(f"cannot read captions file {path}: {e}") from None
+    lines, offset = [], start
+    for n, line in enumerate(data.split(b"\n"), number):
+        try:
+            caption = line.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise SearchError(f"cannot read captions file {path}: line {n}: {e}") from None
+        if caption:
+            lines.append((n, caption, offset, offset + len(line) + 1))
+        offset += len(line) + 1
+    return lines
 
 
 def list_ids(kind: str, root: str) -> list:
     """The ids of an ``images`` input: every regular file under ``root``, as POSIX paths
     relative to it; for a sample format, its files (``webdataset.expand``: braces, globs)."""
     if kind == "captions":
-        return [str(n) for n, _ in _caption_lines(root)]
+        return [str(line[0]) for line in _caption_lines(root)]
     if kind in SAMPLE_KINDS:
         from align_tf.data import webdataset
         try:
-            return webdataset.expand(root)
-        except (FileNotFoundError, ValueError) as e:
+            with files.as_os_error(root):  # an unknown scheme, no permission
+                return webdataset.expand(root)
+        except (FileNotFoundError, ValueError, OSError) as e:
             raise SearchError(f"--input {kind}:{root}: {e}") from None
-    ids = []
-    for directory, _, files in os.walk(root):
-        rel = os.path.relpath(directory, root)
-        for name in files:
-            ids.append(name if rel == "." else posixpath.join(*rel.split(os.sep), name))
-    return sorted(ids)
+    return files.walk_files(root)
 
 
 def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: bool) -> dict:
     """The plan, extended with the input's ids (files, for a sample format) not yet planned,
     written to ``plan.json``."""
-    path = os.path.join(index_dir, "plan.json")
+    path = files.join(index_dir, "plan.json")
     plan = {"format": index_lib.FORMAT, "model": model, "inputs": [], "parts": []}
-    if os.path.exists(path):
+    if files.exists(path):
         plan = index_lib.read_json(path)
         if plan["model"]["hash"] != model["hash"]:
             raise SearchError(f"{index_dir} was built with another model ({plan['model']['path']})"
@@ -118,7 +129,10 @@ def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: b
     plan["modality"] = modality(spec)
     planned = {i for part in plan["parts"] if part["input"] == spec
                for i in part.get("ids", [part.get("file")])}
-    new = [i for i in list_ids(kind, root) if i not in planned]
+    # A caption part records its lines' byte span, so that it reads only them.
+    spans = ({str(n): (a, b) for n, _, a, b in _caption_lines(root)} if kind == "captions"
+             else {})
+    new = [i for i in (spans or list_ids(kind, root)) if i not in planned]
     if spec not in plan["inputs"]:
         plan["inputs"].append(spec)
     step = 1 if kind in SAMPLE_KINDS else shard_size
@@ -128,24 +142,26 @@ def make_plan(index_dir: str, spec: str, model: dict, shard_size: int, append: b
             part["file"] = new[start]
         else:
             part["ids"] = new[start:start + step]
+        if spans:
+            first, last = part["ids"][0], part["ids"][-1]
+            part["span"] = [spans[first][0], spans[last][1], int(first)]
         plan["parts"].append(part)
-    os.makedirs(os.path.join(index_dir, "parts"), exist_ok=True)
+    files.makedirs(files.join(index_dir, "parts"))
     index_lib.write_json(path, plan)
     return plan
 
 
 def part_path(index_dir: str, name: str) -> str:
-    return os.path.join(index_dir, "parts", name + ".npz")
+    return files.join(index_dir, "parts", name + ".npz")
 
 
 def _file_entries(part: dict, root: str):
     """``(id, source, caption, bytes or None)`` per file of an ``images`` part (None: the file
     is unreadable)."""
     for id_ in part["ids"]:
-        source = os.path.join(root, *id_.split("/"))
+        source = files.join(root, *id_.split("/"))
         try:
-            with open(source, "rb") as f:
-                yield id_, source, "", f.read()
+            yield id_, source, "", files.read_bytes(source)
         except OSError:
             yield id_, source, "", None
 
@@ -199,7 +215,7 @@ def read_part(part: dict) -> dict:
            "outcomes": [], "hashes": [], "kind": kind}
     if kind == "captions":
         wanted = set(part["ids"])
-        for n, caption in _caption_lines(root):
+        for n, caption, _, _ in _caption_lines(root, part.get("span")):
             if str(n) in wanted:
                 for key, value in (("ids", str(n)), ("sources", f"{root}#{n}"),
                                    ("captions", caption), ("data", caption), ("outcomes", None),
@@ -247,16 +263,12 @@ def embed_part(part: dict, embedder, batch_size: int) -> dict:
 
 
 def write_part(index_dir: str, part: dict, dtype: str) -> None:
-    """The part's file, atomically (temporary file, then rename)."""
+    """The part's file, atomically (temporary file, then rename; ``files``)."""
     buffer = io.BytesIO()
     np.savez(buffer, embeddings=part["embeddings"].astype(dtype),
              **{key: np.array(part[key], dtype=str)
                 for key in ("ids", "sources", "captions", "outcomes", "hashes")})
-    path = part_path(index_dir, part["name"])
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    files.write_bytes(part_path(index_dir, part["name"]), buffer.getvalue())
 
 
 class Progress:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 
 import numpy as np
 
+from align_tf.search import files
+
 SAVEDMODEL = "savedmodel"  # a run directory's export (align_tf.run_dir.SAVEDMODEL)
-_IDENTITY_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
+_IDENTITY_FILES = (("saved_model.pb",), ("variables", "variables.index"))
 
 # Leading bytes of the formats we index; anything else is "not_an_image".
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif",
@@ -32,13 +33,14 @@ class SearchError(ValueError):
 
 def resolve(model: str) -> str:
     """The SavedModel directory of ``model``: a SavedModel, or a run directory's
-    ``savedmodel/`` (not exported for you: ``python -m align_tf.export --model_dir=RUN``)."""
-    if os.path.exists(os.path.join(model, "saved_model.pb")):
-        return os.path.abspath(model)
-    inner = os.path.join(model, SAVEDMODEL)
-    if os.path.exists(os.path.join(inner, "saved_model.pb")):
-        return os.path.abspath(inner)
-    if os.path.exists(os.path.join(model, "config.json")):
+    ``savedmodel/`` (not exported for you: ``python -m align_tf.export --model_dir=RUN``); local
+    or remote (``gs://``: Dataflow's workers must reach it)."""
+    if files.exists(files.join(model, "saved_model.pb")):
+        return files.abspath(model)
+    inner = files.join(model, SAVEDMODEL)
+    if files.exists(files.join(inner, "saved_model.pb")):
+        return files.abspath(inner)
+    if files.exists(files.join(model, "config.json")):
         raise SearchError(f"run directory {model} has no exported {SAVEDMODEL}/; export it "
                           f"first: python -m align_tf.export --model_dir={model}")
     raise SearchError(f"{model} is neither a SavedModel nor a run directory with {SAVEDMODEL}/")
@@ -47,13 +49,12 @@ def resolve(model: str) -> str:
 def identity(path: str) -> str:
     """The SHA-256 (hex) of the SavedModel's graph and variable index."""
     digest = hashlib.sha256()
-    for name in _IDENTITY_FILES:
+    for names in _IDENTITY_FILES:
         try:
-            with open(os.path.join(path, name), "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            digest.update(files.read_bytes(files.join(path, *names)))  # a few MB at most
         except OSError as e:
-            raise SearchError(f"cannot read {name} of the SavedModel at {path}: {e}") from None
+            raise SearchError(f"cannot read {'/'.join(names)} of the SavedModel at {path}: "
+                              f"{e}") from None
     return digest.hexdigest()
 
 
@@ -82,8 +83,10 @@ class Embedder:
     """The SavedModel's ``image_embed_encoded`` and ``text_embed``, as NumPy in and out."""
 
     def __init__(self, path: str):
+        import importlib
+
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401  registers the tokenizer ops the SavedModel uses
+        importlib.import_module("tensorflow_text")  # registers the tokenizer ops the module uses
         self.path = path
         self.module = tf.saved_model.load(path)
         names = set(self.module.signatures)
