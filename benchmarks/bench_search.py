@@ -282,7 +282,10 @@ def main():
               f"{r['qps_1']:.0f}", f"{r['qps_256']:.0f}", f"{r['build_s']:.1f}",
               f"{r['size_mb']:.0f}"] for r in rows]
     print(common.markdown_table(headers, table))
-    setup = f"N={args.n} dim={args.dim} clusters={args.clusters} gap={args.gap} k={K}"
+    setup = (f"real: {args.real_images} generated 96-px JPEGs through {args.savedmodel}, "
+             f"{args.queries} caption queries, k={K}" if args.real_only else
+             f"N={args.n} dim={args.dim} clusters={args.clusters} gap={args.gap} k={K}"
+             + (f"; real rows: {args.real_images} images" if args.savedmodel else ""))
     results = [(f"{r['data']}: {r['method']} [{r['setting']}] recall@10 text/image, q/s b1/b256, build s, MB",
                 f"{r['recall_text']:.3f}/{r['recall_image']:.3f}, {r['qps_1']:.0f}/"
                 f"{r['qps_256']:.0f}, {r['build_s']:.1f}, {r['size_mb']:.0f}",
