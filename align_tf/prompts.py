@@ -356,6 +356,10 @@ CLASSNAMES = {
     "cifar10": CIFAR10_CLASSNAMES,
     "cifar100": CIFAR100_CLASSNAMES,
     "imagenet2012": IMAGENET_CLASSNAMES,
+    # Variants labelled with all of ImageNet's classes (R and A score 200: the imagenet:NAME
+    # source, align_tf/data/sources/imagenet.py).
+    "imagenet_v2": IMAGENET_CLASSNAMES,
+    "imagenet_sketch": IMAGENET_CLASSNAMES,
 }
 
 

@@ -30,6 +30,12 @@ None of them shows a held-out pair or describes one (each object phrase of a cap
 one seen pair). Their label is ``-1``; ``objects`` lists what each image shows. With all three
 shares 0 (the evaluation's setting) the random stream, and so every image and caption, is the
 same as without them.
+
+Training draws a share of its images (``VARIETY``, of every kind) varied: flat, gradient or noisier
+gray backgrounds, a wider range of sizes, outlines from none to 3 px, cut-outs over part of the
+shape, a slight blur (``render(varied=True)``). The shift sets of ``align_tf/data/shift.py`` (and
+docs/robustness.md) measure what that buys on styles training never draws; evaluation renders
+plain images.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -56,6 +62,12 @@ SEEN = tuple(p for p in CLASSES if p not in HELD_OUT)
 # Fills for shape-only examples are random colours at least this far (RGB distance) from every named
 # colour, so no such image looks like a named pair (held-out or not); fill jitter is ±20 per channel.
 UNNAMED_MIN_DISTANCE = 120.0
+# Share of training images drawn with varied backgrounds, outlines, sizes, cut-outs and blur
+# (``render(varied=True)``): the default corpus' variety, so that what the towers learn transfers to
+# drawing styles it never shows (``align_tf/data/shift.py``; docs/robustness.md). Evaluation's
+# images are never varied.
+VARIETY = 0.0
+VARIED_FRAC = (0.16, 0.45)  # radius fraction of a varied image (plain: 0.22-0.40)
 
 
 def unnamed_colour(rng: np.random.Generator):
@@ -127,51 +139,105 @@ def _background(size: int, rng: np.random.Generator):
     return Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)), dark
 
 
-def _draw(draw, pair, cx, cy, r, dark: bool, rng: np.random.Generator, rgb=None):
+def _draw(draw, pair, cx, cy, r, dark: bool, rng: np.random.Generator, rgb=None,
+          width: int = 2):
     colour, shape = pair
     jitter = rng.integers(-20, 21, 3) if rgb is None else np.zeros(3, int)
     base_rgb = rgb if rgb is not None else COLOURS[colour]
     fill = tuple(int(v) for v in np.clip(np.array(base_rgb) + jitter, 0, 255))
     # A luminance outline (light on dark, dark on light) gives every colour the same shape edges,
     # so shape features need not be relearned per colour: this is what lets unseen pairs compose.
-    outline = (235, 235, 235) if dark else (20, 20, 20)
+    # ``width`` 0 (a varied image) draws none.
+    outline = ((235, 235, 235) if dark else (20, 20, 20)) if width else None
     if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=2)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
     elif shape == "blob":
-        points, width = _squiggle(cx, cy, r, rng), max(3, int(0.4 * r))
-        draw.line(points, fill=outline, width=width + 4, joint="curve")
-        draw.line(points, fill=fill, width=width, joint="curve")
+        points, stroke = _squiggle(cx, cy, r, rng), max(3, int(0.4 * r))
+        if width:
+            draw.line(points, fill=outline, width=stroke + 2 * width, joint="curve")
+        draw.line(points, fill=fill, width=stroke, joint="curve")
     else:
         draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill,
-                     outline=outline, width=2)
+                     outline=outline, width=width)
 
 
-def render(pair, size: int, rng: np.random.Generator, rgb=None):
+def _varied_background(size: int, rng: np.random.Generator):
+    """A training background of a varied image: dark or light gray as ``_background``, but flat,
+    a gradient between two grays of that range in any direction, or with strong noise (±35)."""
+    dark = rng.random() < 0.5
+    low, high = (10, 70) if dark else (170, 245)
+    kind = rng.integers(3)
+    if kind == 0:
+        bg = np.full((size, size), float(rng.integers(low, high)))
+    elif kind == 1:
+        a, b = rng.integers(low, high, 2)
+        angle = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
+        t = np.clip(0.5 + (xx * math.cos(angle) + yy * math.sin(angle)) / math.sqrt(0.5), 0, 1)
+        bg = a + (float(b) - a) * t
+    else:
+        bg = np.full((size, size), float(rng.integers(low, high)))
+    bg = np.repeat(bg[..., None], 3, axis=-1)
+    if kind == 2:
+        bg = bg + rng.integers(-35, 36, (size, size, 3))
+    return Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)), dark
+
+
+def _varied_width(r, rng: np.random.Generator) -> int:
+    """A varied image's outline width: none, 1, 2 or 3 px, at most a sixth of the radius (a
+    thicker one, drawn inwards, would hide the fill's colour)."""
+    return min(int(rng.integers(0, 4)), max(1, int(r / 6)))
+
+
+def _varied_finish(image, background, cx, cy, r, rng: np.random.Generator):
+    """A varied image's last touches: a cut-out (a patch of the background over part of the
+    shape) a third of the time, a slight blur a third of the time."""
+    if rng.random() < 1 / 3:
+        w, h = rng.uniform(0.4, 0.9, 2) * r
+        x, y = cx + rng.uniform(-0.6, 0.6) * r, cy + rng.uniform(-0.6, 0.6) * r
+        box = tuple(int(round(v)) for v in (x - w / 2, y - h / 2, x + w / 2, y + h / 2))
+        image.paste(background.crop(box), box[:2])
+    if rng.random() < 1 / 3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
+    return image
+
+
+def render(pair, size: int, rng: np.random.Generator, rgb=None, varied: bool = False):
     """Draws one shape; returns ``(uint8 image (size, size, 3), radius fraction, background word)``.
 
     ``pair`` is ``(colour, shape)``; shape may be ``"blob"`` (a thick random stroke). ``rgb``
-    overrides the fill colour (then ``colour`` is only a name, e.g. ``"unnamed"``).
+    overrides the fill colour (then ``colour`` is only a name, e.g. ``"unnamed"``). ``varied``
+    (training's share ``VARIETY``): a flat, gradient or noisier gray background, a radius of
+    16-45 %, an outline 0-3 px wide, and maybe a cut-out and a blur (``_varied_finish``).
     """
-    image, dark = _background(size, rng)
-    frac = rng.uniform(0.22, 0.40)
+    image, dark = _varied_background(size, rng) if varied else _background(size, rng)
+    background = image.copy() if varied else None
+    frac = rng.uniform(*(VARIED_FRAC if varied else (0.22, 0.40)))
     r = frac * size
     cx, cy = rng.uniform(r, size - r, 2)
-    _draw(ImageDraw.Draw(image), pair, cx, cy, r, dark, rng, rgb)
+    width = _varied_width(r, rng) if varied else 2
+    _draw(ImageDraw.Draw(image), pair, cx, cy, r, dark, rng, rgb, width)
+    if varied:
+        image = _varied_finish(image, background, cx, cy, r, rng)
     return np.asarray(image), frac, "dark" if dark else "light"
 
 
-def render_two(pairs, size: int, rng: np.random.Generator):
+def render_two(pairs, size: int, rng: np.random.Generator, varied: bool = False):
     """Draws two smaller shapes side by side (left/right or top/bottom halves, order random);
-    returns ``(uint8 image, background word)``."""
-    image, dark = _background(size, rng)
+    returns ``(uint8 image, background word)``. ``varied``: as ``render``'s, without a cut-out
+    (it could hide a small shape) and with the sizes unchanged."""
+    image, dark = _varied_background(size, rng) if varied else _background(size, rng)
     draw = ImageDraw.Draw(image)
     vertical = rng.random() < 0.5
+    width = _varied_width(0.14 * size, rng) if varied else 2
     for k, pair in enumerate(pairs):
         r = rng.uniform(0.14, 0.22) * size
         lo, hi = (k * size / 2 + r, (k + 1) * size / 2 - r)
         a, b = rng.uniform(lo, max(lo, hi)), rng.uniform(r, size - r)
         cx, cy = (b, a) if vertical else (a, b)
-        _draw(draw, pair, cx, cy, r, dark, rng)
+        _draw(draw, pair, cx, cy, r, dark, rng, width=width)
+    if varied and rng.random() < 1 / 3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
     return np.asarray(image), "dark" if dark else "light"
 
 
@@ -218,14 +284,17 @@ def partial_caption(word, kind: str, frac, bg, rng: np.random.Generator, noise: 
 
 
 def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial: float = 0.1,
-               seed: int = 0, unnamed: float = 0.0, colour_only: float = 0.0, two: float = 0.0):
+               seed: int = 0, unnamed: float = 0.0, colour_only: float = 0.0, two: float = 0.0,
+               variety: float = VARIETY):
     """Generates ``num`` examples of classes drawn uniformly from ``pairs``.
 
     A share ``unnamed`` of examples instead shows a shape (any of ``SHAPES``) in a random fill far
     from every named colour (``unnamed_colour``) with a shape-only caption, and a share ``colour_only`` a blob of a
     named colour with a colour-only caption, and a share ``two`` two shapes of two different pairs
     from ``pairs`` captioned "a red circle and a blue star" (junk instead with probability
-    ``noise``); all three have label ``-1``.
+    ``noise``); all three have label ``-1``. A share ``variety`` of the images, of every kind, is
+    drawn varied (``render``'s ``varied``; captions unchanged); with ``variety`` 0 the stream is
+    the one before variety existed.
 
     Returns:
       dict with ``image`` (uint8 ``(num, size, size, 3)``), ``caption`` (list of str),
@@ -238,17 +307,19 @@ def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial
     captions, labels, objects = [], [], []
     colours_in_pairs = sorted({c for c, _ in pairs}, key=list(COLOURS).index)
     for i in range(num):
+        varied = bool(variety > 0 and rng.random() < variety)
         u = rng.random() if unnamed > 0 or colour_only > 0 or two > 0 else 1.0
         if u < unnamed:
             shape = SHAPES[rng.integers(len(SHAPES))]
-            images[i], frac, bg = render(("unnamed", shape), size, rng, rgb=unnamed_colour(rng))
+            images[i], frac, bg = render(("unnamed", shape), size, rng, rgb=unnamed_colour(rng),
+                                         varied=varied)
             captions.append(partial_caption(shape, "shape", frac, bg, rng, noise))
             labels.append(-1)
             objects.append((("unnamed", shape),))
             continue
         if u < unnamed + colour_only:
             colour = colours_in_pairs[rng.integers(len(colours_in_pairs))]
-            images[i], frac, bg = render((colour, "blob"), size, rng)
+            images[i], frac, bg = render((colour, "blob"), size, rng, varied=varied)
             captions.append(partial_caption(colour, "colour", frac, bg, rng, noise))
             labels.append(-1)
             objects.append(((colour, "blob"),))
@@ -256,7 +327,7 @@ def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial
         if u < unnamed + colour_only + two:
             first, second = rng.choice(len(pairs), 2, replace=False)
             two_pairs = (pairs[first], pairs[second])
-            images[i], bg = render_two(two_pairs, size, rng)
+            images[i], bg = render_two(two_pairs, size, rng, varied)
             if rng.random() < noise:
                 text = JUNK[rng.integers(len(JUNK))].format(n=rng.integers(10000))
             else:
@@ -267,7 +338,7 @@ def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial
             objects.append(two_pairs)
             continue
         pair = pairs[rng.integers(len(pairs))]
-        images[i], frac, bg = render(pair, size, rng)
+        images[i], frac, bg = render(pair, size, rng, varied=varied)
         captions.append(caption(pair, frac, bg, rng, noise, partial, pool=pairs))
         labels.append(CLASSES.index(pair))
         objects.append((pair,))

@@ -29,6 +29,7 @@ from align_tf.evaluation import registry
 from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa: F401
 from align_tf.evaluation import cxc, intra_modal, correlation  # noqa: F401, I001
 from align_tf.evaluation import multi30k  # noqa: F401, I001
+from align_tf.evaluation import synthetic_shift  # noqa: F401, I001  [shift]
 
 AUTO = "auto"
 # What `auto` runs, where the dataset supports it (`_takes`): the CxC benchmark's own evaluators

@@ -36,6 +36,7 @@ from align_tf.data.sources import (synthetic, tfrecord, img2dataset_tfrecord,  #
                                    tfds)
 from align_tf.data.sources import karpathy, cxc  # noqa: F401, I001  the benchmarks' own layouts
 from align_tf.data.sources import multi30k  # noqa: F401, I001  [mling]: Multi30K per language
+from align_tf.data.sources import imagenet, synthetic_shift  # noqa: F401, I001  [shift]
 from align_tf.data.sources.base import CLASSIFICATION, PAIRS, RETRIEVAL, Source
 from align_tf.data.sources.collections import ClassificationData, RetrievalData
 from align_tf.data.sources.registry import (UnknownSourceError, get, names, register_source,
