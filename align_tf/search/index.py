@@ -6,6 +6,7 @@ file is written atomically, a temporary file then a rename (``files``)::
     plan.json          the input and its ids split into fixed parts, up front (align_tf.index)
     parts/NAME.npz     one part's embeddings (float32 or float16), ids, sources, captions,
                        per-id outcome and content hash; present = done (resume skips it)
+    todo/              the parts the last run had to embed, handed to the runner as files
     stats.json         {"embedded", "skipped": {"not_an_image", "corrupt", "unreadable"},
                         "duplicates"}
     rows.jsonl         one {"id", "source", "caption"} per indexed row, in row order

@@ -9,9 +9,11 @@ embedded and written in one fused step.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
@@ -21,6 +23,9 @@ from align_tf.search import files
 from align_tf.search import index as index_lib
 from align_tf.search import indexer
 from align_tf.search.model import Embedder, SearchError, identity, resolve
+
+
+PARTS_PER_BATCH = 100  # parts per todo file: 10^5 ids at --shard_size=1000, a few MB
 
 
 class PartModelHandler(ModelHandler):
@@ -93,6 +98,31 @@ def index(model: str, spec: str, index_dir: str, *, append: bool = False,
     return index_lib.build(index_dir, plan, recorded, **build_kwargs)
 
 
+def write_todo(index_dir: str, parts: list) -> list:
+    """The parts to embed as ``todo/batch-NNNNN.json`` files (``PARTS_PER_BATCH`` each); their
+    paths. Parts reach the runner as files, not as ``beam.Create`` values: those travel inside
+    the job description, which Dataflow caps at about 10 MB (a few 10^5 ids of ``images:DIR``).
+    Each run rewrites them (atomically: an earlier run's file is replaced whole) before its
+    pipeline, and hands the pipeline exactly the paths it wrote."""
+    todo_dir = files.join(index_dir, "todo")
+    files.makedirs(todo_dir)
+    batches = {files.join(todo_dir, f"batch-{number:05d}.json"):
+               parts[start:start + PARTS_PER_BATCH]
+               for number, start in enumerate(range(0, len(parts), PARTS_PER_BATCH))}
+
+    def write(path):
+        files.write_bytes(path, json.dumps(batches[path]).encode("utf-8"))
+
+    with ThreadPoolExecutor(16) as pool:  # 10^3 batch files on gs://: seconds, not minutes
+        list(pool.map(write, batches))
+    return list(batches)
+
+
+def read_todo(path: str) -> list:
+    """The parts of one ``write_todo`` file."""
+    return json.loads(files.read_bytes(path).decode("utf-8"))
+
+
 def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progress) -> None:
     args = list(args)
     if not any(a.startswith("--runner") for a in args):
@@ -104,10 +134,12 @@ def _run_pipeline(parts, model_path, index_dir, dtype, batch_size, args, progres
     stop_after = int(os.environ.get(indexer.STOP_ENV, "0") or 0)
     indexer.COUNTERS["parts"] = 0
     total = sum(len(p.get("ids", ())) for p in parts)  # sample shards: counted as read
+    batches = write_todo(index_dir, parts)
     try:
         with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
             _ = (pipeline
-                 | "Parts" >> beam.Create(parts)
+                 | "Batches" >> beam.Create(batches)
+                 | "Parts" >> beam.FlatMap(read_todo)
                  | "Spread" >> beam.Reshuffle()
                  | "Read" >> beam.ParDo(ReadPart())
                  | "Embed" >> RunInference(PartModelHandler(model_path, batch_size))
