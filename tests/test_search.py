@@ -459,15 +459,18 @@ def test_imports_and_help_do_not_load_tensorflow():
 @pytest.mark.slow  # two more Beam runs: the sample readers are align_tf.data's, tested there
 def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, reference, tmp_path,
                                                               capsys):
-    """A webdataset tar (captions, a caption-only sample, a damaged image), then ``--append`` of
-    our TFRecord shard: captions come back with the results, every sample is counted."""
+    """A webdataset tar (captions, a caption-only sample, a damaged image) on ``ram://``, named
+    by a glob (tf.io.gfile's, as on gs://), then ``--append`` of our TFRecord shard: captions
+    come back with the results, every sample is counted."""
     import tarfile
+    import uuid
 
     import tensorflow as tf
     rng = np.random.default_rng(3)
     images = {f"s{i:03d}": _image(rng, "JPEG") for i in range(6)}
-    tar_path = str(tmp_path / "shard-00000.tar")
-    with tarfile.open(tar_path, "w") as tar:
+    tar_path = f"ram://wds-{uuid.uuid4().hex}/shard-00000.tar"
+    buffer = io.BytesIO()  # ram:// files cannot tell(), which tarfile needs
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         members = [(f"{key}.{ext}", data) for key, image in images.items()
                    for ext, data in (("jpg", image), ("txt", f"caption of {key}".encode()))]
         members += [("nocap.txt", b"only a caption"), ("bad.jpg", images["s000"][:40])]
@@ -475,6 +478,8 @@ def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, refere
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    with tf.io.gfile.GFile(tar_path, "wb") as f:
+        f.write(buffer.getvalue())
     record_path = str(tmp_path / "pairs.tfrecord")
     extra = _image(rng, "PNG")
     with tf.io.TFRecordWriter(record_path) as writer:
@@ -484,7 +489,7 @@ def test_shards_with_captions_webdataset_then_append_tfrecord(savedmodel, refere
                 "caption": tf.train.Feature(bytes_list=tf.train.BytesList(
                     value=[caption.encode()]))})).SerializeToString())
     out = str(tmp_path / "idx")
-    stats = _index([f"--model={savedmodel}", f"--input=webdataset:{tar_path}",
+    stats = _index([f"--model={savedmodel}", f"--input=webdataset:{tar_path[:-9]}*.tar",
                     f"--output={out}"], capsys)
     assert stats == {"embedded": 6, "skipped": {"not_an_image": 1, "corrupt": 1,
                                                 "unreadable": 0}, "duplicates": 0}
