@@ -406,6 +406,11 @@ def test_remote_input_and_output_through_gfile(savedmodel, collection, indexed, 
     image_id = "b/img 01.png"
     results = index.query(image=f"{base}/images/{image_id}", k=3)  # the query image on ram:// too
     assert results[0]["id"] == image_id and results[0]["source"] == f"{base}/images/{image_id}"
+    # The SavedModel on ram:// too (--model=gs://... on Dataflow): recognised as the same model.
+    _ram_copy(savedmodel, f"{base}/model")
+    moved = Index.load(out, model=f"{base}/model")
+    assert moved.model_path == f"{base}/model"
+    assert moved.query(text=TEXTS[3]) == index.query(text=TEXTS[3])
 
 
 def test_caption_parts_read_only_their_own_lines(tmp_path, monkeypatch):
