@@ -154,6 +154,10 @@ def _define_flags():
                       "fp32, or bf16 (opt-in, for GPU/TPU serving; embeddings ~3e-3 off).")
     flags.DEFINE_integer("resize_size", None, "Resize before the centre crop (0: none); default "
                          "the config's data.resize_size.")
+    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "litert"], "savedmodel (TF Hub), or "
+                      "litert: {model_dir}/litert/ .tflite files (align_tf.export.litert).")
+    flags.DEFINE_enum("quantize", "none", ["none", "fp16", "dynamic_int8"], "--format=litert "
+                      "weights: none (float32), fp16 or dynamic_int8.")
 
 
 def main(argv):
@@ -165,6 +169,10 @@ def main(argv):
     problem = cli.directory_problem("output", f.output)
     if problem:
         sys.exit(f"align_tf.export: error: {problem}")
+    if f.format == "litert":
+        return importlib.import_module("align_tf.export.litert").main(f)
+    if f.quantize != "none":
+        sys.exit("align_tf.export: error: --quantize needs --format=litert")
     try:
         path, names = _export_model_dir(f.model_dir, f.output, f.templates, f.checkpoint,
                                         f.image_size, f.resize_size, f.precision)
