@@ -398,11 +398,8 @@ def test_remote_input_and_output_through_gfile(savedmodel, collection, indexed, 
     assert len(index.shards) == index.meta["params"]["num_shards"] > 1
     assert [r["id"] for r in index.rows] == [
         json.loads(r)["id"] for r in open(os.path.join(indexed[0], "rows.jsonl"))]
-    local = Index.load(indexed[0])
     for text in TEXTS[:3]:
-        results = index.query(text=text)
-        _assert_exact(results, reference, reference[2](text))
-        assert [r["id"] for r in results] == [r["id"] for r in local.query(text=text)]
+        _assert_exact(index.query(text=text), reference, reference[2](text))
     image_id = "b/img 01.png"
     results = index.query(image=f"{base}/images/{image_id}", k=3)  # the query image on ram:// too
     assert results[0]["id"] == image_id and results[0]["source"] == f"{base}/images/{image_id}"
