@@ -18,6 +18,12 @@ Figures per batch size, alternating the two implementations call by call:
   ``BertTokenizerFast(padding="longest")`` + ``get_text_features``, the same trimming; HF's model
   alone (pre-tokenized ids, also ``padding="longest"``) as well. ``--hf_padding=max_length`` pads
   HF's inputs to ``max_tokens`` instead (how the rows before issue 21 were measured).
+* LiteRT (``--litert``, on by default): the same weights exported with ``python -m align_tf.export
+  --format=litert`` and run by ``align_tf.litert.Embedder`` (ai-edge-litert's interpreter,
+  XNNPACK) with 1 and 2 threads, in the same interleaving, as rows "LiteRT N thread(s) vs HF":
+  images on the same ``[B, S, S, 3]`` pixels (the in-graph resize then multiplies by identity
+  weights), texts from strings (the pure-Python tokenizer included). ``--litert_profile``
+  prints the interpreter's per-op profile of each LiteRT cell (``benchmark_model``'s op table).
 * ``--bf16``: also a SavedModel exported with ``precision="bf16"`` (opt-in,
   ``export.export_model_dir``), timed in the same interleaving as ``ours_bf16`` and reported in
   rows of its own next to ours in float32, with its embedding deviation from float32 (max abs
@@ -90,12 +96,19 @@ def main(argv=None) -> dict:
                         help="HF tokenizer padding (ours trims to the longest text)")
     parser.add_argument("--bf16", action="store_true",
                         help="also time a bf16 export (opt-in precision), rows of its own")
+    parser.add_argument("--no_litert", action="store_true", help="leave out the LiteRT rows")
+    parser.add_argument("--litert_threads", default="1,2", help="LiteRT interpreter threads")
+    parser.add_argument("--litert_profile", action="store_true",
+                        help="print where LiteRT's time goes (tokenizer, interpreter, ops)")
     parser.add_argument("--no_append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
 
+    import importlib
+
     import tensorflow as tf
-    import tensorflow_text  # noqa: F401  registers the tokenizer ops before loading
     import torch
+
+    importlib.import_module("tensorflow_text")  # registers the tokenizer ops before loading
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     work = tempfile.mkdtemp(prefix="bench_inference_")
@@ -107,6 +120,9 @@ def main(argv=None) -> dict:
             from align_tf import export
             bf16 = tf.saved_model.load(export.export_model_dir(
                 os.path.dirname(path), os.path.join(work, "bf16"), precision="bf16"))
+        embedders = {} if args.no_litert else litert_embedders(
+            os.path.dirname(path), os.path.join(work, "litert"),
+            [int(t) for t in args.litert_threads.split(",")])
         deviation = {}
         rng = np.random.default_rng(0)
         table, rows = [], []
@@ -134,6 +150,9 @@ def main(argv=None) -> dict:
                          "hf": hf_image}
             text_fns = {"ours": lambda: saved.text_embed(ours_texts)["embeddings"].numpy(),
                         "hf": hf_text, "hf_model_only": lambda: hf_text(ids)}
+            for name, embedder in embedders.items():
+                image_fns[name] = lambda e=embedder: e.embed_images(pixels)
+                text_fns[name] = lambda e=embedder: e.embed_texts(texts)
             if bf16 is not None:
                 image_fns["ours_bf16"] = lambda: bf16.image_embed(ours_pixels)["embeddings"].numpy()
                 text_fns["ours_bf16"] = lambda: bf16.text_embed(ours_texts)["embeddings"].numpy()
@@ -144,12 +163,24 @@ def main(argv=None) -> dict:
                     deviation[f"{what} batch {b}"] = (
                         (float(np.abs(a - c).max()), float((a * c).sum(-1).min()))
                         if np.linalg.norm(a, axis=-1).min() > 0.5 else None)
+            if args.litert_profile:
+                for name, embedder in embedders.items():
+                    print(f"batch {b}, {name}: {litert_profile(embedder, pixels, texts)}")
             images = common.time_interleaved(image_fns, repeats, warmup=2)
             text = common.time_interleaved(text_fns, repeats, warmup=2)
             per_s = lambda t: b / t["median"]  # noqa: E731
             for what, times in (("images/s", images), ("texts/s", text)):
                 ours = per_s(times["ours"])
-                for ref in [k for k in times if k != "ours"]:
+                for name in embedders:  # LiteRT vs HF (the goal: >= 1.5x in every cell)
+                    label = f"LiteRT {name.split('_')[1][:-1]} thread(s) vs HF AlignModel"
+                    lite, hf_rate = per_s(times[name]), per_s(times["hf"])
+                    table.append([b, what, f"{lite:.1f}", f"{hf_rate:.1f}", label,
+                                  common.fmt_ratio(lite, hf_rate),
+                                  f"{times[name]['median'] * 1e3:.1f}",
+                                  f"{times['hf']['median'] * 1e3:.1f}", repeats])
+                    rows.append((f"{what} batch {b}, {label}", f"{lite:.1f}", f"{hf_rate:.1f}",
+                                 common.fmt_ratio(lite, hf_rate)))
+                for ref in [k for k in times if k != "ours" and k not in embedders]:
                     label = {"hf": "HF AlignModel", "hf_model_only":
                              "HF AlignModel, pre-tokenized",
                              "ours_bf16": "ours fp32"}[ref]
@@ -178,7 +209,8 @@ def main(argv=None) -> dict:
                                                                               per_s(times[ref]))))
             print(common.markdown_table(
                 ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms",
-                 "ref ms", "calls"], table[-(3 + 2 * bool(bf16)):]), flush=True)
+                 "ref ms", "calls"], table[-(3 + 2 * bool(bf16) + 2 * len(embedders)):]),
+                flush=True)
         print("\n" + common.markdown_table(
             ["batch", "figure", "ours", "reference", "reference is", "ratio", "ours ms", "ref ms",
              "calls"], table))
@@ -187,9 +219,48 @@ def main(argv=None) -> dict:
     setup = (f"random AlignConfig: EfficientNet-B0 @ {args.image_size}px + BERT-{args.text}, "
              f"{args.max_tokens} tokens, fp32 CPU; SavedModel (tf.saved_model.load) vs torch "
              "eager inference_mode; ours trims texts to the longest, HF padding="
-             f"{args.hf_padding}")
+             f"{args.hf_padding}; LiteRT: align_tf.litert.Embedder (ai-edge-litert, XNNPACK, "
+             "float32), HF on all cores")
     common.record("bench_inference.py", rows, setup, not args.no_append)
     return {"rows": rows}
+
+
+def litert_embedders(run: str, out: str, threads) -> dict:
+    """``{"litert_{n}t": Embedder}`` of the run's LiteRT export (float32), one per thread
+    count."""
+    from align_tf.export.litert import export_model_dir_litert
+    from align_tf.litert import Embedder
+
+    export_model_dir_litert(run, out)
+    return {f"litert_{n}t": Embedder(out, threads=n) for n in threads}
+
+
+def litert_profile(embedder, pixels, texts, repeats: int = 5) -> dict:
+    """Where a LiteRT call's time goes: the pure-Python tokenizer vs the text interpreter, the
+    image interpreter (median ms), and each interpreter's nodes after delegation (``DELEGATE``:
+    XNNPACK's, the rest LiteRT's own kernels)."""
+    import collections
+    import time
+
+    def ms(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return round(1e3 * sorted(times)[len(times) // 2], 2)
+
+    tokens = embedder.tokenizer(texts)
+    longest = int(tokens["padding_mask"].sum(1).max())
+    ids, mask = (np.ascontiguousarray(tokens[k][:, :longest])
+                 for k in ("token_ids", "padding_mask"))
+    out = {"tokenize_ms": ms(lambda: embedder.tokenizer(texts)),
+           "text_invoke_ms": ms(lambda: embedder._text(token_ids=ids, padding_mask=mask)),
+           "image_invoke_ms": ms(lambda: embedder._image(images=pixels))}
+    for name, tower in (("text_nodes", embedder._text), ("image_nodes", embedder._image)):
+        out[name] = dict(collections.Counter(
+            op["op_name"] for op in tower.interpreter._get_ops_details()).most_common())
+    return out
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def _code_point_texts():
     return points, [f"a{chr(cp)}b" for cp in points]
 
 
-@pytest.mark.parametrize("mode", ["uncased", "multilingual"])
+@pytest.mark.parametrize("mode", ["uncased", pytest.param("multilingual", marks=pytest.mark.slow)])
 def test_pretokenizer_equals_the_in_graph_one_on_every_code_point(mode):
     settings = tokenizer.mode_settings(mode)
     points, texts = _code_point_texts()
