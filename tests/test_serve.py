@@ -322,6 +322,23 @@ def test_concurrent_queries_get_the_same_answers(served):
                                    [r["score"] for r in alone[key]], atol=1e-5)
 
 
+def test_keep_alive_requests_do_not_wait_for_delayed_acks(served):
+    """Twenty requests on one keep-alive connection: with Nagle's algorithm on, each answer's
+    body would wait for the client's delayed ACK (≥ 40 ms on Linux), 0.8 s in all."""
+    import http.client
+    import time
+    conn = http.client.HTTPConnection("127.0.0.1", served["server"].server_address[1],
+                                      timeout=30)
+    start = time.perf_counter()
+    for _ in range(20):
+        conn.request("GET", "/api/health")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    elapsed = time.perf_counter() - start
+    conn.close()
+    assert elapsed < 0.6, f"{elapsed:.2f} s for 20 keep-alive requests"
+
+
 def test_command_line_mistakes_are_one_line(served, tmp_path):
     from align_tf.serve import command
     port = served["server"].server_address[1]

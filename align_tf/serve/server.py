@@ -47,6 +47,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "align_tf.serve"
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK (40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
     timeout = 30  # seconds an idle keep-alive connection (or a stalled upload) is kept
 
     def do_GET(self):
