@@ -79,15 +79,20 @@ def search_query(params: dict, image: bytes | None = None) -> dict:
             "k": count(params)}
 
 
-def count(params: dict, default: int = 10) -> int:
-    """``k``: an integer in [1, MAX_K]."""
-    raw = params.get("k", [None])[0]
+def _value(params: dict, name: str, default, convert, kind: str):
+    """Parameter ``name`` through ``convert`` (``int``, ``float``), or ``default`` if absent."""
+    raw = params.get(name, [None])[0]
     if raw is None:
         return default
     try:
-        k = int(raw.strip())
+        return convert(raw.strip())
     except ValueError:
-        raise ApiError(400, f"k must be an integer; got {raw!r}") from None
+        raise ApiError(400, f"{name} must be {kind}; got {raw!r}") from None
+
+
+def count(params: dict, default: int = 10) -> int:
+    """``k``: an integer in [1, MAX_K]."""
+    k = _value(params, "k", default, int, "an integer")
     if not 1 <= k <= MAX_K:
         raise ApiError(400, f"k must be between 1 and {MAX_K}; got {k}")
     return k
@@ -95,15 +100,9 @@ def count(params: dict, default: int = 10) -> int:
 
 def number(params: dict, name: str, default: float) -> float:
     """A finite float parameter."""
-    raw = params.get(name, [None])[0]
-    if raw is None:
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"{name} must be a number; got {raw!r}") from None
+    value = _value(params, name, default, float, "a number")
     if not math.isfinite(value):
-        raise ApiError(400, f"{name} must be finite; got {raw!r}")
+        raise ApiError(400, f"{name} must be finite; got {params[name][0]!r}")
     return value
 
 
