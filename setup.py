@@ -79,6 +79,7 @@ setup(
         "align-convert=align_tf.convert.hf_align:run",
         "align-index=align_tf.index:run",
         "align-search=align_tf.search.command:run",
+        "align-serve=align_tf.serve.command:run",
     ]},
     license="Apache-2.0",
 )

@@ -31,6 +31,7 @@ Importing the package loads nothing heavy (no TensorFlow; ``tests/test_imports.p
 | ``python -m align_tf.convert`` | ``align-convert`` |
 | ``python -m align_tf.index`` | ``align-index`` |
 | ``python -m align_tf.search`` | ``align-search`` |
+| ``python -m align_tf.serve`` | ``align-serve`` |
 """
 
 import importlib

@@ -20,7 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = {"align-train": "--model_dir", "align-evaluate": "--savedmodel",
            "align-export": "--output", "align-finetune": "--init", "align-build": "--output_dir",
            "align-vocab": "--output", "align-convert": "--hf_dir",
-           "align-index": "--shard_size", "align-search": "--minus"}
+           "align-index": "--shard_size", "align-search": "--minus",
+           "align-serve": "--max_upload_mb"}
 
 
 # Console script → (a flag mistake, what its one-line error says). The builder leaves flags it does
