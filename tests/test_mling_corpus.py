@@ -90,3 +90,34 @@ def test_name_templates_take_class_names_in_each_language():
         templates = prompts_module.multilingual_templates(code)
         assert templates and all(t.count("{}") == 1 for t in templates)
         assert phrase(code, ("red", "star")) in templates[0].format(phrase(code, ("red", "star")))
+
+
+def test_training_corpus_is_the_english_examples_captioned_in_every_language():
+    """make_training_pairs (data.synthetic_languages): the English corpus' images and extra kinds,
+    held-out pairs described in no language, two-shape captions naming both pairs, ``only``."""
+    kinds = dict(noise=0.2, partial=0.3, seed=5, unnamed=0.3, colour_only=0.1, two=0.35)
+    data = corpus.make_training_pairs(500, size=16, **kinds)
+    english = synthetic.make_pairs(500, size=16, **kinds)
+    np.testing.assert_array_equal(data["image"], english["image"])
+    assert data["objects"] == english["objects"]
+    assert set(data["language"]) == set(LANGUAGES)
+    held = {code: [get(code).forms(*p)["x"] for p in synthetic.HELD_OUT] for code in LANGUAGES}
+    for text, code, objects in zip(data["caption"], data["language"], data["objects"]):
+        assert not any(name in text for name in held[code]), (code, text)
+        if len(objects) == 2 and corpus.AND[code] in text:
+            assert text == corpus.AND[code].join(get(code).forms(*p)["ax"] for p in objects)
+    assert sum(len(o) == 2 for o in data["objects"]) > 100
+
+    only = {("red", "circle"): ("de",)}
+    data = corpus.make_training_pairs(300, size=16, languages=("en", "de"), only=only, **kinds)
+    for text, code, objects in zip(data["caption"], data["language"], data["objects"]):
+        if ("red", "circle") in objects:
+            assert code == "de", (code, text)
+        assert "red circle" not in text
+
+
+def test_background_word_is_read_back_from_the_image():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        image, _, bg = synthetic.render(synthetic.SEEN[0], 16, rng)
+        assert corpus._background_word(image) == bg

@@ -86,20 +86,32 @@ class ReadTable(beam.PTransform):
             wanted = [c for c in (self.config.image_column, self.config.text_column,
                                   self.config.id_column) if c and c in names]
             return pbegin | beam.io.ReadFromParquet(self.pattern, columns=wanted)
+        # Lines are read as bytes and decoded one by one: a line that is not UTF-8 (a caption in
+        # a legacy encoding) is a counted bad_row, not a UnicodeDecodeError ending the build.
         if fmt == "jsonl":
-            return (pbegin | beam.io.ReadFromText(self.pattern)
+            return (pbegin | beam.io.ReadFromText(self.pattern, coder=beam.coders.BytesCoder())
                     | "ParseJson" >> beam.Map(_parse_json))
         delimiter = "\t" if fmt == "tsv" else ","
         if self.config.columns:
             names, skip = [c.strip() for c in self.config.columns.split(",")], 0
         else:
             names, skip = _header(self.pattern, delimiter), 1
-        return (pbegin | beam.io.ReadFromText(self.pattern, skip_header_lines=skip)
+        return (pbegin | beam.io.ReadFromText(self.pattern, skip_header_lines=skip,
+                                              coder=beam.coders.BytesCoder())
                 | "ParseLine" >> beam.Map(_parse_line, names, delimiter))
 
 
-def _parse_json(line: str):
-    if not line.strip():
+def _decode(line: bytes | str) -> str | None:
+    """A line's text, or None if it is not UTF-8."""
+    try:
+        return line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError:
+        return None
+
+
+def _parse_json(line: bytes | str):
+    line = _decode(line)
+    if line is None or not line.strip():
         return None
     try:
         value = json.loads(line)
@@ -108,7 +120,10 @@ def _parse_json(line: str):
     return value if isinstance(value, dict) else None
 
 
-def _parse_line(line: str, names: list, delimiter: str):
+def _parse_line(line: bytes | str, names: list, delimiter: str):
+    line = _decode(line)
+    if line is None:
+        return None
     fields = _split_line(line.rstrip("\r\n"), delimiter)
     return dict(zip(names, fields)) if len(fields) == len(names) else None
 
@@ -130,7 +145,8 @@ def row_id(image: str, text: str) -> str:
 
 
 class ParseRow(beam.DoFn):
-    """dict → ``Row``; malformed rows go to the ``dropped`` output as ``"bad_row"``."""
+    """dict → ``Row``; malformed rows (a line not UTF-8, an empty image or caption field) go to
+    the ``dropped`` output as ``"bad_row"``."""
 
     def __init__(self, config: BuildConfig, image_root: str):
         self.config, self.image_root = config, image_root

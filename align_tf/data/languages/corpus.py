@@ -4,6 +4,10 @@ Images are drawn exactly as ``synthetic.make_pairs`` draws them (``synthetic.ren
 come from the per-language tables with the same noise model (junk alt-texts, captions of another
 image, junk suffixes, colour- or shape-only captions). Held-out pairs are never drawn or
 described, in any language: mismatched captions describe a pair from ``pairs`` only.
+
+``make_pairs`` draws plain one-shape examples; ``make_training_pairs`` (what training reads with
+``data.synthetic_languages``) captions ``synthetic.make_pairs``' own examples, its extra kinds
+(unnamed colours, colour-only strokes, two shapes) included, in the chosen languages.
 """
 
 from __future__ import annotations
