@@ -30,6 +30,7 @@ from align_tf.evaluation import retrieval, zero_shot, knn, linear_probe  # noqa:
 from align_tf.evaluation import cxc, intra_modal, correlation  # noqa: F401, I001
 from align_tf.evaluation import multi30k  # noqa: F401, I001
 from align_tf.evaluation import synthetic_shift  # noqa: F401, I001  [shift]
+from align_tf.evaluation import multilingual  # noqa: F401, I001  [mling]: per language
 
 AUTO = "auto"
 # What `auto` runs, where the dataset supports it (`_takes`): the CxC benchmark's own evaluators
@@ -315,8 +316,20 @@ def make_report(results: dict, model_info: dict, seconds: float) -> dict:
     (``model_dir``, steps...).
     """
     return {"model": dict(model_info),
-            "results": {name: {task: {m: float(v) for m, v in metrics.items()}
-                               for task, metrics in tasks.items()}
+            "results": {name: {task: _nest(metrics) for task, metrics in tasks.items()}
                         for name, tasks in results.items()},
             "sources": dict(getattr(results, "sources", {})),
             "seconds": round(float(seconds), 1)}
+
+
+def _nest(metrics: dict) -> dict:
+    """``{metric: float}``, a metric named ``"de/top1"`` nested as ``{"de": {"top1": ...}}``
+    (per-language results, ``evaluation/multilingual.py``)."""
+    out = {}
+    for metric, value in metrics.items():
+        *path, leaf = metric.split("/")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = float(value)
+    return out
