@@ -39,6 +39,7 @@ EXTRAS = {
     "search": ["faiss-cpu>=1.8,<1.16", "scann>=1.4,<1.5", "apache-beam>=2.78,<2.79"],
     # On-device inference (LiteRT with XNNPACK).
     "edge": ["ai-edge-litert>=2.3,<2.4"],
+    "litert": ["ai-edge-litert>=2.3,<2.4"],  # the name for the same extra
     # Browser tests of the search page.
     "serve": ["selenium>=4.40,<4.52"],
 }
