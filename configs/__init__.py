@@ -176,10 +176,12 @@ def evaluators_for(datasets, tasks) -> dict:
     dataset (source spec) of ``datasets``, both comma lists, named ``{dataset}_{task}`` with the
     dataset spelt short (``tfds:cifar10`` → ``cifar10``, ``tfrecord:/x/*`` → ``tfrecord``): what
     the evaluate CLI's ``--datasets``/``--tasks`` mean, and a preset's shorthand."""
+    from align_tf.data import imagenet_variants  # shorthands: imagenet_variants → its 5 sets
     out = {}
-    for spec in comma_list(datasets, "eval.datasets"):
+    for spec in imagenet_variants.expand_datasets(comma_list(datasets, "eval.datasets")):
         kind, _, argument = spec.partition(":")
-        short = argument.split("/")[0].split(":")[0] if kind == "tfds" and argument else kind
+        named = kind in ("tfds", "imagenet") and argument  # entries named by the set
+        short = argument.split("/")[0].split(":")[0] if named else kind
         short = re.sub(r"\W", "_", short) or "dataset"
         for task in comma_list(tasks, "eval.tasks"):
             name, n = f"{short}_{task}", 1

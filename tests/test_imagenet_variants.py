@@ -163,8 +163,6 @@ def test_an_unknown_variant_is_one_line():
         "synthetic"] + [f"imagenet:{n}" for n in imagenet_variants.VARIANTS]
 
 
-@pytest.mark.xfail(strict=True, reason="[shift] needs configs.evaluators_for to expand dataset "
-                   "groups (the diff in the [shift] report); remove this mark with it")
 def test_the_evaluate_flag_expands_imagenet_variants():
     config = runner.with_eval_overrides(base.get_config(), datasets=["imagenet_variants"],
                                         tasks=["zeroshot"])
