@@ -252,10 +252,14 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
         vocabulary = config.data.vocab_path
     if vocabulary is None:
         from align_tf.data import synthetic
+        from align_tf.data.sources import synthetic as source
         d = config.data
-        captions = synthetic.make_pairs(d.num_train_examples, d.image_size,
-                                        noise=d.caption_noise, partial=d.caption_partial,
-                                        seed=config.seed)["caption"]
+        if d.get("synthetic_languages"):  # the multilingual corpus' vocabulary, as training's
+            captions = source.training_pairs(config)["caption"]
+        else:
+            captions = synthetic.make_pairs(d.num_train_examples, d.image_size,
+                                            noise=d.caption_noise, partial=d.caption_partial,
+                                            seed=config.seed)["caption"]
         vocabulary = build_vocabulary(captions, vocab_size=d.vocab_size,
                                       **mode_settings(d.get("tokenizer", "uncased")))
     preprocessor = TextPreprocessor.for_data(vocabulary, config.data)

@@ -9,7 +9,7 @@ import os
 import re
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
-PRESETS = ("default", "paper", "align_base", "b3_small", "albef_tiny")
+PRESETS = ("default", "paper", "align_base", "b3_small", "albef_tiny", "mling_tiny")
 
 
 # Fine-tuning presets (``python -m align_tf.finetune --config=NAME``); the model comes from --init.

@@ -112,6 +112,11 @@ def get_config():
     c.data.synthetic_unnamed_colour = 0.3  # synthetic only: share of shapes in unnamed colours, shape-only captions
     c.data.synthetic_colour_only = 0.1     # synthetic only: share of named-colour shapeless strokes, colour-only captions
     c.data.synthetic_two_shapes = 0.35     # synthetic only: share of two-seen-pair images ("a red circle and a blue star")
+    # synthetic only: captions in several languages (align_tf/data/languages/, docs/multilingual.md):
+    # "" the English corpus; "all" or a comma list of codes of en de fr cs es ru zh ja ar hi
+    c.data.synthetic_languages = ""
+    c.data.synthetic_language_mix = ""   # "en:2,de:1": relative weights of the languages ("": equal)
+    c.data.synthetic_language_only = ""  # "red circle=en;blue star=de+fr": these classes in these only
     c.data.shuffle_buffer = 1024       # TFRecord records (synthetic: a full permutation per epoch)
     c.data.random_flip = True          # paper: random horizontal flip; off for bit-comparable runs
 

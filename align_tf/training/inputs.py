@@ -12,7 +12,7 @@ from typing import Callable
 import tensorflow as tf
 
 from align_tf import distribute
-from align_tf.data import pipeline, sampling, sources, synthetic, tfrecord
+from align_tf.data import pipeline, sampling, sources, tfrecord
 from align_tf.run_dir import RunDir
 from align_tf.tokenizer import TextPreprocessor, build_vocabulary, mode_settings
 
@@ -74,12 +74,8 @@ def prepare_inputs(config, run: RunDir, chief: bool, resuming: bool):
     if resuming:
         check_resumable(config, run)
     pairs = None
-    if config.data.name == "synthetic":
-        d = config.data
-        pairs = synthetic.make_pairs(d.num_train_examples, d.image_size, noise=d.caption_noise,
-                                     partial=d.caption_partial, seed=config.seed,
-                                     unnamed=d.synthetic_unnamed_colour,
-                                     colour_only=d.synthetic_colour_only, two=d.synthetic_two_shapes)
+    if config.data.name == "synthetic":  # English, or data.synthetic_languages' mix
+        pairs = sources.synthetic.training_pairs(config)
     preprocessor = make_preprocessor(config, run, pairs["caption"] if pairs else None,
                                      write=chief, read_saved=chief or resuming)
     if chief:
