@@ -79,7 +79,7 @@ def search_query(params: dict, image: bytes | None = None) -> dict:
             "k": count(params)}
 
 
-def _value(params: dict, name: str, default, convert, kind: str):
+def _parameter(params: dict, name: str, default, convert, kind: str):
     """Parameter ``name`` through ``convert`` (``int``, ``float``), or ``default`` if absent."""
     raw = params.get(name, [None])[0]
     if raw is None:
@@ -92,7 +92,7 @@ def _value(params: dict, name: str, default, convert, kind: str):
 
 def count(params: dict, default: int = 10) -> int:
     """``k``: an integer in [1, MAX_K]."""
-    k = _value(params, "k", default, int, "an integer")
+    k = _parameter(params, "k", default, int, "an integer")
     if not 1 <= k <= MAX_K:
         raise ApiError(400, f"k must be between 1 and {MAX_K}; got {k}")
     return k
@@ -100,7 +100,7 @@ def count(params: dict, default: int = 10) -> int:
 
 def number(params: dict, name: str, default: float) -> float:
     """A finite float parameter."""
-    value = _value(params, name, default, float, "a number")
+    value = _parameter(params, name, default, float, "a number")
     if not math.isfinite(value):
         raise ApiError(400, f"{name} must be finite; got {params[name][0]!r}")
     return value
