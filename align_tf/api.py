@@ -254,7 +254,7 @@ def build_model(preset: str = "default", vocabulary=None) -> Model:
         from align_tf.data import synthetic
         from align_tf.data.sources import synthetic as source
         d = config.data
-        if d.get("synthetic_languages"):  # the multilingual corpus' vocabulary, as training's
+        if d.synthetic_languages:  # the multilingual corpus' vocabulary, as training's
             captions = source.training_pairs(config)["caption"]
         else:
             captions = synthetic.make_pairs(d.num_train_examples, d.image_size,

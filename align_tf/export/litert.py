@@ -199,7 +199,7 @@ def export_model_dir_litert(model_dir: str, output: str | None = None, quantize:
         kwargs["resize_size"] = resize_size or None
     output = output or os.path.join(model_dir, "litert")
     return export_litert(model, preprocessor, output, quantize=quantize,
-                         tokenizer_mode=config.data.get("tokenizer", "uncased"), **kwargs)
+                         tokenizer_mode=config.data.tokenizer, **kwargs)
 
 
 def main(flags) -> None:

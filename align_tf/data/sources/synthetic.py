@@ -159,7 +159,7 @@ def corpus_languages(data) -> dict | None:
     ``data.synthetic_language_mix``: ``"de:2,zh:1"`` (relative weights; "" equal);
     ``data.synthetic_language_only``: ``"red circle=en;blue star=de+fr"`` (these classes are
     captioned in these languages only)."""
-    codes = parse_languages(data.get("synthetic_languages", ""))
+    codes = parse_languages(data.synthetic_languages)
     if not codes:
         return None
     mix, only = None, {}
