@@ -165,6 +165,14 @@ class Index:
             self._embedder = Embedder(self.model_path)
         return self._embedder
 
+    def share_model(self, other: "Index") -> bool:
+        """Embeds queries with ``other``'s model when both indexes were built with the same
+        SavedModel (an image and a caption index: one model in memory, not two); whether so."""
+        if self.meta["model"]["hash"] != other.meta["model"]["hash"]:
+            return False
+        self._embedder = other.embedder
+        return True
+
     def embed_query(self, text: str | None = None, image=None, plus=(), minus=(),
                     weight: float = 1.0) -> np.ndarray:
         """q = normalise(ê + w·Σê₊ − w·Σê₋), float32 ``[D]``; ``image`` is a path or bytes."""

@@ -73,8 +73,7 @@ def load_service(f, stream=sys.stdout):
         if captions.meta.get("modality") != "text":
             raise SearchError(f"--captions={f.captions} is an index of images; build a caption "
                               "index with --input=captions:FILE")
-        if captions.meta["model"]["hash"] == index.meta["model"]["hash"]:
-            captions._embedder = index.embedder  # one model in memory, not two
+        captions.share_model(index)
     print(f"{PROG}: loading the model…", file=stream, flush=True)
     warm_up(index)
     if captions is not None:
