@@ -112,6 +112,7 @@ def get_config():
     c.data.synthetic_unnamed_colour = 0.3  # synthetic only: share of shapes in unnamed colours, shape-only captions
     c.data.synthetic_colour_only = 0.1     # synthetic only: share of named-colour shapeless strokes, colour-only captions
     c.data.synthetic_two_shapes = 0.35     # synthetic only: share of two-seen-pair images ("a red circle and a blue star")
+    c.data.synthetic_variety = 0.0         # synthetic only: share of images drawn varied (synthetic.render(varied=True))
     # synthetic only: captions in several languages (align_tf/data/languages/, docs/multilingual.md):
     # "" the English corpus; "all" or a comma list of codes of en de fr cs es ru zh ja ar hi
     c.data.synthetic_languages = ""

@@ -145,9 +145,10 @@ def _object_caption(code: str, objects, bg: str, rng, noise: float, partial: flo
 def make_training_pairs(num: int, size: int = 64, languages=LANGUAGES, mix: dict | None = None,
                         only: dict | None = None, pairs=synthetic.SEEN, noise: float = 0.2,
                         partial: float = 0.1, seed: int = 0, unnamed: float = 0.0,
-                        colour_only: float = 0.0, two: float = 0.0) -> dict:
+                        colour_only: float = 0.0, two: float = 0.0,
+                        variety: float = 0.0) -> dict:
     """``synthetic.make_pairs``' examples (the same images, the extra kinds ``unnamed``,
-    ``colour_only`` and ``two`` included), captioned in a mix of ``languages``.
+    ``colour_only``, ``two`` and ``variety`` included), captioned in a mix of ``languages``.
 
     Captions come from a stream of their own (``seed``, 1), so the images are exactly the English
     corpus'. ``mix`` and ``only`` as ``make_pairs``; a two-shape image whose pairs share no allowed
@@ -163,7 +164,8 @@ def make_training_pairs(num: int, size: int = 64, languages=LANGUAGES, mix: dict
         if p not in synthetic.CLASSES or not set(codes) <= set(languages):
             raise ValueError(f"only: {p} → {codes} names an unknown class or language")
     out = synthetic.make_pairs(num, size, pairs=pairs, noise=noise, partial=partial, seed=seed,
-                               unnamed=unnamed, colour_only=colour_only, two=two)
+                               unnamed=unnamed, colour_only=colour_only, two=two,
+                               variety=variety)
     rng = np.random.default_rng([seed, 1])
     captions, codes_out = [], []
     for image, objects in zip(out["image"], out["objects"]):

@@ -193,7 +193,7 @@ def training_pairs(config) -> dict:
     d = config.data
     kwargs = dict(noise=d.caption_noise, partial=d.caption_partial, seed=config.seed,
                   unnamed=d.synthetic_unnamed_colour, colour_only=d.synthetic_colour_only,
-                  two=d.synthetic_two_shapes)
+                  two=d.synthetic_two_shapes, variety=d.synthetic_variety)
     spec = corpus_languages(d)
     if spec is None:
         return synthetic.make_pairs(d.num_train_examples, d.image_size, **kwargs)
