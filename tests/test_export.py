@@ -626,8 +626,9 @@ def test_register_signature_rejects_bad_registrations(name, kwargs, message):
 
 
 def _readme_snippet(heading):
-    """The first ```python block of README.md after ``heading``."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    """The first ```python block of docs/export.md (the README's hub-module page) after
+    ``heading``."""
+    with open(os.path.join(REPO, "docs", "export.md"), encoding="utf-8") as f:
         text = f.read()
     section = text[text.index(heading):]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
