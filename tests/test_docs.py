@@ -38,6 +38,7 @@ DEFAULT_CONFIG = {"align_tf.train": "default", "align_tf.finetune": "finetune_cl
 
 
 def _read(doc):
+    """``doc``: a path relative to the repository, or an absolute one."""
     with open(os.path.join(REPO, doc), encoding="utf-8") as f:
         return f.read()
 
@@ -63,18 +64,36 @@ def _links(doc):
                 yield target, number
 
 
-@pytest.mark.parametrize("doc", DOCS)
-def test_every_relative_link_resolves(doc):
+def _broken_links(doc):
+    """``doc:line: target (why)`` for each relative link of ``doc`` that does not resolve."""
     broken = []
     for target, line in _links(doc):
         path, _, anchor = target.partition("#")
-        full = os.path.normpath(os.path.join(REPO, os.path.dirname(doc), path)) if path else \
-            os.path.join(REPO, doc)
+        full = os.path.normpath(os.path.join(REPO, os.path.dirname(doc), path) if path else
+                                os.path.join(REPO, doc))
         if not os.path.exists(full):
             broken.append(f"{doc}:{line}: {target} (no such file)")
-        elif anchor and full.endswith(".md") and anchor not in _anchors(os.path.relpath(full, REPO)):
+        elif anchor and full.endswith(".md") and anchor not in _anchors(full):
             broken.append(f"{doc}:{line}: {target} (no such heading)")
+    return broken
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_relative_link_resolves(doc):
+    broken = _broken_links(doc)
     assert not broken, "\n".join(broken)
+
+
+def test_link_check_catches_a_broken_link(tmp_path):
+    """The checker itself: a missing file and a missing heading fail; a link into a code block
+    is not a link; a heading's anchor drops its punctuation and backticks."""
+    (tmp_path / "b.md").write_text("# B\n\n## The `x` flag: (and §8)\n", encoding="utf-8")
+    (tmp_path / "a.md").write_text(
+        "[ok](b.md#the-x-flag-and-8) [gone](missing.md) [no](b.md#nowhere) [web](https://x.org/y)\n"
+        "```\n[code](missing2.md)\n```\n", encoding="utf-8")
+    assert _broken_links(str(tmp_path / "a.md")) == [
+        f"{tmp_path / 'a.md'}:1: missing.md (no such file)",
+        f"{tmp_path / 'a.md'}:1: b.md#nowhere (no such heading)"]
 
 
 def _commands(doc):
