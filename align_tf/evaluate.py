@@ -23,7 +23,7 @@ Datasets (``--datasets``/``--dataset``, comma-separated; the data sources' spell
   coco_karpathy:DIR, flickr30k_karpathy:DIR   MSCOCO / Flickr30K as downloaded, Karpathy's
                    splits (test: the 5K / 1K sets; --split=val)
   cxc:DIR          Crisscrossed Captions over COCO: cxc_retrieval (i2t/t2i/t2t/i2i, reported as
-                   retrieval) and correlation (SITS/STS/SIS); docs/evaluation-benchmarks.md
+                   retrieval) and correlation (SITS/STS/SIS); docs/evaluation.md
 Tasks (``--tasks``, comma-separated): the registered evaluator types (retrieval, zeroshot, knn,
 linear, and any a ``--plugins`` module registers), or auto (retrieval for captioned data,
 zero-shot for labelled data).

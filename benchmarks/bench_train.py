@@ -72,7 +72,7 @@ def import_open_clip():
     so the missing op schemas are declared first. Do not install that wheel into site-packages
     next to CPU-only torch: ``transformers`` imports torchvision when present and then fails
     (``from transformers import AlignModel`` breaks). Install it aside and put it on the path of
-    this command only (README, *Performance*)::
+    this command only (benchmarks/README.md)::
 
         pip install --no-deps --target ~/.cache/align_tf_bench/vendor torchvision==0.28.0
         PYTHONPATH=~/.cache/align_tf_bench/vendor python benchmarks/bench_train.py

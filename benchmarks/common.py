@@ -27,7 +27,7 @@ VERSIONED = ("tensorflow", "keras", "keras-hub", "tensorflow-text", "torch", "tr
              "open-clip-torch", "timm")
 RESULTS_HEADER = """# Benchmark results
 
-Rows are appended by the `benchmarks/bench_*.py` scripts (see README.md, *Performance*). Times are
+Rows are appended by the `benchmarks/bench_*.py` scripts (see benchmarks/README.md). Times are
 medians of repeated runs after warm-up; a ratio compares two figures measured in the same run
 (interleaved call by call for training and inference, one after the other for the input
 pipeline). The shared 2-core machine these were taken on also ran other people's work:
@@ -121,7 +121,7 @@ def versions(names=VERSIONED) -> str:
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
-# Headline ratios come only from runs on a quiet machine (README, *Performance*): a 1-minute load
+# Headline ratios come only from runs on a quiet machine (benchmarks/README.md): a 1-minute load
 # at most this when the benchmark starts. Its own threads load the machine too (a 2-thread run
 # alone reads 2–3 at its end), so the mark also needs other processes to have used at most
 # QUIET_OTHERS_CPU cores on average during the run (from /proc/stat, minus our own CPU time).

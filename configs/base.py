@@ -145,7 +145,7 @@ def get_config():
 
     # Evaluation (align_tf.evaluation.runner): the evaluators, each named, with its type
     # (align_tf/evaluation/registry.py: retrieval, zeroshot, knn, linear, intramodal, correlation,
-    # cxc_retrieval (docs/evaluation-benchmarks.md); auto = what the dataset
+    # cxc_retrieval (docs/evaluation.md); auto = what the dataset
     # supports without a fit split), its dataset (a source spec, align_tf.data.sources) and its
     # own fields (the type's `defaults`; any source option below may be overridden per entry).
     # `python -m align_tf.evaluate` has a flag for every field (applied to each entry that has

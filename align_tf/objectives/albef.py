@@ -13,7 +13,7 @@ The model is a ``DualEncoder`` with a ``fusion`` part (``align_tf.models.fusion`
   gradient, as ALIGN's loss) followed by the queue, targets unchanged. Not ALBEF: ALBEF starts
   from pre-trained encoders, and from scratch the momentum keys stay near-identical (a random
   BERT's [CLS] and an inference-mode EfficientNet map every input to almost the same vector), so
-  the stop-gradient ITC did not leave chance in our tiny runs (README, ALBEF section).
+  the stop-gradient ITC did not leave chance in our tiny runs (docs/objectives.md, ALBEF).
 * **ITM** (fuse): the fusion encoder's [CLS] → ``fusion.itm_head``, a binary "matches" decision on
   the B positive pairs plus, per image, one hard-negative text and, per text, one hard-negative
   image. Negatives are drawn with probability ∝ softmax of the ITC similarities

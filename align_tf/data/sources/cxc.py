@@ -79,7 +79,7 @@ def _rows(path: str, task: str):
     """``(line number, row)`` of one CxC CSV after checking its header."""
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"cxc: {path} does not exist (the CxC repository's data/ folder "
-                                "goes in DIR/cxc/; docs/evaluation-benchmarks.md)")
+                                "goes in DIR/cxc/; docs/evaluation.md)")
     with tf.io.gfile.GFile(path) as f:
         reader = csv.reader(io.StringIO(f.read()))
     header = tuple(h.strip() for h in next(reader, ()))

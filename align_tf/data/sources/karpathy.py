@@ -1,7 +1,7 @@
 """``coco_karpathy:DIR`` and ``flickr30k_karpathy:DIR``: MS-COCO and Flickr30K as downloaded, with
 Andrej Karpathy's split files (the splits ALIGN's Table 1 reports: MSCOCO 5K test, Flickr30K 1K).
 
-Layouts (``docs/evaluation-benchmarks.md``)::
+Layouts (``docs/evaluation.md``)::
 
     DIR/dataset_coco.json          DIR/dataset_flickr30k.json
     DIR/val2014/COCO_val2014_000000391895.jpg
@@ -99,7 +99,7 @@ def read_split(directory: str, json_name: str, image_dir, split: str, name: str,
     path = os.path.join(directory, json_name)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{name}: {path} does not exist (Karpathy's split file; "
-                                "docs/evaluation-benchmarks.md says where to get it)")
+                                "docs/evaluation.md says where to get it)")
     try:
         with tf.io.gfile.GFile(path) as f:
             images = json.load(f)["images"]

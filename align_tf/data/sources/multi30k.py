@@ -55,7 +55,7 @@ def read_lines(directory: str, relative: str) -> list:
                 raise ValueError(f"multi30k: {candidate} is not UTF-8 ({e.reason} at byte "
                                  f"{e.start})") from None
     raise FileNotFoundError(f"multi30k: {path} (or .gz) does not exist (the Multi30K repository's "
-                            "data/ folder goes in DIR/data/; docs/evaluation-benchmarks.md)")
+                            "data/ folder goes in DIR/data/; docs/evaluation.md)")
 
 
 class Multi30kData(RetrievalData):
