@@ -131,8 +131,8 @@ def main(argv, eval_overrides: dict | None = None):
         report = trainer.evaluate(result, config, f.model_dir)
         for dataset, tasks in report["results"].items():
             for task, metrics in tasks.items():
-                print(f"eval {dataset} {task}:", ", ".join(
-                    f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+                for line in eval_lines(f"eval {dataset} {task}", metrics):
+                    print(line)
     if config.export.enabled:
         # The same function as `python -m align_tf.export`: evaluation image sizes and the
         # config's prompt templates (default CLIP's 80) are baked into the SavedModel.
@@ -140,6 +140,22 @@ def main(argv, eval_overrides: dict | None = None):
                                   f.export_dir or RunDir(f.model_dir).savedmodel_path,
                                   config=config, **config_export_kwargs(config))
         print(f"exported SavedModel to {path}")
+
+
+def eval_lines(label: str, metrics: dict, most: int = 12):
+    """One console line per level of an evaluator's (possibly nested) metrics: the floats of
+    ``metrics`` after ``label``, then each sub-dict (a shift style, a language) on its own line.
+    Beyond ``most`` sub-dicts (cross-lingual language pairs) only ``mean`` is printed; eval.json
+    has them all."""
+    floats = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    if floats:
+        yield f"{label}: {floats}"
+    subs = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    if len(subs) > most and "mean" in subs:
+        yield f"{label}: {len(subs) - 1} more in eval.json"
+        subs = {"mean": subs["mean"]}
+    for key, value in subs.items():
+        yield from eval_lines(f"{label} {key}", value, most)
 
 
 def run():

@@ -288,3 +288,14 @@ def test_periodic_evaluation_writes_tensorboard(tmp_path):
     assert [step for step, _ in top1] == [2, 4]  # the loop also stops at evaluation steps
     assert all(0.0 <= value <= 1.0 for _, value in top1)
     assert _scalar_events(tmp_path / "train", "eval/synthetic/retrieval/i2t_R@1")
+
+
+def test_console_eval_lines_show_nested_metrics():
+    """Nested results (shift styles, languages) get a line each; beyond ``most`` only the mean."""
+    from align_tf.train import eval_lines
+    metrics = {"num_pairs": 3.0, "mean": {"r1": 0.5}, **{f"l{i}": {"r1": i / 10} for i in range(3)}}
+    assert list(eval_lines("eval x y", metrics)) == [
+        "eval x y: num_pairs=3", "eval x y mean: r1=0.5", "eval x y l0: r1=0",
+        "eval x y l1: r1=0.1", "eval x y l2: r1=0.2"]
+    assert list(eval_lines("e", metrics, most=2)) == [
+        "e: num_pairs=3", "e: 3 more in eval.json", "e mean: r1=0.5"]
