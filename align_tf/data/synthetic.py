@@ -31,11 +31,11 @@ one seen pair). Their label is ``-1``; ``objects`` lists what each image shows. 
 shares 0 (the evaluation's setting) the random stream, and so every image and caption, is the
 same as without them.
 
-``make_pairs(variety=...)`` draws a share of the images (of every kind) varied: flat, gradient or
-noisier gray backgrounds, a wider range of sizes, outlines from none to 3 px, cut-outs over part of
-the shape, a slight blur (``render(varied=True)``). The default share ``VARIETY`` is 0 (see there);
-the shift sets of ``align_tf/data/shift.py`` (docs/robustness.md) measure transfer to styles
-training never draws. Evaluation renders plain images.
+``make_pairs(variety=...)`` draws a share of the images (of every kind) varied: a flat, gradient
+or noisier gray background and a wider range of sizes (``render(varied=True)``); the default
+config draws 0.2 of them so (``data.synthetic_variety``). The shift sets of
+``align_tf/data/shift.py`` (docs/robustness.md) measure transfer to styles training never draws.
+Evaluation renders plain images.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -62,13 +62,10 @@ SEEN = tuple(p for p in CLASSES if p not in HELD_OUT)
 # Fills for shape-only examples are random colours at least this far (RGB distance) from every named
 # colour, so no such image looks like a named pair (held-out or not); fill jitter is ±20 per channel.
 UNNAMED_MIN_DISTANCE = 120.0
-# Share of training images drawn with varied backgrounds, outlines, sizes, cut-outs and blur
-# (``render(varied=True)``), meant to make what the towers learn transfer to drawing styles the
-# corpus never shows (``align_tf/data/shift.py``). Off: at 0.5 the default run's in-distribution
-# zero-shot fell from ~99 % seen / 75 % held-out to 38 % / 35 % (seed 0; docs/robustness.md).
-# Evaluation's images are never varied.
-VARIETY = 0.0
-VARIED_FRAC = (0.16, 0.45)  # radius fraction of a varied image (plain: 0.22-0.40)
+# Radius fraction of a varied training image (``render(varied=True)``; plain: 0.22-0.40). Varied
+# images keep the luminance outline: without it (outlines 0-3 px wide) held-out pairs stopped
+# composing (default run, in-distribution held-out 35 % and 0 % at seeds 0 and 1; docs/robustness.md).
+VARIED_FRAC = (0.16, 0.45)
 
 
 def unnamed_colour(rng: np.random.Generator):
@@ -140,26 +137,23 @@ def _background(size: int, rng: np.random.Generator):
     return Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)), dark
 
 
-def _draw(draw, pair, cx, cy, r, dark: bool, rng: np.random.Generator, rgb=None,
-          width: int = 2):
+def _draw(draw, pair, cx, cy, r, dark: bool, rng: np.random.Generator, rgb=None):
     colour, shape = pair
     jitter = rng.integers(-20, 21, 3) if rgb is None else np.zeros(3, int)
     base_rgb = rgb if rgb is not None else COLOURS[colour]
     fill = tuple(int(v) for v in np.clip(np.array(base_rgb) + jitter, 0, 255))
     # A luminance outline (light on dark, dark on light) gives every colour the same shape edges,
     # so shape features need not be relearned per colour: this is what lets unseen pairs compose.
-    # ``width`` 0 (a varied image) draws none.
-    outline = ((235, 235, 235) if dark else (20, 20, 20)) if width else None
+    outline = (235, 235, 235) if dark else (20, 20, 20)
     if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=2)
     elif shape == "blob":
         points, stroke = _squiggle(cx, cy, r, rng), max(3, int(0.4 * r))
-        if width:
-            draw.line(points, fill=outline, width=stroke + 2 * width, joint="curve")
+        draw.line(points, fill=outline, width=stroke + 4, joint="curve")
         draw.line(points, fill=fill, width=stroke, joint="curve")
     else:
         draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill,
-                     outline=outline, width=width)
+                     outline=outline, width=2)
 
 
 def _varied_background(size: int, rng: np.random.Generator):
@@ -184,61 +178,35 @@ def _varied_background(size: int, rng: np.random.Generator):
     return Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)), dark
 
 
-def _varied_width(r, rng: np.random.Generator) -> int:
-    """A varied image's outline width: none, 1, 2 or 3 px, at most a sixth of the radius (a
-    thicker one, drawn inwards, would hide the fill's colour)."""
-    return min(int(rng.integers(0, 4)), max(1, int(r / 6)))
-
-
-def _varied_finish(image, background, cx, cy, r, rng: np.random.Generator):
-    """A varied image's last touches: a cut-out (a patch of the background over part of the
-    shape) a third of the time, a slight blur a third of the time."""
-    if rng.random() < 1 / 3:
-        w, h = rng.uniform(0.4, 0.9, 2) * r
-        x, y = cx + rng.uniform(-0.6, 0.6) * r, cy + rng.uniform(-0.6, 0.6) * r
-        box = tuple(int(round(v)) for v in (x - w / 2, y - h / 2, x + w / 2, y + h / 2))
-        image.paste(background.crop(box), box[:2])
-    if rng.random() < 1 / 3:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
-    return image
-
-
 def render(pair, size: int, rng: np.random.Generator, rgb=None, varied: bool = False):
     """Draws one shape; returns ``(uint8 image (size, size, 3), radius fraction, background word)``.
 
     ``pair`` is ``(colour, shape)``; shape may be ``"blob"`` (a thick random stroke). ``rgb``
     overrides the fill colour (then ``colour`` is only a name, e.g. ``"unnamed"``). ``varied``
-    (training's share ``VARIETY``): a flat, gradient or noisier gray background, a radius of
-    16-45 %, an outline 0-3 px wide, and maybe a cut-out and a blur (``_varied_finish``).
+    (training's share ``data.synthetic_variety``): a flat, gradient or noisier gray background
+    and a radius of 16-45 %.
     """
     image, dark = _varied_background(size, rng) if varied else _background(size, rng)
-    background = image.copy() if varied else None
     frac = rng.uniform(*(VARIED_FRAC if varied else (0.22, 0.40)))
     r = frac * size
     cx, cy = rng.uniform(r, size - r, 2)
-    width = _varied_width(r, rng) if varied else 2
-    _draw(ImageDraw.Draw(image), pair, cx, cy, r, dark, rng, rgb, width)
-    if varied:
-        image = _varied_finish(image, background, cx, cy, r, rng)
+    _draw(ImageDraw.Draw(image), pair, cx, cy, r, dark, rng, rgb)
     return np.asarray(image), frac, "dark" if dark else "light"
 
 
 def render_two(pairs, size: int, rng: np.random.Generator, varied: bool = False):
     """Draws two smaller shapes side by side (left/right or top/bottom halves, order random);
-    returns ``(uint8 image, background word)``. ``varied``: as ``render``'s, without a cut-out
-    (it could hide a small shape) and with the sizes unchanged."""
+    returns ``(uint8 image, background word)``. ``varied``: ``render``'s backgrounds, the sizes
+    unchanged."""
     image, dark = _varied_background(size, rng) if varied else _background(size, rng)
     draw = ImageDraw.Draw(image)
     vertical = rng.random() < 0.5
-    width = _varied_width(0.14 * size, rng) if varied else 2
     for k, pair in enumerate(pairs):
         r = rng.uniform(0.14, 0.22) * size
         lo, hi = (k * size / 2 + r, (k + 1) * size / 2 - r)
         a, b = rng.uniform(lo, max(lo, hi)), rng.uniform(r, size - r)
         cx, cy = (b, a) if vertical else (a, b)
-        _draw(draw, pair, cx, cy, r, dark, rng, width=width)
-    if varied and rng.random() < 1 / 3:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
+        _draw(draw, pair, cx, cy, r, dark, rng)
     return np.asarray(image), "dark" if dark else "light"
 
 
@@ -286,7 +254,7 @@ def partial_caption(word, kind: str, frac, bg, rng: np.random.Generator, noise: 
 
 def make_pairs(num: int, size: int = 64, pairs=SEEN, noise: float = 0.2, partial: float = 0.1,
                seed: int = 0, unnamed: float = 0.0, colour_only: float = 0.0, two: float = 0.0,
-               variety: float = VARIETY):
+               variety: float = 0.0):
     """Generates ``num`` examples of classes drawn uniformly from ``pairs``.
 
     A share ``unnamed`` of examples instead shows a shape (any of ``SHAPES``) in a random fill far
