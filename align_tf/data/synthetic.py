@@ -32,8 +32,8 @@ shares 0 (the evaluation's setting) the random stream, and so every image and ca
 same as without them.
 
 ``make_pairs(variety=...)`` draws a share of the images (of every kind) varied: a flat, gradient
-or noisier gray background and a wider range of sizes (``render(varied=True)``); the default
-config draws 0.2 of them so (``data.synthetic_variety``). The shift sets of
+or noisier gray background and a wider range of sizes (``render(varied=True)``); the share is
+``data.synthetic_variety``, 0 in the default config (docs/robustness.md). The shift sets of
 ``align_tf/data/shift.py`` (docs/robustness.md) measure transfer to styles training never draws.
 Evaluation renders plain images.
 """
